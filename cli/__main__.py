@@ -1,0 +1,5 @@
+"""``python -m cli ...`` (also what ``torchrun -m cli train ...`` runs)."""
+
+from .app import main
+
+main()

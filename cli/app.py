@@ -1,0 +1,62 @@
+"""The Typer app, the command registry and the one table mapping library errors to exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from metaopt_tuner.errors import MetaOptError, NonFiniteLossError
+
+from .commands.suites import suites
+from .commands.train import train
+
+app = typer.Typer(
+    name="metaopt",
+    help="Meta-learn initial weights and per-weight learning rates; use them as an optimizer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("suites")(suites)
+app.command("train")(train)
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+#: library error -> exit code. Bad input is 2 (like a usage error); a run that failed is 1.
+EXIT_CODES: list[tuple[type[BaseException], int]] = [
+    (NonFiniteLossError, 1),
+    (MetaOptError, 2),
+]
+
+
+def exit_code_for(exc: BaseException) -> int | None:
+    for kind, code in EXIT_CODES:
+        if isinstance(exc, kind):
+            return code
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app, turning library errors into one line and an exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except MetaOptError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        sys.exit(exit_code_for(exc))
+    except KeyboardInterrupt:
+        err_console.print("interrupted", markup=False)
+        sys.exit(130)
+    except typer.Abort:
+        sys.exit(1)
+    except (typer.Exit, SystemExit) as exc:
+        code = getattr(exc, "exit_code", None)
+        sys.exit(code if code is not None else getattr(exc, "code", 0))
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

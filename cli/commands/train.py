@@ -1,0 +1,69 @@
+"""``metaopt train``: meta-train a learner on a task suite into an output folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from metaopt_tuner.training import MetaTrainer, TrainConfig
+
+from ..options import DataDir, Device, Seed, SuiteOption, parse_suite_options
+
+
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Output folder: checkpoints, metrics log, artifact.")],
+    suite: Annotated[str, typer.Option("--suite", "-s", help="Task suite (see `metaopt suites`).")] = "sinusoid",
+    learner: Annotated[str, typer.Option("--learner", "-l", help="maml, fomaml, metasgd or reptile.")] = "metasgd",
+    iterations: Annotated[int, typer.Option("--iterations", "-n", help="Meta-iterations (outer steps) in total.")] = 1000,
+    meta_batch: Annotated[int, typer.Option("--meta-batch", "-b", help="Tasks per meta-iteration.")] = 25,
+    inner_steps: Annotated[int, typer.Option("--inner-steps", "-k", help="Inner (adaptation) steps per task.")] = 1,
+    inner_lr: Annotated[float, typer.Option("--inner-lr", help="Inner learning rate (the initial value for learned rates).")] = 0.01,
+    meta_lr: Annotated[float | None, typer.Option("--meta-lr", help="Outer learning rate [default: 1e-3 Adam; Reptile 0.1 SGD].")] = None,
+    outer_optimizer: Annotated[str | None, typer.Option("--outer-optimizer", help="adam or sgd [default: per learner].")] = None,
+    clip_grad: Annotated[float | None, typer.Option("--clip-grad", help="Clip the meta-gradient's global norm to this value.")] = None,
+    per_step_lrs: Annotated[bool, typer.Option("--per-step-lrs/--shared-lrs", help="Learn one set of rates per inner step (Meta-SGD).")] = False,
+    first_order: Annotated[bool | None, typer.Option("--first-order/--second-order", help="Override the learner's order.")] = None,
+    batching: Annotated[str, typer.Option("--batching", help="auto, batched (hand-batched), vmap or loop.")] = "auto",
+    eval_every: Annotated[int, typer.Option("--eval-every", help="Evaluate on held-out validation tasks every N iterations.")] = 500,
+    eval_tasks: Annotated[int, typer.Option("--eval-tasks", help="Number of fixed validation tasks.")] = 100,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Write a checkpoint every N iterations.")] = 1000,
+    log_every: Annotated[int, typer.Option("--log-every", help="Append a metrics line every N iterations.")] = 100,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run saved in --out.")] = False,
+    seed: Seed = 0,
+    device: Device = "cpu",
+    dtype: Annotated[str, typer.Option("--dtype", help="float32 or float64.")] = "float32",
+    data_dir: DataDir = None,
+    suite_option: SuiteOption = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Meta-train LEARNER on SUITE; write checkpoints, a metrics log and the artifact to --out."""
+    config = TrainConfig(
+        suite=suite,
+        suite_options=parse_suite_options(suite_option, data_dir),
+        learner=learner,
+        iterations=iterations,
+        meta_batch=meta_batch,
+        inner_steps=inner_steps,
+        inner_lr=inner_lr,
+        meta_lr=meta_lr,
+        outer_optimizer=outer_optimizer,
+        clip_grad=clip_grad,
+        first_order=first_order,
+        per_step_lrs=per_step_lrs,
+        batching=batching,
+        eval_every=eval_every,
+        eval_tasks=eval_tasks,
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+    )
+    result = MetaTrainer(config, out, progress=progress).run(resume=resume)
+    metric = result.suite.metric_name
+    typer.echo(
+        f"done: {result.config.iterations} iterations; held-out {metric} after "
+        f"{config.inner_steps} step(s): {result.final_metric:.4g}; outputs in {out}"
+    )

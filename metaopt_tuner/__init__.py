@@ -1,0 +1,72 @@
+"""metaopt-tuner: meta-learned initial weights and per-weight learning rates as an optimizer.
+
+The public API, and nothing else, is re-exported here.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    ArtifactError,
+    ConfigError,
+    DataError,
+    MetaOptError,
+    ModelMismatchError,
+    NonFiniteLossError,
+    RunDirError,
+    SuiteError,
+)
+from .learners import (
+    FOMAML,
+    MAML,
+    LearningRates,
+    MetaLearner,
+    MetaSGDLearner,
+    Reptile,
+    adapt,
+    build_learner,
+    list_learners,
+)
+from .models import MLP, ConvNet, build_model
+from .tasks import Task, TaskBatch, TaskSuite, get_suite, list_suites, register_suite
+from .training import MetaTrainer, TrainConfig, TrainResult, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    # errors
+    "MetaOptError",
+    "ConfigError",
+    "SuiteError",
+    "DataError",
+    "RunDirError",
+    "NonFiniteLossError",
+    "ArtifactError",
+    "ModelMismatchError",
+    # tasks
+    "Task",
+    "TaskBatch",
+    "TaskSuite",
+    "get_suite",
+    "list_suites",
+    "register_suite",
+    # models
+    "MLP",
+    "ConvNet",
+    "build_model",
+    # learners
+    "MetaLearner",
+    "MAML",
+    "FOMAML",
+    "MetaSGDLearner",
+    "Reptile",
+    "LearningRates",
+    "adapt",
+    "build_learner",
+    "list_learners",
+    # training
+    "TrainConfig",
+    "TrainResult",
+    "MetaTrainer",
+    "train",
+]

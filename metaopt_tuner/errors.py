@@ -1,0 +1,53 @@
+"""One root exception for the library and specific subclasses a caller can act on.
+
+Every error the library raises on bad input derives from :class:`MetaOptError`, so callers
+(and the CLI) can catch exactly the library's own failures and nothing else.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MetaOptError",
+    "ConfigError",
+    "SuiteError",
+    "DataError",
+    "RunDirError",
+    "NonFiniteLossError",
+    "ArtifactError",
+    "ModelMismatchError",
+]
+
+
+class MetaOptError(Exception):
+    """Root of every error raised by metaopt-tuner on bad input or a failed run."""
+
+
+class ConfigError(MetaOptError, ValueError):
+    """An option has an invalid value (a non-positive count, an unknown learner, ...)."""
+
+
+class SuiteError(MetaOptError, KeyError):
+    """An unknown task suite, or options a suite does not accept."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; a user wants the plain sentence.
+        return str(self.args[0]) if self.args else ""
+
+
+class DataError(MetaOptError):
+    """A data folder or file is missing, empty, or not in the expected layout."""
+
+
+class RunDirError(MetaOptError):
+    """An output folder that cannot be used for a run (not ours, not writable, ...)."""
+
+
+class NonFiniteLossError(MetaOptError, FloatingPointError):
+    """Meta-training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+class ArtifactError(MetaOptError):
+    """An artifact is missing, corrupted, of an unsupported version, or inconsistent."""
+
+
+class ModelMismatchError(ArtifactError):
+    """A model's parameters differ from an artifact's (names or shapes)."""

@@ -1,0 +1,56 @@
+"""How meta-parameters are learned: MAML, first-order MAML, Meta-SGD and Reptile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..errors import ConfigError
+from ..tasks.base import TaskSuite
+from .base import BATCHING_MODES, AdaptationOutcome, MetaGradient, MetaLearner
+from .inner import adapt, metasgd_update, rates_at_step
+from .maml import FOMAML, MAML, GradientMetaLearner
+from .metasgd import MetaSGDLearner
+from .rates import LearningRates
+from .reptile import Reptile
+
+__all__ = [
+    "MetaLearner",
+    "MetaGradient",
+    "AdaptationOutcome",
+    "GradientMetaLearner",
+    "MAML",
+    "FOMAML",
+    "MetaSGDLearner",
+    "Reptile",
+    "LearningRates",
+    "BATCHING_MODES",
+    "LEARNERS",
+    "adapt",
+    "metasgd_update",
+    "rates_at_step",
+    "build_learner",
+    "list_learners",
+]
+
+LEARNERS: dict[str, type[MetaLearner]] = {
+    "maml": MAML,
+    "fomaml": FOMAML,
+    "metasgd": MetaSGDLearner,
+    "reptile": Reptile,
+}
+
+
+def list_learners() -> list[str]:
+    return sorted(LEARNERS)
+
+
+def build_learner(
+    name: str, suite: TaskSuite, model: nn.Module | None = None, **options: Any
+) -> MetaLearner:
+    """Build learner ``name`` for ``suite``'s model (or ``model``), loss and metric."""
+    if name not in LEARNERS:
+        raise ConfigError(f"unknown learner {name!r}; available: {', '.join(list_learners())}")
+    model = suite.build_model() if model is None else model
+    return LEARNERS[name](model, suite.loss_per_example, suite.metric_per_example, **options)

@@ -1,0 +1,288 @@
+"""MetaLearner: the batched evaluation of a meta-batch, shared by every learner.
+
+A learner owns the model (whose parameters are the initial weights theta) and the inner learning
+rates alpha. It adapts every task of a :class:`TaskBatch` with the one inner loop
+(:func:`inner.adapt`) and turns the adapted parameters into a meta-gradient; subclasses differ only
+in that last part. Three batching paths compute the same thing:
+
+* ``"batched"``: the hand-batched forward of the reference architectures, parameters expanded to a
+  leading task dimension, inner gradients of the summed task losses (exactly the per-task
+  gradients, since tasks are independent). The fastest path.
+* ``"vmap"``: ``torch.func.vmap`` over any ``nn.Module`` through ``functional_call``.
+* ``"loop"``: a Python loop over tasks; the reference in tests and a fallback.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from ..errors import ConfigError
+from ..models import supports_batched
+from ..tasks.base import TaskBatch
+from .inner import GradFn, Params, adapt, autograd_grads, functorch_grads
+from .rates import LearningRates
+
+__all__ = ["MetaLearner", "MetaGradient", "AdaptationOutcome", "BATCHING_MODES"]
+
+BATCHING_MODES = ("auto", "batched", "vmap", "loop")
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class MetaGradient:
+    """One meta-batch's result: mean query loss and metric (detached) and the meta-gradient."""
+
+    loss: Tensor
+    metric: Tensor
+    grads: dict[str, Tensor]
+
+
+@dataclass
+class AdaptationOutcome:
+    """Per-task query loss and metric, shape ``[T]`` (or ``[T, steps + 1]`` for curves)."""
+
+    loss: Tensor
+    metric: Tensor
+    adapted: Params | None = None
+
+
+class MetaLearner(nn.Module, abc.ABC):
+    """Base of every learner: holds theta (the model) and alpha (the rates), adapts batches.
+
+    Call order: build, move with ``.to(device, dtype)``, then call :meth:`meta_gradient` once per
+    meta-batch; the trainer writes the returned gradients into the meta-parameters' ``.grad`` and
+    steps the outer optimizer. :meth:`adaptation_curve` evaluates without building a meta-graph.
+    """
+
+    #: registry name, e.g. "maml"
+    learner_name: str = ""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        metric_fn: LossFn | None = None,
+        *,
+        inner_steps: int = 1,
+        inner_lr: float = 0.01,
+        lr_granularity: str = "scalar",
+        per_step_lrs: bool = False,
+        learn_lrs: bool = False,
+        first_order: bool = False,
+        batching: str = "auto",
+    ) -> None:
+        super().__init__()
+        if inner_steps < 1:
+            raise ConfigError(f"inner_steps must be a positive integer, got {inner_steps}")
+        if batching not in BATCHING_MODES:
+            raise ConfigError(
+                f"unknown batching {batching!r}; expected one of {', '.join(BATCHING_MODES)}"
+            )
+        if batching == "batched" and not supports_batched(model):
+            raise ConfigError(
+                f"{type(model).__name__} has no hand-batched forward; use --batching vmap or loop"
+            )
+        self.model = model
+        self.loss_fn = loss_fn
+        self.metric_fn = metric_fn or loss_fn
+        self.inner_steps = int(inner_steps)
+        self.first_order = bool(first_order)
+        self.batching = batching
+        shapes = {n: p.shape for n, p in model.named_parameters()}
+        self.rates = LearningRates(
+            shapes,
+            init=inner_lr,
+            granularity=lr_granularity,
+            steps=self.inner_steps if per_step_lrs else 1,
+            learnable=learn_lrs,
+        )
+
+    # ----------------------------------------------------------------- meta-parameters
+    # Walking the module tree costs more than a sinusoid meta-iteration's arithmetic, so the
+    # name -> tensor maps are cached; ``_apply`` (``.to()``, ``.double()``, ...) clears the cache.
+    _cache: dict[str, Any] | None = None
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> MetaLearner:
+        self._cache = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def _cached(self) -> dict[str, Any]:
+        if self._cache is None:
+            self._cache = {
+                "theta": dict(self.model.named_parameters()),
+                "meta": [(n, p) for n, p in self.named_parameters() if p.requires_grad],
+            }
+        return self._cache
+
+    def initial_params(self) -> Params:
+        """theta: the model's parameters by name (the live tensors)."""
+        return dict(self._cached()["theta"])
+
+    def learning_rates(self) -> dict[str, Tensor]:
+        """alpha: ``name -> (steps, ...)`` rates for every model parameter (the live tensors)."""
+        return self.rates.forward()
+
+    def named_meta_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Every tensor the outer optimizer updates, with a stable name."""
+        return list(self._cached()["meta"])
+
+    def config(self) -> dict[str, Any]:
+        """The constructor options as JSON-able data (recorded in checkpoints and artifacts)."""
+        return {
+            "learner": self.learner_name,
+            "inner_steps": self.inner_steps,
+            "lr_granularity": self.rates.granularity,
+            "per_step_lrs": self.rates.steps > 1,
+            "learn_lrs": self.rates.learnable,
+            "first_order": self.first_order,
+            "batching": self.batching,
+        }
+
+    # ----------------------------------------------------------------- batching
+    def resolve_batching(self, device: torch.device) -> str:
+        """The path ``"auto"`` picks: hand-batched when the model has it, else vmap (loop for
+        convolutional models on CPU, where vmap's batched convolutions are slower)."""
+        if self.batching != "auto":
+            return self.batching
+        if supports_batched(self.model):
+            return "batched"
+        if device.type == "cpu" and any(
+            isinstance(m, nn.modules.conv._ConvNd) for m in self.model.modules()
+        ):
+            return "loop"
+        return "vmap"
+
+    def _functional_forward(self, params: Params, x: Tensor) -> Tensor:
+        return functional_call(self.model, params, (x,))
+
+    def _batched_forward(self, params: Params, x: Tensor) -> Tensor:
+        return self.model.batched_forward(params, x)  # type: ignore[operator]
+
+    def _solve(
+        self,
+        params: Params,
+        lrs: dict[str, Tensor],
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        yq: Tensor,
+        forward: Callable[[Params, Tensor], Tensor],
+        grad_fn: GradFn,
+        steps: int,
+        create_graph: bool,
+        curve: bool,
+    ) -> tuple[Tensor, Tensor, Params]:
+        """Adapt one task (or one hand-batched stack of tasks) and score it on its query set."""
+        loss_fn, metric_fn = self.loss_fn, self.metric_fn
+
+        def support_loss(p: Params) -> Tensor:
+            return loss_fn(forward(p, xs), ys).mean(-1).sum()
+
+        def query(p: Params) -> tuple[Tensor, Tensor]:
+            out = forward(p, xq)
+            return loss_fn(out, yq).mean(-1), metric_fn(out, yq).mean(-1)
+
+        if not curve:
+            adapted = adapt(
+                params, lrs, support_loss, steps, create_graph=create_graph, grad_fn=grad_fn
+            )
+            q_loss, q_metric = query(adapted)
+            return q_loss, q_metric, adapted
+        losses, metrics = [], []
+        for t in range(steps + 1):
+            q_loss, q_metric = query(params)
+            losses.append(q_loss.detach())
+            metrics.append(q_metric.detach())
+            if t < steps:
+                params = adapt(
+                    params, lrs, support_loss, 1, create_graph=False, grad_fn=grad_fn, first_step=t
+                )
+                params = {k: v.detach() for k, v in params.items()}
+                if grad_fn is autograd_grads:
+                    params = {k: v.requires_grad_() for k, v in params.items()}
+        return torch.stack(losses, -1), torch.stack(metrics, -1), params
+
+    def adapt_batch(
+        self,
+        batch: TaskBatch,
+        steps: int | None = None,
+        *,
+        create_graph: bool = True,
+        curve: bool = False,
+        params: Params | None = None,
+        lrs: dict[str, Tensor] | None = None,
+    ) -> AdaptationOutcome:
+        """Adapt every task of ``batch`` from ``params`` (default theta) for ``steps`` steps.
+
+        Returns per-task query loss and metric (``[T]``, or ``[T, steps + 1]`` with ``curve``) and
+        the adapted parameters with a leading task dimension.
+        """
+        steps = self.inner_steps if steps is None else int(steps)
+        params = self.initial_params() if params is None else params
+        lrs = self.learning_rates() if lrs is None else lrs
+        mode = self.resolve_batching(batch.x_support.device)
+        tensors = (batch.x_support, batch.y_support, batch.x_query, batch.y_query)
+        if mode == "batched":
+            n = len(batch)
+            expanded = {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
+            loss, metric, adapted = self._solve(
+                expanded, lrs, *tensors, self._batched_forward, autograd_grads, steps,
+                create_graph, curve,
+            )
+        elif mode == "vmap":
+
+            def one_task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor):
+                return self._solve(
+                    params, lrs, xs, ys, xq, yq, self._functional_forward, functorch_grads,
+                    steps, create_graph, curve,
+                )
+
+            loss, metric, adapted = vmap(one_task, randomness="different")(*tensors)
+        else:
+            results = [
+                self._solve(
+                    params, lrs, *(t[i] for t in tensors), self._functional_forward,
+                    autograd_grads, steps, create_graph, curve,
+                )
+                for i in range(len(batch))
+            ]
+            loss = torch.stack([r[0] for r in results])
+            metric = torch.stack([r[1] for r in results])
+            adapted = {k: torch.stack([r[2][k] for r in results]) for k in params}
+        return AdaptationOutcome(loss, metric, adapted)
+
+    # ----------------------------------------------------------------- the learner's own part
+    @abc.abstractmethod
+    def meta_gradient(self, batch: TaskBatch) -> MetaGradient:
+        """The meta-gradient of one meta-batch for every tensor of :meth:`named_meta_parameters`."""
+
+    @torch.no_grad()
+    def _detached(self) -> Params:
+        return {k: v.detach() for k, v in self.initial_params().items()}
+
+    def adaptation_curve(
+        self, batch: TaskBatch, steps: int | None = None, chunk: int = 100
+    ) -> AdaptationOutcome:
+        """Query loss and metric after 0..steps inner steps for every task, ``[T, steps + 1]``.
+
+        No meta-graph is built; tasks are processed ``chunk`` at a time to bound memory.
+        """
+        steps = self.inner_steps if steps is None else int(steps)
+        lrs = {k: v.detach() for k, v in self.learning_rates().items()}
+        losses, metrics = [], []
+        for start in range(0, len(batch), chunk):
+            part = batch.slice(start, start + chunk)
+            params = {k: v.requires_grad_() for k, v in self._detached().items()}
+            with torch.enable_grad():
+                out = self.adapt_batch(part, steps, create_graph=False, curve=True,
+                                       params=params, lrs=lrs)
+            losses.append(out.loss.detach())
+            metrics.append(out.metric.detach())
+        return AdaptationOutcome(torch.cat(losses), torch.cat(metrics))

@@ -1,0 +1,41 @@
+"""Reptile (Nichol et al., 2018): move theta toward the parameters adapted to each task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..tasks.base import TaskBatch
+from .base import MetaGradient, MetaLearner
+
+__all__ = ["Reptile"]
+
+
+class Reptile(MetaLearner):
+    """Meta-gradient ``theta - mean_i(theta'_i)``: an outer SGD step of size epsilon gives exactly
+    ``theta <- theta + epsilon * mean_i(theta'_i - theta)``. First order by construction; rates are
+    fixed.
+    """
+
+    learner_name = "reptile"
+
+    def __init__(self, model: torch.nn.Module, loss_fn: Any, metric_fn: Any = None,
+                 **options: Any) -> None:
+        options["first_order"] = True
+        options["learn_lrs"] = False
+        super().__init__(model, loss_fn, metric_fn, **options)
+
+    def meta_gradient(self, batch: TaskBatch) -> MetaGradient:
+        theta = self._detached()
+        start = {k: v.clone().requires_grad_() for k, v in theta.items()}
+        lrs = {k: v.detach() for k, v in self.learning_rates().items()}
+        with torch.enable_grad():
+            outcome = self.adapt_batch(batch, create_graph=False, params=start, lrs=lrs)
+        assert outcome.adapted is not None
+        grads = {
+            f"model.{k}": theta[k] - outcome.adapted[k].detach().mean(0) for k in theta
+        }
+        return MetaGradient(
+            loss=outcome.loss.mean().detach(), metric=outcome.metric.mean().detach(), grads=grads
+        )

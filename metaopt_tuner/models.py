@@ -1,0 +1,178 @@
+"""Reference architectures, each with an ordinary forward and a hand-batched one.
+
+``forward(x)`` is the usual ``nn.Module`` call (used through ``torch.func.functional_call`` by the
+vmap and loop paths). ``batched_forward(params, x)`` evaluates T tasks at once with per-task
+parameters carrying a leading task dimension: Linear layers as ``baddbmm`` and 3x3 convolutions as
+one grouped convolution with the tasks folded into channel groups. Normalization is written from
+primitive ops (mean/var), never the fused ``batch_norm`` kernel, whose second-order gradients are
+wrong under vmap (functorch issue #534).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import ConfigError
+
+__all__ = [
+    "MLP",
+    "ConvNet",
+    "BatchNorm2dStats",
+    "build_model",
+    "register_model",
+    "supports_batched",
+]
+
+_EPS = 1e-5
+
+
+class MLP(nn.Module):
+    """Fully connected network with ReLU between layers, e.g. ``sizes=[1, 40, 40, 1]``."""
+
+    def __init__(self, sizes: Sequence[int] = (1, 40, 40, 1)) -> None:
+        super().__init__()
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or any(s < 1 for s in sizes):
+            raise ConfigError(f"MLP sizes must be at least two positive integers, got {sizes}")
+        self.sizes = sizes
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last:
+                x = F.relu(x)
+        return x
+
+    def batched_forward(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """``x``: [T, N, in]; every parameter has a leading T dimension."""
+        last = len(self.layers) - 1
+        for i in range(len(self.layers)):
+            w = params[f"layers.{i}.weight"]
+            b = params[f"layers.{i}.bias"]
+            x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+            if i < last:
+                x = F.relu(x)
+        return x
+
+
+class BatchNorm2dStats(nn.Module):
+    """Batch normalization from primitive ops, statistics of the current batch, learnable affine.
+
+    As in MAML, statistics always come from the batch at hand (no running averages), which keeps
+    the module free of buffers and its second-order gradients exact under vmap.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        var = (x - mean).square().mean(dim=(0, 2, 3), keepdim=True)
+        x = (x - mean) * torch.rsqrt(var + _EPS)
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class ConvNet(nn.Module):
+    """The standard few-shot 4-block ConvNet: [3x3 conv, norm, ReLU, 2x2 max-pool] x blocks, linear.
+
+    ``norm`` is ``"batch"`` (statistics of the current batch, from primitive ops) or ``"none"``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 5,
+        filters: int = 64,
+        blocks: int = 4,
+        image_size: int = 28,
+        norm: str = "batch",
+    ) -> None:
+        super().__init__()
+        if norm not in ("batch", "none"):
+            raise ConfigError(f"ConvNet norm must be 'batch' or 'none', got {norm!r}")
+        for label, value in (("in_channels", in_channels), ("num_classes", num_classes),
+                             ("filters", filters), ("blocks", blocks), ("image_size", image_size)):
+            if int(value) < 1:
+                raise ConfigError(f"ConvNet {label} must be positive, got {value}")
+        self.in_channels, self.num_classes = int(in_channels), int(num_classes)
+        self.filters, self.blocks, self.image_size, self.norm = int(filters), int(blocks), int(
+            image_size), norm
+        chans = [self.in_channels] + [self.filters] * self.blocks
+        self.convs = nn.ModuleList(
+            nn.Conv2d(a, b, kernel_size=3, padding=1) for a, b in zip(chans[:-1], chans[1:])
+        )
+        self.norms = nn.ModuleList(
+            BatchNorm2dStats(self.filters) if norm == "batch" else nn.Identity()
+            for _ in range(self.blocks)
+        )
+        side = self.image_size
+        for _ in range(self.blocks):
+            side //= 2
+        if side < 1:
+            raise ConfigError(f"image_size {image_size} is too small for {blocks} pooling blocks")
+        self.feature_dim = self.filters * side * side
+        self.head = nn.Linear(self.feature_dim, self.num_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.max_pool2d(F.relu(norm(conv(x))), 2)
+        return x.flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+    def batched_forward(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """``x``: [T, N, C, H, W]; tasks are folded into channel groups of one grouped conv."""
+        t, n = x.shape[:2]
+        h = x.transpose(0, 1).reshape(n, t * x.shape[2], *x.shape[3:])
+        for i in range(self.blocks):
+            w = params[f"convs.{i}.weight"]
+            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), params[f"convs.{i}.bias"].reshape(-1),
+                         padding=1, groups=t)
+            if self.norm == "batch":
+                g = h.view(n, t, self.filters, *h.shape[2:])
+                mean = g.mean(dim=(0, 3, 4), keepdim=True)
+                var = (g - mean).square().mean(dim=(0, 3, 4), keepdim=True)
+                g = (g - mean) * torch.rsqrt(var + _EPS)
+                g = g * params[f"norms.{i}.weight"].view(1, t, -1, 1, 1) + params[
+                    f"norms.{i}.bias"].view(1, t, -1, 1, 1)
+                h = g.view(n, t * self.filters, *h.shape[2:])
+            h = F.max_pool2d(F.relu(h), 2)
+        feats = h.view(n, t, -1).transpose(0, 1)  # [T, N, F]
+        w, b = params["head.weight"], params["head.bias"]
+        return torch.baddbmm(b.unsqueeze(1), feats, w.transpose(1, 2))
+
+
+_MODELS: dict[str, Callable[..., nn.Module] | str] = {"mlp": MLP, "convnet": ConvNet}
+
+
+def register_model(name: str, factory: Callable[..., nn.Module] | str) -> None:
+    """Register a reference architecture (a class, a factory, or its ``"module:attr"`` path)."""
+    _MODELS[name] = factory
+
+
+def build_model(spec: Mapping[str, Any]) -> nn.Module:
+    """Build ``{"name": "mlp", "kwargs": {...}}`` from the registry of reference architectures."""
+    name = spec.get("name")
+    if name not in _MODELS:
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(_MODELS))}")
+    factory = _MODELS[name]
+    if isinstance(factory, str):
+        module_name, _, attr = factory.partition(":")
+        factory = getattr(importlib.import_module(module_name), attr)
+    return factory(**dict(spec.get("kwargs", {})))
+
+
+def supports_batched(model: nn.Module) -> bool:
+    """Whether ``model`` has a hand-batched forward (per-task parameters with a task dim)."""
+    return callable(getattr(model, "batched_forward", None))

@@ -1,0 +1,51 @@
+"""Task distributions, registered by name: ``get_suite("sinusoid", shots=10)``."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+from ..errors import SuiteError
+from .base import Task, TaskBatch, TaskSuite
+
+__all__ = ["Task", "TaskBatch", "TaskSuite", "get_suite", "list_suites", "register_suite"]
+
+# name -> "module:Class", imported lazily so a suite's optional dependencies load only when used.
+_REGISTRY: dict[str, str] = {
+    "sinusoid": "metaopt_tuner.tasks.sinusoid:SinusoidSuite",
+}
+
+
+def register_suite(name: str, target: str | type[TaskSuite]) -> None:
+    """Register a suite class (or its ``"module:Class"`` path) under ``name``."""
+    if isinstance(target, type):
+        target = f"{target.__module__}:{target.__qualname__}"
+    _REGISTRY[name] = target
+
+
+def list_suites() -> list[str]:
+    """Names of every registered suite, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _suite_class(name: str) -> type[TaskSuite]:
+    if name not in _REGISTRY:
+        raise SuiteError(f"unknown suite {name!r}; available: {', '.join(list_suites())}")
+    module_name, _, cls_name = _REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def get_suite(name: str, **options: Any) -> TaskSuite:
+    """Build the suite registered as ``name`` with ``options``; unknown options are an error."""
+    cls = _suite_class(name)
+    accepted = inspect.signature(cls.__init__).parameters
+    has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    unknown = sorted(k for k in options if k not in accepted and not has_var_kw)
+    if unknown:
+        valid = sorted(k for k in accepted if k != "self")
+        raise SuiteError(
+            f"suite {name!r} does not accept option(s) {', '.join(unknown)}; "
+            f"valid options: {', '.join(valid)}"
+        )
+    return cls(**options)

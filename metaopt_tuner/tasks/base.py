@@ -1,0 +1,133 @@
+"""Tasks, stacked task batches and the suite protocol every task distribution implements."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Task", "TaskBatch", "TaskSuite"]
+
+
+def _move(t: Tensor, device: torch.device | str | None, dtype: torch.dtype | None) -> Tensor:
+    # Only floating tensors change dtype: labels and token ids stay integer.
+    if dtype is not None and t.is_floating_point():
+        return t.to(device=device, dtype=dtype)
+    return t.to(device=device)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: a support set to adapt on and a query set to score the adapted model on."""
+
+    x_support: Tensor
+    y_support: Tensor
+    x_query: Tensor
+    y_query: Tensor
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Task:
+        return Task(*(_move(getattr(self, f.name), device, dtype) for f in fields(self)))
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    """A meta-batch: every tensor carries a leading task dimension of the same size.
+
+    Stacking lets a learner evaluate the whole meta-batch as one batched computation instead of a
+    Python loop over tasks.
+    """
+
+    x_support: Tensor
+    y_support: Tensor
+    x_query: Tensor
+    y_query: Tensor
+
+    def __post_init__(self) -> None:
+        sizes = {f.name: getattr(self, f.name).shape[0] for f in fields(self)}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"TaskBatch tensors disagree on the number of tasks: {sizes}")
+
+    def __len__(self) -> int:
+        return self.x_support.shape[0]
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self)
+
+    def task(self, index: int) -> Task:
+        return Task(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    def slice(self, start: int, stop: int) -> TaskBatch:
+        """Tasks ``start:stop`` as a new batch (views, no copy)."""
+        return TaskBatch(*(getattr(self, f.name)[start:stop] for f in fields(self)))
+
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> TaskBatch:
+        return TaskBatch(*(_move(getattr(self, f.name), device, dtype) for f in fields(self)))
+
+    @staticmethod
+    def stack(tasks: list[Task]) -> TaskBatch:
+        if not tasks:
+            raise ValueError("cannot stack an empty list of tasks")
+        return TaskBatch(*(torch.stack([getattr(t, f.name) for t in tasks]) for f in fields(Task)))
+
+    @staticmethod
+    def concat(batches: list[TaskBatch]) -> TaskBatch:
+        return TaskBatch(
+            *(torch.cat([getattr(b, f.name) for b in batches]) for f in fields(TaskBatch))
+        )
+
+
+class TaskSuite(abc.ABC):
+    """A distribution over tasks, with the model, loss and metric its tasks expect.
+
+    Contract, in call order: a learner calls :meth:`build_model` once; the trainer calls
+    :meth:`sample` with its own ``torch.Generator`` for every meta-batch (so a seeded generator
+    gives the same stream of tasks on any machine); evaluation calls :meth:`fixed_tasks`, which
+    must return the same tasks for the same ``(split, num_tasks, seed)`` on every run and machine.
+    Losses and metrics are *per example*: they return one value per query/support point, with the
+    leading task/batch dimensions of the predictions, so learners can reduce per task.
+    """
+
+    #: registry name of the suite
+    name: str = ""
+    #: name of the metric printed in tables, e.g. "mse" or "accuracy"
+    metric_name: str = "loss"
+    #: whether a larger metric is better (accuracy) or worse (mse)
+    metric_higher_is_better: bool = False
+
+    @abc.abstractmethod
+    def sample(
+        self, num_tasks: int, generator: torch.Generator, split: str = "train"
+    ) -> TaskBatch:
+        """Draw ``num_tasks`` tasks of ``split`` ("train", "val" or "test") using ``generator``."""
+
+    def fixed_tasks(self, num_tasks: int, split: str = "test", seed: int = 0) -> TaskBatch:
+        """A reproducible set of held-out tasks: the same for the same arguments everywhere."""
+        generator = torch.Generator().manual_seed(seed)
+        return self.sample(num_tasks, generator, split=split)
+
+    @abc.abstractmethod
+    def model_spec(self) -> dict[str, Any]:
+        """The reference model as ``{"name": ..., "kwargs": {...}}`` (see ``models.build_model``)."""
+
+    def build_model(self) -> nn.Module:
+        from ..models import build_model
+
+        return build_model(self.model_spec())
+
+    @abc.abstractmethod
+    def loss_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """Loss for every example: shape ``target.shape`` minus any trailing feature dims."""
+
+    @abc.abstractmethod
+    def metric_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """Metric for every example (squared error, 0/1 correctness, ...)."""
+
+    @abc.abstractmethod
+    def options(self) -> dict[str, Any]:
+        """The options that rebuild this suite with ``get_suite(name, **options)`` (JSON-able)."""

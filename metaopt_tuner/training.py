@@ -157,7 +157,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
 
 
-def _build_outer(config: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def build_outer_optimizer(config: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     name, lr = config.resolved_outer()
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)
@@ -193,7 +193,7 @@ class MetaTrainer:
         torch.manual_seed(config.seed)
         self.learner = build_learner(config.learner, self.suite, **config.learner_options())
         self.learner.to(device=self.device, dtype=self.dtype)
-        self.optimizer = _build_outer(config, [p for _, p in self.learner.named_meta_parameters()])
+        self.optimizer = build_outer_optimizer(config, [p for _, p in self.learner.named_meta_parameters()])
         self.generator = torch.Generator().manual_seed(config.seed)
         self.iteration = 0
         self.history: list[dict[str, Any]] = []

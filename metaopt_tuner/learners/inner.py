@@ -55,8 +55,19 @@ def metasgd_update(
 
 
 def rates_at_step(lrs: Mapping[str, Tensor], step: int) -> dict[str, Tensor]:
-    """The rates for inner step ``step`` (the last row once past the learned steps)."""
-    return {name: r[min(step, r.shape[0] - 1)] for name, r in lrs.items()}
+    """The rates for inner step ``step`` (the last row once past the learned steps).
+
+    A tensor shared by several parameters (one scalar rate for all) is indexed once, which keeps
+    one node instead of one per parameter in the graph that second-order learners differentiate.
+    """
+    rows: dict[int, Tensor] = {}
+    out = {}
+    for name, r in lrs.items():
+        row = rows.get(id(r))
+        if row is None:
+            row = rows[id(r)] = r[min(step, r.shape[0] - 1)]
+        out[name] = row
+    return out
 
 
 def autograd_grads(

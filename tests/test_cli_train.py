@@ -1,0 +1,89 @@
+"""`metaopt suites` and `metaopt train`: output, bad input -> one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cli.app import main
+
+
+def _run(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def _ok(capsys, *args):
+    try:
+        main(list(args))
+    except SystemExit as exc:  # typer may exit 0 explicitly
+        assert exc.code in (0, None), capsys.readouterr()
+    return capsys.readouterr()
+
+
+def test_suites_lists_sinusoid(capsys):
+    assert "sinusoid" in _ok(capsys, "suites").out.split()
+
+
+def test_train_help_explains_every_option(capsys):
+    out = _ok(capsys, "train", "--help").out
+    for option in ("--suite", "--learner", "--iterations", "--meta-batch", "--inner-steps", "--out",
+                   "--resume", "--seed", "--device", "--batching", "--data-dir"):
+        assert option in out
+
+
+def test_train_then_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), "--iterations", "20", "--meta-batch", "4", "--eval-every", "10",
+            "--eval-tasks", "5", "--no-progress", "-o", "shots=5"]
+    assert "done: 20 iterations" in _ok(capsys, *args).out
+    code, _, err = _run(capsys, *args)
+    assert code == 2 and err.count("\n") == 1 and "--resume" in err
+    args[args.index("20")] = "30"
+    assert "done: 30 iterations" in _ok(capsys, *args, "--resume").out
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["iteration"] == 30
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--suite", "nope"], "unknown suite"),
+        (["--learner", "adamw"], "unknown learner"),
+        (["--iterations", "0"], "iterations must be a positive integer"),
+        (["--meta-batch", "-3"], "meta-batch must be a positive integer"),
+        (["--inner-steps", "0"], "inner-steps must be a positive integer"),
+        (["-o", "shots=0"], "shots must be a positive integer"),
+        (["-o", "colour=red"], "does not accept option(s) colour"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, "train", "--out", str(out), "--no-progress", *extra)
+    assert code == 2
+    assert err.strip().count("\n") == 0 and message in err
+    assert not out.exists()
+
+
+def test_out_that_is_not_a_run_or_not_writable(tmp_path, capsys):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "data.csv").write_text("x")
+    code, _, err = _run(capsys, "train", "--out", str(foreign), "--no-progress")
+    assert code == 2 and "not a metaopt run" in err
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    code, _, err = _run(capsys, "train", "--out", str(a_file / "sub"), "--no-progress")
+    assert code == 2 and "cannot write" in err and err.strip().count("\n") == 0
+
+
+def test_console_script_exit_code(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cli", "train", "--out", str(tmp_path / "o"),
+                           "--learner", "nope"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: unknown learner 'nope'; available: fomaml, maml, metasgd, reptile"

@@ -1,0 +1,184 @@
+"""Meta-gradients: finite differences, agreement of the batching paths, FOMAML and Reptile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metaopt_tuner.learners import build_learner
+from metaopt_tuner.learners.inner import adapt
+from metaopt_tuner.tasks import get_suite
+from metaopt_tuner.training import MetaTrainer, TrainConfig
+
+from .helpers import TinyImageSuite
+
+SUITES = {
+    "mlp": lambda: get_suite("sinusoid", shots=5, hidden=[8, 8]),
+    "convnet-bn": lambda: TinyImageSuite(),
+}
+
+
+def _batch(suite, n=3, seed=0):
+    return suite.sample(n, torch.Generator().manual_seed(seed)).to(dtype=torch.float64)
+
+
+def _learner(name, suite, batching, steps, seed=0, **kw):
+    torch.manual_seed(seed)
+    learner = build_learner(name, suite, inner_steps=steps, batching=batching, inner_lr=0.05, **kw)
+    learner.double()
+    if learner.rates.learnable:  # non-uniform learned rates make the test sharper
+        with torch.no_grad():
+            for r in learner.rates.values:
+                r.uniform_(0.01, 0.1)
+    return learner
+
+
+def _directional_fd(learner, batch, direction, eps):
+    """Central finite difference of the meta-loss along ``direction`` (dict name -> tensor)."""
+    named = dict(learner.named_meta_parameters())
+    values = []
+    for sign in (1.0, -1.0):
+        with torch.no_grad():
+            for n, p in named.items():
+                p.add_(direction[n], alpha=sign * eps)
+        values.append(learner.adapt_batch(batch, create_graph=False).loss.mean().item())
+        with torch.no_grad():
+            for n, p in named.items():
+                p.sub_(direction[n], alpha=sign * eps)
+    return (values[0] - values[1]) / (2 * eps)
+
+
+@pytest.mark.parametrize("suite_name", list(SUITES))
+@pytest.mark.parametrize("learner_name", ["maml", "metasgd"])
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("batching", ["batched", "vmap", "loop"])
+def test_second_order_meta_gradient_matches_finite_differences(suite_name, learner_name, steps, batching):
+    suite = SUITES[suite_name]()
+    learner = _learner(learner_name, suite, batching, steps)
+    batch = _batch(suite)
+    grads = learner.meta_gradient(batch).grads
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        direction = {n: torch.randn(g.shape, generator=gen, dtype=torch.float64) for n, g in grads.items()}
+        analytic = sum((grads[n] * direction[n]).sum() for n in grads).item()
+        # ReLU and max-pool are piecewise smooth: a step that crosses a kink spoils one finite
+        # difference, so the closer of two small step sizes is compared.
+        numeric = [_directional_fd(learner, batch, direction, eps) for eps in (1e-6, 3e-7)]
+        error = min(abs(analytic - n) for n in numeric)
+        assert error <= 1e-6 * max(abs(analytic), 1e-3), (analytic, numeric)
+
+
+def _rel(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("suite_name", list(SUITES))
+@pytest.mark.parametrize("learner_name", ["maml", "fomaml", "metasgd", "reptile"])
+def test_batching_paths_agree(suite_name, learner_name):
+    suite = SUITES[suite_name]()
+    batch = _batch(suite, n=4)
+    results = {}
+    for batching in ("loop", "vmap", "batched"):
+        learner = _learner(learner_name, suite, batching, steps=2, per_step_lrs=learner_name == "metasgd")
+        results[batching] = learner.meta_gradient(batch)
+    ref = results["loop"]
+    for batching in ("vmap", "batched"):
+        out = results[batching]
+        assert out.grads.keys() == ref.grads.keys()
+        # Relative to the largest gradient entry: a conv bias followed by batch norm has an exact
+        # gradient of zero, whose rounding noise (1e-17) has no meaningful relative error.
+        scale = max(g.abs().max().item() for g in ref.grads.values())
+        for n in ref.grads:
+            assert (out.grads[n] - ref.grads[n]).abs().max().item() < 1e-10 * scale, (batching, n)
+        assert abs(out.loss.item() - ref.loss.item()) < 1e-10 * max(1.0, abs(ref.loss.item()))
+
+
+@pytest.mark.parametrize("batching", ["batched", "vmap", "loop"])
+def test_first_order_maml_is_query_gradient_at_adapted_parameters(batching):
+    suite = SUITES["mlp"]()
+    batch = _batch(suite, n=3)
+    learner = _learner("fomaml", suite, batching, steps=2)
+    got = learner.meta_gradient(batch).grads
+    theta = {k: v.detach() for k, v in learner.model.named_parameters()}
+    expected = {k: torch.zeros_like(v) for k, v in theta.items()}
+    lr = learner.rates.values[0][0].item()  # 0.05 as stored (rounded through float32)
+    for i in range(len(batch)):
+        task = batch.task(i)
+        params = {k: v.clone().requires_grad_() for k, v in theta.items()}
+        for _ in range(2):  # plain SGD, written out here independently of the library's loop
+            loss = suite.loss_per_example(torch.func.functional_call(learner.model, params, task.x_support),
+                                          task.y_support).mean()
+            g = torch.autograd.grad(loss, list(params.values()))
+            params = {k: (v - lr * gi).detach().requires_grad_() for (k, v), gi in zip(params.items(), g)}
+        q = suite.loss_per_example(torch.func.functional_call(learner.model, params, task.x_query),
+                                   task.y_query).mean()
+        for k, gi in zip(params, torch.autograd.grad(q, list(params.values()))):
+            expected[k] += gi / len(batch)
+    for k in expected:
+        assert _rel(got[f"model.{k}"], expected[k]) < 1e-10
+
+
+def test_one_reptile_update_equals_the_formula():
+    cfg = TrainConfig(learner="reptile", iterations=1, meta_batch=4, inner_steps=3, inner_lr=0.02,
+                      meta_lr=0.3, suite_options={"shots": 5}, dtype="float64", eval_every=1)
+    trainer = MetaTrainer(cfg, progress=False)
+    theta = {k: v.detach().clone() for k, v in trainer.learner.model.named_parameters()}
+    same_stream = torch.Generator()
+    same_stream.set_state(trainer.generator.get_state())
+    batch = trainer.suite.sample(4, same_stream).to(dtype=torch.float64)
+    adapted_sum = {k: torch.zeros_like(v) for k, v in theta.items()}
+    model = trainer.learner.model
+    lr = trainer.learner.rates.values[0][0].item()
+    for i in range(len(batch)):
+        task = batch.task(i)
+        params = {k: v.clone().requires_grad_() for k, v in theta.items()}
+        for _ in range(3):
+            loss = trainer.suite.loss_per_example(torch.func.functional_call(model, params, task.x_support),
+                                                  task.y_support).mean()
+            g = torch.autograd.grad(loss, list(params.values()))
+            params = {k: (v - lr * gi).detach().requires_grad_() for (k, v), gi in zip(params.items(), g)}
+        for k in params:
+            adapted_sum[k] += params[k].detach()
+    trainer.step()
+    for k, v in trainer.learner.model.named_parameters():
+        expected = theta[k] + 0.3 * (adapted_sum[k] / len(batch) - theta[k])
+        assert torch.allclose(v.detach(), expected, rtol=1e-12, atol=1e-12), k
+
+
+def test_per_step_rates_are_used_in_order():
+    suite = SUITES["mlp"]()
+    learner = _learner("metasgd", suite, "batched", steps=3, per_step_lrs=True)
+    rates = learner.learning_rates()
+    assert all(r.shape[0] == 3 for r in rates.values())
+    batch = _batch(suite, n=2)
+    out = learner.adapt_batch(batch, create_graph=False)
+    task = batch.task(0)
+    params = {k: v.detach().clone().requires_grad_() for k, v in learner.model.named_parameters()}
+    for t in range(3):
+        loss = suite.loss_per_example(torch.func.functional_call(learner.model, params, task.x_support),
+                                      task.y_support).mean()
+        g = torch.autograd.grad(loss, list(params.values()))
+        params = {k: (v - rates[k][t].detach() * gi).detach().requires_grad_()
+                  for (k, v), gi in zip(params.items(), g)}
+    for k in params:
+        assert _rel(out.adapted[k][0].detach(), params[k].detach()) < 1e-12
+
+
+def test_adapt_past_learned_steps_reuses_the_last_rates():
+    p = {"w": torch.tensor([1.0], dtype=torch.float64, requires_grad=True)}
+    lrs = {"w": torch.tensor([[0.1], [0.2]], dtype=torch.float64)}
+    out = adapt(p, lrs, lambda q: (q["w"] ** 2).sum() / 2, steps=3, create_graph=False)
+    # w <- w (1 - lr_t): 1 * 0.9 * 0.8 * 0.8
+    assert torch.allclose(out["w"].detach(), torch.tensor([0.576], dtype=torch.float64))
+
+
+def test_adaptation_curve_starts_at_the_unadapted_loss():
+    suite = SUITES["mlp"]()
+    learner = _learner("maml", suite, "batched", steps=2)
+    batch = _batch(suite, n=5)
+    curve = learner.adaptation_curve(batch, steps=4, chunk=2)
+    assert curve.loss.shape == (5, 5)
+    with torch.no_grad():
+        out = learner.model(batch.x_query)
+    unadapted = suite.loss_per_example(out, batch.y_query).mean(-1)
+    assert torch.allclose(curve.loss[:, 0], unadapted)

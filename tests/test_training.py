@@ -1,0 +1,99 @@
+"""The trainer: exact resume, NaN guard, run-folder rules, held-out evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from metaopt_tuner.errors import ConfigError, NonFiniteLossError, RunDirError
+from metaopt_tuner.training import CHECKPOINT, METRICS, RUN_MARKER, MetaTrainer, TrainConfig
+
+
+def _config(**kw):
+    base = dict(learner="metasgd", iterations=30, meta_batch=5, inner_steps=2, eval_every=10,
+                eval_tasks=8, checkpoint_every=10, log_every=5, seed=3, suite_options={"shots": 5})
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("learner", ["metasgd", "reptile"])
+def test_resumed_run_ends_with_exactly_the_uninterrupted_parameters(tmp_path, learner):
+    full = MetaTrainer(_config(learner=learner), tmp_path / "full", progress=False).run()
+
+    def stop_at_25(record):
+        if record["iteration"] == 25:
+            raise _Interrupt
+
+    cut = MetaTrainer(_config(learner=learner), tmp_path / "cut", progress=False, callback=stop_at_25)
+    with pytest.raises(_Interrupt):
+        cut.run()
+    assert torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=True)["iteration"] == 20
+    resumed = MetaTrainer(_config(learner=learner), tmp_path / "cut", progress=False).run(resume=True)
+    a = full.learner.state_dict()
+    b = resumed.learner.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    lines = [json.loads(x) for x in (tmp_path / "cut" / METRICS).read_text().splitlines()]
+    assert [r["iteration"] for r in lines] == [r["iteration"] for r in full.history]
+
+
+def test_nan_meta_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
+    trainer = MetaTrainer(_config(), tmp_path / "run", progress=False)
+    original = trainer.learner.meta_gradient
+
+    def poisoned(batch):
+        out = original(batch)
+        if trainer.iteration >= 12:
+            out.loss = torch.tensor(float("nan"))
+        return out
+
+    trainer.learner.meta_gradient = poisoned
+    with pytest.raises(NonFiniteLossError, match="iteration 13.*last good checkpoint"):
+        trainer.run()
+    state = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=True)
+    assert state["iteration"] == 10
+    assert all(torch.isfinite(v).all() for v in state["learner"].values())
+
+
+def test_run_folder_rules(tmp_path):
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="not a metaopt run"):
+        MetaTrainer(_config(iterations=1), occupied, progress=False).run()
+    assert sorted(p.name for p in occupied.iterdir()) == ["notes.txt"]
+
+    run = tmp_path / "run"
+    MetaTrainer(_config(iterations=2, eval_every=1), run, progress=False).run()
+    with pytest.raises(RunDirError, match="--resume"):
+        MetaTrainer(_config(iterations=2, eval_every=1), run, progress=False).run()
+    with pytest.raises(ConfigError, match="meta_batch"):
+        MetaTrainer(_config(iterations=4, meta_batch=7, eval_every=1), run, progress=False).run(resume=True)
+    with pytest.raises(RunDirError, match="no metaopt run"):
+        MetaTrainer(_config(), tmp_path / "empty", progress=False).run(resume=True)
+    assert (run / RUN_MARKER).is_file()
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("iterations", 0), ("meta_batch", -1), ("inner_steps", 0), ("learner", "sgd"), ("batching", "x"),
+     ("inner_lr", -1.0), ("dtype", "int8")],
+)
+def test_invalid_options_are_rejected_before_anything_is_written(tmp_path, field, value):
+    with pytest.raises(ConfigError):
+        MetaTrainer(_config(**{field: value}), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_improves_held_out_mse():
+    result = MetaTrainer(_config(iterations=300, meta_batch=10, inner_steps=1, eval_every=300,
+                                 eval_tasks=50), progress=False).run()
+    before = MetaTrainer(_config(iterations=1), progress=False).evaluate()
+    assert result.final_metric < 0.7 * before

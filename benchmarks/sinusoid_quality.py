@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from metaopt_tuner.evaluation import mean_ci
 from metaopt_tuner.tasks import get_suite
 from metaopt_tuner.training import MetaTrainer, TrainConfig
 
@@ -46,8 +47,7 @@ def main() -> None:
             test_suite = get_suite("sinusoid", shots=k, query=100)
             tasks = test_suite.fixed_tasks(args.tasks, split="test")
             curve = result.learner.adaptation_curve(tasks, steps=1)
-            errors = curve.metric[:, 1]
-            mean, ci = errors.mean(), 1.96 * errors.std() / len(errors) ** 0.5
+            mean, ci = mean_ci(curve.metric[:, 1])
             rows.append((learner, k, float(mean), float(ci), PAPER[learner][k], minutes))
             print(f"  {learner} K={k}: {mean:.3f} ± {ci:.3f} ({minutes:.1f} min)", flush=True)
 

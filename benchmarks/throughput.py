@@ -26,7 +26,7 @@ def _library_iteration(batching: str, steps: int, device: str):
     suite = get_suite("sinusoid", shots=10)
     learner = build_learner("maml", suite, inner_steps=steps, batching=batching).to(device)
     named = learner.named_meta_parameters()
-    outer = build_outer_optimizer(TrainConfig(), [p for _, p in named])
+    outer = build_outer_optimizer(TrainConfig(), named)
     gen = torch.Generator().manual_seed(0)
 
     def iteration() -> None:

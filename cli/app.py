@@ -7,10 +7,15 @@ import sys
 import typer
 from rich.console import Console
 
-from metaopt_tuner.errors import MetaOptError, NonFiniteLossError
+from metaopt_tuner.errors import DistributedError, MetaOptError, NonFiniteLossError
 
+from .commands.compare import compare
+from .commands.download import download
+from .commands.evaluate import evaluate
+from .commands.inspect import inspect
 from .commands.suites import suites
 from .commands.train import train
+from .commands.tune import tune
 
 app = typer.Typer(
     name="metaopt",
@@ -21,12 +26,18 @@ app = typer.Typer(
 )
 app.command("suites")(suites)
 app.command("train")(train)
+app.command("download")(download)
+app.command("evaluate")(evaluate)
+app.command("inspect")(inspect)
+app.command("compare")(compare)
+app.command("tune")(tune)
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 #: library error -> exit code. Bad input is 2 (like a usage error); a run that failed is 1.
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (NonFiniteLossError, 1),
+    (DistributedError, 1),
     (MetaOptError, 2),
 ]
 

@@ -5,16 +5,20 @@ The public API, and nothing else, is re-exported here.
 
 from __future__ import annotations
 
+from .artifact import Artifact, list_pretrained, load_artifact, pretrained
 from .errors import (
     ArtifactError,
     ConfigError,
     DataError,
+    DistributedError,
     MetaOptError,
     ModelMismatchError,
     NonFiniteLossError,
     RunDirError,
+    StudyStorageError,
     SuiteError,
 )
+from .evaluation import EvaluationResult, evaluate, mean_ci
 from .learners import (
     FOMAML,
     MAML,
@@ -27,6 +31,7 @@ from .learners import (
     list_learners,
 )
 from .models import MLP, ConvNet, build_model
+from .optim import MetaSGD, prepare
 from .tasks import Task, TaskBatch, TaskSuite, get_suite, list_suites, register_suite
 from .training import MetaTrainer, TrainConfig, TrainResult, train
 
@@ -43,6 +48,8 @@ __all__ = [
     "NonFiniteLossError",
     "ArtifactError",
     "ModelMismatchError",
+    "DistributedError",
+    "StudyStorageError",
     # tasks
     "Task",
     "TaskBatch",
@@ -69,4 +76,14 @@ __all__ = [
     "TrainResult",
     "MetaTrainer",
     "train",
+    # artifacts, the optimizer, evaluation
+    "Artifact",
+    "load_artifact",
+    "pretrained",
+    "list_pretrained",
+    "MetaSGD",
+    "prepare",
+    "evaluate",
+    "EvaluationResult",
+    "mean_ci",
 ]

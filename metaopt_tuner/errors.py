@@ -15,6 +15,8 @@ __all__ = [
     "NonFiniteLossError",
     "ArtifactError",
     "ModelMismatchError",
+    "DistributedError",
+    "StudyStorageError",
 ]
 
 
@@ -51,3 +53,12 @@ class ArtifactError(MetaOptError):
 
 class ModelMismatchError(ArtifactError):
     """A model's parameters differ from an artifact's (names or shapes)."""
+
+
+class DistributedError(MetaOptError, RuntimeError):
+    """A multi-process run lost a peer (died, or silent past the collective timeout) or could not
+    form its process group; rank 0's last checkpoint is kept."""
+
+
+class StudyStorageError(MetaOptError):
+    """An Optuna storage URL that cannot be used (bad URL, missing driver, server unreachable)."""

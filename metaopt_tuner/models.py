@@ -154,6 +154,7 @@ class ConvNet(nn.Module):
 
 
 _MODELS: dict[str, Callable[..., nn.Module] | str] = {"mlp": MLP, "convnet": ConvNet}
+_MODELS["text_bag"] = "metaopt_tuner.text_model:TextBagClassifier"
 
 
 def register_model(name: str, factory: Callable[..., nn.Module] | str) -> None:

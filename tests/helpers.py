@@ -24,7 +24,8 @@ class TinyImageSuite(TaskSuite):
     def sample(self, num_tasks: int, generator: torch.Generator, split: str = "train") -> TaskBatch:
         n_s, n_q = self.ways * self.shots, self.ways * self.query
         x = torch.randn(num_tasks, n_s + n_q, 1, self.size, self.size, generator=generator)
-        y = torch.cat([torch.arange(self.ways).repeat(self.shots), torch.arange(self.ways).repeat(self.query)])
+        ways = torch.arange(self.ways)
+        y = torch.cat([ways.repeat(self.shots), ways.repeat(self.query)])
         y = y.expand(num_tasks, -1).clone()
         return TaskBatch(x[:, :n_s], y[:, :n_s], x[:, n_s:], y[:, n_s:])
 
@@ -41,3 +42,19 @@ class TinyImageSuite(TaskSuite):
 
     def options(self) -> dict[str, Any]:
         return {"ways": self.ways, "shots": self.shots, "query": self.query, "size": self.size}
+
+
+def small_metasgd(steps: int = 2, per_step: bool = True, dtype: torch.dtype = torch.float64,
+                  seed: int = 0, hidden: tuple[int, ...] = (8,)):
+    """A sinusoid Meta-SGD learner (tiny MLP) with random non-uniform rates, and its suite."""
+    from metaopt_tuner.learners import build_learner
+    from metaopt_tuner.tasks import get_suite
+
+    suite = get_suite("sinusoid", shots=5, hidden=list(hidden))
+    torch.manual_seed(seed)
+    learner = build_learner("metasgd", suite, inner_steps=steps, per_step_lrs=per_step)
+    learner.to(dtype=dtype)
+    with torch.no_grad():
+        for r in learner.rates.values:
+            r.uniform_(0.01, 0.1)
+    return learner, suite

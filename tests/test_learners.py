@@ -182,3 +182,16 @@ def test_adaptation_curve_starts_at_the_unadapted_loss():
         out = learner.model(batch.x_query)
     unadapted = suite.loss_per_example(out, batch.y_query).mean(-1)
     assert torch.allclose(curve.loss[:, 0], unadapted)
+
+
+def test_sinusoid_tasks_are_reproducible_and_splits_differ():
+    suite = get_suite("sinusoid", shots=5, query=7)
+    a = suite.fixed_tasks(4, split="test")
+    b = get_suite("sinusoid", shots=5, query=7).fixed_tasks(4, split="test")
+    v = suite.fixed_tasks(4, split="val")
+    assert a.x_support.shape == (4, 5, 1) and a.x_query.shape == (4, 7, 1)
+    assert torch.equal(a.x_support, b.x_support) and torch.equal(a.y_query, b.y_query)
+    assert not torch.equal(a.x_support, v.x_support)
+    assert float(a.x_support.abs().max()) <= 5.0
+    amp = a.y_query.abs().max(1).values
+    assert float(amp.max()) <= 5.0

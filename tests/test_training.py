@@ -97,3 +97,11 @@ def test_training_improves_held_out_mse():
                                  eval_tasks=50), progress=False).run()
     before = MetaTrainer(_config(iterations=1), progress=False).evaluate()
     assert result.final_metric < 0.7 * before
+
+
+def test_meta_gradient_clipping_bounds_the_global_norm():
+    trainer = MetaTrainer(_config(clip_grad=1e-3, learner="maml", inner_lr=0.01), progress=False)
+    trainer.step()
+    named = trainer.learner.named_meta_parameters()
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for _, p in named]))
+    assert float(norm) <= 1e-3 * (1 + 1e-5)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from metaopt_tuner import distributed
 from metaopt_tuner.training import MetaTrainer, TrainConfig
 
 from ..options import DataDir, Device, Seed, SuiteOption, parse_suite_options
@@ -21,8 +22,10 @@ def train(
     inner_steps: Annotated[int, typer.Option("--inner-steps", "-k", help="Inner (adaptation) steps per task.")] = 1,
     inner_lr: Annotated[float, typer.Option("--inner-lr", help="Inner learning rate (the initial value for learned rates).")] = 0.01,
     meta_lr: Annotated[float | None, typer.Option("--meta-lr", help="Outer learning rate [default: 1e-3 Adam; Reptile 0.1 SGD].")] = None,
+    rates_meta_lr: Annotated[float | None, typer.Option("--rates-meta-lr", help="Outer learning rate of the learned rates (Meta-SGD) [default: --meta-lr]; a smaller one steadies multi-step Meta-SGD.")] = None,
     outer_optimizer: Annotated[str | None, typer.Option("--outer-optimizer", help="adam or sgd [default: per learner].")] = None,
     clip_grad: Annotated[float | None, typer.Option("--clip-grad", help="Clip the meta-gradient's global norm to this value.")] = None,
+    lr_granularity: Annotated[str | None, typer.Option("--lr-granularity", help="Inner rates: scalar (one), tensor (one per weight tensor) or element (one per weight) [default: element for metasgd, scalar otherwise].")] = None,
     per_step_lrs: Annotated[bool, typer.Option("--per-step-lrs/--shared-lrs", help="Learn one set of rates per inner step (Meta-SGD).")] = False,
     first_order: Annotated[bool | None, typer.Option("--first-order/--second-order", help="Override the learner's order.")] = None,
     batching: Annotated[str, typer.Option("--batching", help="auto, batched (hand-batched), vmap or loop.")] = "auto",
@@ -37,6 +40,8 @@ def train(
     data_dir: DataDir = None,
     suite_option: SuiteOption = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    task_streams: Annotated[int | None, typer.Option("--task-streams", help="Seeded task streams per meta-batch [default: one per process]; equal values give equal runs on any number of processes.")] = None,
+    dist_timeout: Annotated[float | None, typer.Option("--dist-timeout", help="Under torchrun: seconds a collective waits for the other processes before failing [default: $METAOPT_DIST_TIMEOUT or 300].")] = None,
 ) -> None:
     """Meta-train LEARNER on SUITE; write checkpoints, a metrics log and the artifact to --out."""
     config = TrainConfig(
@@ -48,10 +53,12 @@ def train(
         inner_steps=inner_steps,
         inner_lr=inner_lr,
         meta_lr=meta_lr,
+        rates_meta_lr=rates_meta_lr,
         outer_optimizer=outer_optimizer,
         clip_grad=clip_grad,
         first_order=first_order,
         per_step_lrs=per_step_lrs,
+        lr_granularity=lr_granularity,
         batching=batching,
         eval_every=eval_every,
         eval_tasks=eval_tasks,
@@ -60,8 +67,16 @@ def train(
         seed=seed,
         device=device,
         dtype=dtype,
+        task_streams=task_streams,
     )
-    result = MetaTrainer(config, out, progress=progress).run(resume=resume)
+    try:  # under torchrun, every process trains and rank 0 alone writes and prints
+        result = MetaTrainer(config, out, progress=progress, dist_timeout=dist_timeout).run(resume=resume)
+    except BaseException:
+        distributed.shutdown(wait_for_peers=False)
+        raise
+    distributed.shutdown()
+    if not distributed.is_main_process():
+        return
     metric = result.suite.metric_name
     typer.echo(
         f"done: {result.config.iterations} iterations; held-out {metric} after "

@@ -147,16 +147,19 @@ class MetaLearner(nn.Module, abc.ABC):
 
     # ----------------------------------------------------------------- batching
     def resolve_batching(self, device: torch.device) -> str:
-        """The path ``"auto"`` picks: hand-batched when the model has it, else vmap (loop for
-        convolutional models on CPU, where vmap's batched convolutions are slower)."""
+        """The path ``"auto"`` picks: loop for convolutional models on CPU, where grouped and
+        vmapped convolutions are slower (Omniglot ConvNet, 64 filters, second-order MAML 5-way
+        1-shot, meta-batch 32, 5 steps, one thread: loop 0.165 it/s, batched 0.137, vmap 0.135;
+        evaluating 100 tasks: loop 1.3-2.4x faster); else hand-batched when the model has it,
+        else vmap."""
         if self.batching != "auto":
             return self.batching
-        if supports_batched(self.model):
-            return "batched"
         if device.type == "cpu" and any(
             isinstance(m, nn.modules.conv._ConvNd) for m in self.model.modules()
         ):
             return "loop"
+        if supports_batched(self.model):
+            return "batched"
         return "vmap"
 
     def _functional_forward(self, params: Params, x: Tensor) -> Tensor:

@@ -14,6 +14,9 @@ __all__ = ["Task", "TaskBatch", "TaskSuite", "get_suite", "list_suites", "regist
 # name -> "module:Class", imported lazily so a suite's optional dependencies load only when used.
 _REGISTRY: dict[str, str] = {
     "sinusoid": "metaopt_tuner.tasks.sinusoid:SinusoidSuite",
+    "omniglot": "metaopt_tuner.tasks.omniglot:OmniglotSuite",
+    "image-folder": "metaopt_tuner.tasks.omniglot:ImageFolderSuite",
+    "intents": "metaopt_tuner.tasks.intents:IntentSuite",
 }
 
 

@@ -9,7 +9,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Task", "TaskBatch", "TaskSuite"]
+__all__ = ["Task", "TaskBatch", "TaskSuite", "SPLITS"]
+
+#: the splits every suite understands
+SPLITS = ("train", "val", "test")
+_SPLIT_STREAMS = {name: i for i, name in enumerate(SPLITS)}
 
 
 def _move(t: Tensor, device: torch.device | str | None, dtype: torch.dtype | None) -> Tensor:
@@ -107,9 +111,13 @@ class TaskSuite(abc.ABC):
         """Draw ``num_tasks`` tasks of ``split`` ("train", "val" or "test") using ``generator``."""
 
     def fixed_tasks(self, num_tasks: int, split: str = "test", seed: int = 0) -> TaskBatch:
-        """A reproducible set of held-out tasks: the same for the same arguments everywhere."""
-        generator = torch.Generator().manual_seed(seed)
-        return self.sample(num_tasks, generator, split=split)
+        """A reproducible set of held-out tasks: the same for the same arguments everywhere.
+
+        Each split draws from its own seeded stream, so "val" and "test" tasks differ even for
+        suites whose splits share one distribution (the sinusoid).
+        """
+        stream = 1_000_003 * (_SPLIT_STREAMS.get(split, 3) + 1) + int(seed)
+        return self.sample(num_tasks, torch.Generator().manual_seed(stream), split=split)
 
     @abc.abstractmethod
     def model_spec(self) -> dict[str, Any]:

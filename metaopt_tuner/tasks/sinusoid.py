@@ -9,11 +9,10 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .base import TaskBatch, TaskSuite
+from .base import SPLITS, TaskBatch, TaskSuite
 
 __all__ = ["SinusoidSuite"]
 
-_SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
 
 
 class SinusoidSuite(TaskSuite):
@@ -51,8 +50,8 @@ class SinusoidSuite(TaskSuite):
     def sample(
         self, num_tasks: int, generator: torch.Generator, split: str = "train"
     ) -> TaskBatch:
-        if split not in _SPLIT_STREAMS:
-            raise ConfigError(f"unknown split {split!r}; expected one of {sorted(_SPLIT_STREAMS)}")
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         if num_tasks < 1:
             raise ConfigError(f"num_tasks must be positive, got {num_tasks}")
         n = self.shots + self.query
@@ -65,12 +64,6 @@ class SinusoidSuite(TaskSuite):
         y = y.to(torch.float32).unsqueeze(-1)
         k = self.shots
         return TaskBatch(x[:, :k], y[:, :k], x[:, k:], y[:, k:])
-
-    def fixed_tasks(self, num_tasks: int, split: str = "test", seed: int = 0) -> TaskBatch:
-        if split not in _SPLIT_STREAMS:
-            raise ConfigError(f"unknown split {split!r}; expected one of {sorted(_SPLIT_STREAMS)}")
-        stream = 1_000_003 * (_SPLIT_STREAMS[split] + 1) + int(seed)
-        return self.sample(num_tasks, torch.Generator().manual_seed(stream), split=split)
 
     def model_spec(self) -> dict[str, Any]:
         return {"name": "mlp", "kwargs": {"sizes": [1, *self.hidden, 1]}}

@@ -1,0 +1,318 @@
+"""Few-shot Omniglot on the "minimal" background splits: held-out accuracy and meta-training speed.
+
+Meta-trains MAML, first-order MAML, Meta-SGD and Reptile on ``images_background_small1`` and tests
+on the alphabets of ``images_background_small2`` that small1 lacks (Japanese (katakana), Sanskrit,
+Tagalog), for 5-way 1-shot, 5-way 5-shot and 20-way 1-shot, on random and within-alphabet
+episodes; Optuna-tuned Adam/SGD from the same initialization and from a pretrained one beside them.
+Prints a table of accuracy mean +- 95% CI over the test episodes, with meta-iterations, wall time
+and device. ``--speed`` measures second-order MAML meta-iterations/s for every batching path.
+
+    # what fits in under an hour on one CPU core (see the report for measured times)
+    python benchmarks/omniglot_small.py --data-dir DIR --preset cpu
+    # the bigger configuration for a GPU
+    python benchmarks/omniglot_small.py --data-dir DIR --preset gpu --device cuda
+    # speed of second-order MAML 5-way 1-shot, meta-batch 32, 5 steps, 64 filters
+    python benchmarks/omniglot_small.py --data-dir DIR --speed-only
+
+DIR holds ``images_background_small1.zip`` and ``images_background_small2.zip`` (or the extracted
+folders); by default ``$METAOPT_DATA/omniglot``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metaopt_tuner.tasks import get_suite
+from metaopt_tuner.training import MetaTrainer, TrainConfig
+
+TEST_ALPHABETS = ["Japanese_(katakana)", "Sanskrit", "Tagalog"]
+CONFIGS = {"5w1s": (5, 1), "5w5s": (5, 5), "20w1s": (20, 1)}
+LEARNERS = ("maml", "fomaml", "metasgd", "reptile")
+PRESETS: dict[str, dict[str, Any]] = {
+    # Under an hour on one CPU core: on the shared 2-core machine this was measured on (load 5-8)
+    # its parts summed to about 70 minutes (5w1s learners 12 min, 5w1s baselines 4.5 min each).
+    "cpu": dict(filters=32, iterations=200, meta_batch=4, inner_steps=1, test_episodes=1000,
+                reptile_steps=3, baseline_trials=5, baseline_steps=5, baseline_episodes=1000,
+                pretrain_steps=150),
+    # the bigger GPU configuration (MAML's Omniglot setting: 64 filters, meta-batch 32, 5 steps)
+    "gpu": dict(filters=64, iterations=20000, meta_batch=32, inner_steps=5, test_episodes=1000,
+                reptile_steps=10, baseline_trials=50, baseline_steps=20, baseline_episodes=1000,
+                pretrain_steps=5000),
+}
+
+
+def _source(data_dir: Path, name: str) -> str:
+    for candidate in (data_dir / name, data_dir / f"{name}.zip"):
+        if candidate.exists():
+            return str(candidate)
+    sys.exit(f"error: neither {name}/ nor {name}.zip in {data_dir}")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def ci95(values: torch.Tensor) -> tuple[float, float]:
+    v = values.double()
+    return float(v.mean()), 1.96 * float(v.std()) / math.sqrt(v.numel())
+
+
+# ----------------------------------------------------------------------------- speed
+def speed(args: argparse.Namespace, train_dir: str) -> dict[str, float]:
+    """Meta-iterations/s (sampling, meta-gradient, outer step) of second-order MAML per path."""
+    device = torch.device(args.device)
+    modes = ["batched", "vmap", "loop"] if device.type == "cpu" else ["batched", "vmap"]
+    trainers = {}
+    for mode in modes:
+        cfg = TrainConfig(
+            suite="omniglot", learner="maml", meta_batch=args.speed_meta_batch, inner_steps=5,
+            inner_lr=0.4, batching=mode, device=args.device,
+            suite_options={"data_dir": train_dir, "ways": 5, "shots": 1, "query": 5,
+                           "filters": args.speed_filters, "val_fraction": 0, "test_fraction": 0},
+        )
+        trainers[mode] = MetaTrainer(cfg, None, progress=False)
+        trainers[mode].step()  # warm-up
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    for _ in range(args.speed_repeats):  # interleaved, so load from other processes hits all paths
+        for mode in modes:
+            _sync(device)
+            begun = time.perf_counter()
+            for _ in range(args.speed_iters):
+                trainers[mode].step()
+            _sync(device)
+            times[mode].append((time.perf_counter() - begun) / args.speed_iters)
+    rates = {m: 1.0 / statistics.median(t) for m, t in times.items()}
+    print(f"\nSecond-order MAML, 5-way 1-shot, meta-batch {args.speed_meta_batch}, 5 query/class, "
+          f"5 inner steps, {args.speed_filters} filters, device {_device_name(device)}, "
+          f"threads {torch.get_num_threads()}")
+    print("| batching | meta-iterations/s | s/meta-iteration (median of "
+          f"{args.speed_repeats} x {args.speed_iters}) |")
+    print("|---|---|---|")
+    for m in modes:
+        print(f"| {m} | {rates[m]:.3f} | {statistics.median(times[m]):.3f} |")
+    auto = trainers[modes[0]].learner
+    auto.batching = "auto"
+    print(f"--batching auto picks: {auto.resolve_batching(device)}")
+    return rates
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"
+
+
+# ----------------------------------------------------------------------------- quality
+def _learner_settings(args: argparse.Namespace, learner: str) -> dict[str, Any]:
+    if learner == "reptile":  # Reptile needs several inner steps to differ from joint training
+        return {"inner_steps": args.reptile_steps, "inner_lr": args.reptile_inner_lr,
+                "meta_lr": args.reptile_meta_lr}
+    return {"inner_steps": args.inner_steps, "inner_lr": args.inner_lr, "meta_lr": None}
+
+
+def _eval_batching(args: argparse.Namespace) -> str:
+    # "auto" is the loop on CPU: without a meta-graph it beats the grouped convolution there
+    # (100 5-way 1-shot episodes, 32 filters, 1 step: loop 2.5 s, batched 3.3 s; curves 2.5-3.7 s
+    # vs 5.9-6.8 s), whatever path meta-training used.
+    return args.eval_batching
+
+
+def _test_chunks(suite: Any, episodes: int, chunk: int, device: torch.device, seed: int):
+    """The same ``episodes`` fixed test episodes for every method, ``chunk`` at a time."""
+    for i, start in enumerate(range(0, episodes, chunk)):
+        n = min(chunk, episodes - start)
+        yield suite.fixed_tasks(n, split="test", seed=seed * 10_000 + i).to(device)
+
+
+def evaluate(learner: Any, suite: Any, args: argparse.Namespace, steps: int,
+             device: torch.device) -> tuple[torch.Tensor, float]:
+    """Query accuracy ``[episodes, steps + 1]`` on the fixed test episodes (adaptation curves)."""
+    begun = time.perf_counter()
+    saved, learner.batching = learner.batching, _eval_batching(args)
+    accs = [learner.adaptation_curve(tasks, steps, chunk=args.eval_chunk).metric.cpu()
+            for tasks in _test_chunks(suite, args.test_episodes, args.eval_chunk, device, args.seed)]
+    learner.batching = saved
+    return torch.cat(accs), time.perf_counter() - begun
+
+
+def _test_suites(test_dir: str, common: dict[str, Any]) -> dict[bool, Any]:
+    return {within: get_suite("omniglot", data_dir=test_dir, test_alphabets=TEST_ALPHABETS,
+                              within_alphabet=within, **common) for within in (False, True)}
+
+
+def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list[dict[str, Any]]:
+    device = torch.device(args.device)
+    rows: list[dict[str, Any]] = []
+    for cname in args.configs:
+        ways, shots = CONFIGS[cname]
+        common = {"ways": ways, "shots": shots, "query": args.query, "filters": args.filters}
+        train_opts = {"data_dir": train_dir, "val_fraction": 0, "test_fraction": 0, **common}
+        test_suites = _test_suites(test_dir, common)
+        for lname in args.learners:
+            ls = _learner_settings(args, lname)
+            cfg = TrainConfig(
+                suite="omniglot", suite_options=train_opts, learner=lname,
+                iterations=args.iterations, meta_batch=args.meta_batch, inner_steps=ls["inner_steps"],
+                inner_lr=ls["inner_lr"], meta_lr=ls["meta_lr"], batching=args.batching,
+                seed=args.seed, device=args.device,
+            )
+            trainer = MetaTrainer(cfg, None, progress=False)
+            _sync(device)
+            begun = time.perf_counter()
+            losses = []
+            while trainer.iteration < cfg.iterations:
+                losses.append(trainer.step()[0])
+            _sync(device)
+            train_s = time.perf_counter() - begun
+            steps = args.eval_steps or ls["inner_steps"]
+            for within, suite in test_suites.items():
+                accs, eval_s = evaluate(trainer.learner, suite, args, steps, device)
+                mean, ci = ci95(accs[:, -1])
+                row = {"config": cname, "episodes": "within-alphabet" if within else "random",
+                       "method": lname, "meta_iterations": cfg.iterations, "steps": steps,
+                       "accuracy": mean, "ci95": ci, "accuracy_0_steps": float(accs[:, 0].mean()),
+                       "train_s": train_s, "eval_s": eval_s, "test_episodes": accs.shape[0],
+                       "final_train_loss": statistics.fmean(losses[-20:]),
+                       "device": _device_name(device)}
+                rows.append(row)
+                _print_row(row)
+        if cname in args.baseline_configs:
+            rows.extend(run_baselines(args, train_opts, test_suites, device, cname))
+    return rows
+
+
+def run_baselines(args: argparse.Namespace, train_opts: dict[str, Any], test_suites: dict[bool, Any],
+                  device: torch.device, cname: str) -> list[dict[str, Any]]:
+    """Optuna-tuned Adam and SGD from the meta-learners' initialization and from a pretrained one."""
+    try:
+        from metaopt_tuner import baselines as bl
+        from metaopt_tuner.pretraining import pretrain
+    except ImportError as exc:
+        print(f"TODO baselines: metaopt_tuner.baselines is not available ({exc}); no baseline rows",
+              flush=True)
+        return []
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rows = []
+    train_suite = get_suite("omniglot", **train_opts)
+    torch.manual_seed(args.seed)  # the same draw MetaTrainer makes for the learners' initial theta
+    model = train_suite.build_model().to(device)
+    scratch = bl.SharedInit({k: v.detach() for k, v in model.named_parameters()})
+    begun = time.perf_counter()
+    pre = pretrain(train_suite, steps=args.pretrain_steps, tasks_per_step=args.meta_batch, seed=args.seed)
+    pre_s = time.perf_counter() - begun
+    inits = {"scratch": scratch,
+             "pretrained": bl.SharedInit({k: v.to(device) for k, v in pre.params.items()})}
+    # Tuned on meta-training tasks (small1's alphabets), never on the test alphabets.
+    val_tasks = train_suite.fixed_tasks(args.baseline_tune_tasks, split="train", seed=args.seed).to(device)
+    variants = (False, True) if args.baseline_within else (False,)
+    for name in args.baseline_names:
+        b = bl.get_baseline(name)
+        init = inits[b.init]
+        begun = time.perf_counter()
+        tuned = bl.tune(b, model, init, train_suite, val_tasks, args.baseline_steps, args.baseline_trials,
+                        storage=args.baseline_storage, seed=args.seed)
+        tune_s = time.perf_counter() - begun + (pre_s if b.init == "pretrained" else 0.0)
+        for within in variants:
+            suite = test_suites[within]
+            begun = time.perf_counter()
+            accs = []
+            for tasks in _test_chunks(suite, args.baseline_episodes, args.eval_chunk, device, args.seed):
+                curve = bl.run_optimizer(b.optimizer, tuned.best_params, model, init, suite, tasks,
+                                         args.baseline_steps, batched=False if device.type == "cpu" else None)
+                accs.append(curve.metric.cpu())
+            acc = torch.cat(accs)
+            mean, ci = ci95(acc[:, -1])
+            row = {"config": cname, "episodes": "within-alphabet" if within else "random",
+                   "method": b.label, "meta_iterations": 0, "steps": args.baseline_steps,
+                   "accuracy": mean, "ci95": ci, "accuracy_0_steps": float(acc[:, 0].mean()),
+                   "train_s": tune_s, "eval_s": time.perf_counter() - begun,
+                   "test_episodes": acc.shape[0], "final_train_loss": float("nan"),
+                   "device": _device_name(device), "hparams": tuned.best_params, "trials": tuned.trials}
+            rows.append(row)
+            _print_row(row)
+    return rows
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    print(f"| {row['config']} | {row['episodes']} | {row['method']} | {row['meta_iterations']} | "
+          f"{row['steps']} | {100 * row['accuracy']:.1f} ± {100 * row['ci95']:.1f} | "
+          f"{100 * row['accuracy_0_steps']:.1f} | {row['test_episodes']} | {row['train_s']:.0f} | "
+          f"{row['eval_s']:.0f} | {row['device']} |", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="folder with images_background_small1/2 (zips or folders)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--learners", default=",".join(LEARNERS))
+    p.add_argument("--configs", default=",".join(CONFIGS))
+    for key, value in PRESETS["cpu"].items():
+        p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=None,
+                       help=f"[default: from --preset; cpu={value}, gpu={PRESETS['gpu'][key]}]")
+    p.add_argument("--query", type=int, default=5, help="query images per class (train and test)")
+    p.add_argument("--inner-lr", type=float, default=0.4)
+    p.add_argument("--reptile-inner-lr", type=float, default=0.1)
+    p.add_argument("--reptile-meta-lr", type=float, default=0.5)
+    p.add_argument("--batching", default="auto", help="meta-training path (auto, batched, vmap, loop)")
+    p.add_argument("--eval-batching", default="auto", help="evaluation path (auto: loop on CPU)")
+    p.add_argument("--eval-steps", type=int, default=None, help="[default: each learner's inner steps]")
+    p.add_argument("--baseline-configs", default="5w1s", help="configs with baseline rows ('' for none)")
+    p.add_argument("--baseline-names", default="adam,sgd,adam-pretrained,sgd-pretrained")
+    p.add_argument("--baseline-within", action="store_true", help="baselines on within-alphabet episodes too")
+    p.add_argument("--eval-chunk", type=int, default=100)
+    p.add_argument("--baseline-tune-tasks", type=int, default=100)
+    p.add_argument("--baseline-storage", default=None, help="Optuna storage URL (default: in memory)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--speed", action="store_true", help="also measure meta-iterations/s per batching path")
+    p.add_argument("--speed-only", action="store_true")
+    p.add_argument("--speed-meta-batch", type=int, default=32)
+    p.add_argument("--speed-filters", type=int, default=64)
+    p.add_argument("--speed-iters", type=int, default=1)
+    p.add_argument("--speed-repeats", type=int, default=3)
+    p.add_argument("--json-out", type=Path, default=None)
+    args = p.parse_args(argv)
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.learners = [s for s in args.learners.split(",") if s]
+    args.configs = [s for s in args.configs.split(",") if s]
+    args.baseline_configs = [s for s in args.baseline_configs.split(",") if s]
+    args.baseline_names = [s for s in args.baseline_names.split(",") if s]
+    torch.set_num_threads(args.threads)
+    env = os.environ.get("METAOPT_DATA")
+    data_dir = args.data_dir or (Path(env) / "omniglot" if env else None)
+    if data_dir is None:
+        sys.exit("error: pass --data-dir (or set METAOPT_DATA)")
+    train_dir = _source(data_dir, "images_background_small1")
+    test_dir = _source(data_dir, "images_background_small2")
+    print(f"preset {args.preset}: " + json.dumps({k: getattr(args, k) for k in PRESETS[args.preset]}))
+    result: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    if args.speed or args.speed_only:
+        result["speed"] = speed(args, train_dir)
+    if not args.speed_only:
+        print("\n| config | episodes | method | meta-iterations | steps | accuracy % (± 95% CI) | "
+              "acc. % at 0 steps | test episodes | train (tune) s | eval s | device |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+        result["rows"] = run_quality(args, train_dir, test_dir)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""``metaopt inspect``: an artifact's manifest and the statistics of its learned rates."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from metaopt_tuner.artifact import resolve_artifact
+
+from ..options import JsonOut
+from .evaluate import ArtifactArg
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def _model(spec: dict[str, Any]) -> str:
+    kwargs = ", ".join(f"{k}={_fmt(v)}" for k, v in (spec.get("kwargs") or {}).items())
+    if "factory" in spec:
+        return f"{spec['factory']}({kwargs})  (factory: imported only with --trust-factory)"
+    return f"{spec['name']}({kwargs})"
+
+
+def inspect(artifact: ArtifactArg, json_out: JsonOut = False) -> None:
+    """Print ARTIFACT's manifest and its learned rates per tensor (min / median / max per step)."""
+    art = resolve_artifact(artifact)
+    stats = art.rate_stats()
+    if json_out:
+        typer.echo(json.dumps({"manifest": art.manifest, "rates": stats}, indent=2))
+        return
+    m = art.manifest
+    console = Console(highlight=False)
+    summary = Table(title=f"artifact {art.path or artifact}", show_header=False)
+    summary.add_column("field", style="bold")
+    summary.add_column("value")
+    rows = [
+        ("format", f"{m['format']} v{m['format_version']} (metaopt-tuner {m['library_version']})"),
+        ("created", m.get("created", "-")),
+        ("model", _model(m["model"])),
+        ("parameters", f"{len(art.names)} tensors, {sum(t.numel() for t in art.theta.values())} weights, {_fmt(str(art.dtype).removeprefix('torch.'))}"),
+        ("suite", f"{art.suite_name} ({_fmt(art.suite_options)})"),
+        ("learner", _fmt(art.learner_config)),
+        ("inner steps", f"{art.inner_steps} (rates learned for {art.rate_steps} step(s))"),
+        ("training", _fmt(art.training_config) if art.training_config is not None else "-"),
+        ("metrics", _fmt(art.metrics)),
+    ]
+    if "provenance" in m:
+        rows.append(("provenance", _fmt(m["provenance"])))
+    rows.append(("tensors", f"{m['tensors']['size']} bytes, sha256 {m['tensors']['sha256'][:16]}…"))
+    for name, value in rows:
+        summary.add_row(name, value)
+    console.print(summary)
+    rates = Table(title="learned rates per tensor (min / median / max)")
+    rates.add_column("tensor")
+    rates.add_column("shape", justify="right")
+    for t in range(art.rate_steps):
+        rates.add_column(f"step {t}" if art.rate_steps > 1 else "all steps", justify="right")
+    for s in stats:
+        cells = [f"{lo:.4g} / {mid:.4g} / {hi:.4g}" for lo, mid, hi in zip(s["min"], s["median"], s["max"])]
+        rates.add_row(s["name"], "×".join(map(str, s["shape"])) or "scalar", *cells)
+    console.print(rates)

@@ -1,0 +1,220 @@
+"""MetaSGD: the learned per-weight learning rates of an artifact as a ``torch.optim.Optimizer``.
+
+::
+
+    model, opt = metaopt_tuner.prepare(None, metaopt_tuner.pretrained("sinusoid"))
+    for x, y in data:
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+
+Step ``t`` of a parameter updates ``p <- p - lr * alpha[min(t, S - 1)] * grad`` with the artifact's
+learned rates ``alpha`` (``S`` learned steps; the last one's rates carry on), through the same
+kernel as the meta-training inner loop (:func:`~metaopt_tuner.learners.inner.metasgd_update`), so
+k optimizer steps from the learned theta reproduce the learner's k-step adaptation. A group's
+``lr`` multiplies the learned rates (default 1.0): LR schedulers scale them.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .artifact import (
+    Artifact,
+    _mismatch_message,
+    _shape_str,
+    list_pretrained,
+    pretrained,
+    resolve_artifact,
+)
+from .errors import ConfigError, ModelMismatchError
+from .learners.inner import metasgd_update
+
+__all__ = ["MetaSGD", "prepare", "pretrained", "list_pretrained"]
+
+
+class MetaSGD(torch.optim.Optimizer):
+    """SGD with a learned learning rate for every weight and every step, from an artifact.
+
+    Args:
+        params: ``model.named_parameters()`` (preferred: rates are matched by name), parameter
+            groups of ``(name, param)`` pairs, or parameters in the artifact's order.
+        artifact: an :class:`~metaopt_tuner.artifact.Artifact`, an artifact path, or the name of
+            a pretrained artifact.
+        lr: multiplier on the learned rates (default 1.0; what LR schedulers change).
+        names: parameter names for a plain parameter list (instead of the artifact's order).
+        strict: raise :class:`ModelMismatchError` naming the missing, unexpected and wrong-shape
+            parameters; ``False`` gives every unmatched parameter the artifact's median learned
+            rate (per step) and warns which.
+        foreach: one fused multi-tensor update per group (default: when every parameter is on
+            CUDA).
+
+    State per parameter: ``rates`` (``(S, *param.shape)``) and ``step`` (updates so far).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        artifact: Artifact | str | os.PathLike[str],
+        lr: float = 1.0,
+        *,
+        names: Sequence[str] | None = None,
+        strict: bool = True,
+        foreach: bool | None = None,
+    ) -> None:
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr >= 0.0:
+            raise ConfigError(f"Invalid learning rate: {lr}")
+        self.artifact = resolve_artifact(artifact)
+        self.strict = bool(strict)
+        self._names = list(names) if names is not None else None
+        self._positional = 0  # parameters named so far from ``names`` or the artifact's order
+        self._median = self.artifact.median_rates()
+        self._matched: set[str] = set()
+        # unexpected, wrong-shape and fallback (median-rate) parameters found while grouping
+        self._issues: tuple[list[str], list[str], list[str]] = ([], [], [])
+        self._initialized = False
+        super().__init__(params, {"lr": float(lr), "foreach": foreach})
+        self._initialized = True
+        missing = [n for n in self.artifact.names if n not in self._matched]
+        self._report(missing, *self._issues)
+
+    # ------------------------------------------------------------------ matching rates
+    def _group_names(self, group: dict[str, Any]) -> list[str]:
+        if "param_names" in group:
+            if self._names is not None:
+                raise ConfigError("pass either named parameters or names=, not both")
+            return list(group["param_names"])
+        if self._initialized:
+            raise ConfigError("MetaSGD.add_param_group needs named parameters: "
+                              "pass [(name, param), ...]")
+        source = self._names if self._names is not None else self.artifact.names
+        start, self._positional = self._positional, self._positional + len(group["params"])
+        if self._positional > len(source) and (self.strict or self._names is not None):
+            what = "names= lists" if self._names is not None else "the artifact has"
+            raise ModelMismatchError(
+                f"the optimizer got more parameters than {what} ({len(source)}); pass "
+                "model.named_parameters() so rates are matched by name"
+            )
+        extra = [f"<parameter {i}>" for i in range(len(source), self._positional)]
+        return (list(source) + extra)[start:self._positional]
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group; its parameters get their learned rates (matched by name) as state.
+
+        A group that cannot be added (strict mismatch, unnamed parameters) leaves the optimizer
+        as it was.
+        """
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            states, issues = self._group_rates(group)
+            if self._initialized:
+                self._report([], *issues)
+        except Exception:
+            self.param_groups.pop()
+            raise
+        self.state.update(states)
+        if not self._initialized:
+            for pending, new in zip(self._issues, issues):
+                pending.extend(new)
+
+    def _group_rates(
+        self, group: dict[str, Any]
+    ) -> tuple[dict[Tensor, dict[str, Any]], tuple[list[str], list[str], list[str]]]:
+        """Initial state of every parameter of ``group``, and (unexpected, wrong-shape, fallback)."""
+        states: dict[Tensor, dict[str, Any]] = {}
+        unexpected: list[str] = []
+        wrong: list[str] = []
+        fallback: list[str] = []
+        steps = self.artifact.rate_steps
+        for name, p in zip(self._group_names(group), group["params"]):
+            rates = self.artifact.rates.get(name)
+            if rates is not None and tuple(rates.shape[1:]) == tuple(p.shape):
+                self._matched.add(name)
+            else:
+                if rates is None:
+                    unexpected.append(name)
+                else:
+                    wrong.append(f"{name} {_shape_str(p.shape)} vs {_shape_str(rates.shape[1:])} "
+                                 "in the artifact")
+                fallback.append(name)
+                rates = self._median.reshape(steps, *[1] * p.dim()).expand(steps, *p.shape)
+            states[p] = {"rates": rates.to(device=p.device, dtype=p.dtype).clone(), "step": 0}
+        return states, (unexpected, wrong, fallback)
+
+    def _report(self, missing: list[str], unexpected: list[str], wrong: list[str],
+                fallback: list[str]) -> None:
+        """Raise (strict) or warn about the parameters that got no learned rates."""
+        if self.strict and (missing or unexpected or wrong):
+            raise ModelMismatchError(_mismatch_message("optimizer", missing, unexpected, wrong))
+        if fallback:
+            median = ", ".join(f"{v:.4g}" for v in self._median.tolist())
+            warnings.warn(
+                f"MetaSGD: no learned rates for {', '.join(fallback)} (not in the artifact or "
+                f"of another shape); they use the artifact's median learned rate ({median} per "
+                "step)",
+                stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------ the update
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
+        """One update of every parameter that has a gradient; returns ``closure()``'s loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            lrs: list[Tensor] = []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("MetaSGD does not support sparse gradients")
+                state = self.state[p]
+                rates = state["rates"]
+                if rates.device != p.device or rates.dtype != p.dtype:  # the model moved
+                    rates = state["rates"] = rates.to(device=p.device, dtype=p.dtype)
+                t = int(state["step"])
+                params.append(p)
+                grads.append(p.grad)
+                lrs.append(rates[min(t, rates.shape[0] - 1)])
+                state["step"] = t + 1
+            if not params:
+                continue
+            foreach = group["foreach"]
+            if foreach is None:
+                foreach = all(p.is_cuda for p in params)
+            metasgd_update(params, grads, lrs, scale=group["lr"], inplace=True,
+                           foreach=bool(foreach))
+        return loss
+
+
+def prepare(
+    model: nn.Module | None,
+    artifact: Artifact | str | os.PathLike[str],
+    lr: float = 1.0,
+    *,
+    strict: bool = True,
+    trust_factory: bool = False,
+    foreach: bool | None = None,
+) -> tuple[nn.Module, MetaSGD]:
+    """The common case in one call: ``model, opt = prepare(model_or_None, artifact)``.
+
+    Builds the artifact's model when ``model`` is None, loads the learned initial weights into
+    it, and returns it with a :class:`MetaSGD` over its named parameters.
+    """
+    art = resolve_artifact(artifact, trust_factory=trust_factory)
+    if model is None:
+        model = art.build_model().to(dtype=art.dtype)
+    art.initialize(model, strict=strict)
+    return model, MetaSGD(model.named_parameters(), art, lr, strict=strict, foreach=foreach)
+

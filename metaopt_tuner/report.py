@@ -1,0 +1,673 @@
+"""Comparison reports: the meta-learned optimizer against Optuna-tuned ordinary optimizers.
+
+:func:`compare` runs the protocol (written into the report itself) and writes three files into
+the output folder: ``results.json`` (every number), ``report.md`` (plots as PNG files beside it)
+and ``report.html`` (self-contained: plots embedded as base64 PNG, no external resources).
+
+Studies live in an Optuna storage (a SQLite file in the output folder by default), and the
+pretrained initialization is cached there too, so an interrupted ``compare`` re-run resumes and
+loses no finished trial. With one worker and a fixed seed the results are reproducible; with
+several workers sharing a study, the trials each one samples depend on timing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .artifact import Artifact, resolve_artifact
+from .baselines import (
+    BASELINES,
+    Curve,
+    RandomInit,
+    SharedInit,
+    TuneResult,
+    adapt,
+    get_baseline,
+    oracle_tune,
+    run_optimizer,
+    study_name_for,
+    tune,
+)
+from .errors import ConfigError
+from .evaluation import mean_ci as _mean_ci
+from .models import supports_batched
+from .pretraining import load_or_pretrain
+from .tasks.base import TaskSuite
+
+__all__ = [
+    "ComparisonResult",
+    "compare",
+    "write_report",
+    "default_baselines",
+    "mean_ci",
+    "meta_training_cost",
+    "TARGETS",
+]
+
+FORMAT = "metaopt-tuner/comparison"
+RESULTS, REPORT_MD, REPORT_HTML, PLOTS = "results.json", "report.md", "report.html", "plots"
+META = "meta-learned"
+ORACLE = "oracle-adam"
+#: (baseline, factor, relation) targets checked on the query loss; see the issue's protocol
+TARGETS = [
+    ("best from-scratch tuned baseline", ("adam", "sgd"), 0.5, "at most half of"),
+    ("pretrained init + tuned Adam", ("adam-pretrained",), 1.0, "below"),
+]
+
+
+def default_baselines() -> list[str]:
+    """The tuned four, plus every parameter-free optimizer whose package is installed."""
+    from .baselines import OPTIMIZERS
+
+    names = ["adam", "sgd", "adam-pretrained", "sgd-pretrained"]
+    return names + [n for n, b in BASELINES.items() if not b.tuned and OPTIMIZERS[b.optimizer].available()]
+
+
+def mean_ci(values: Tensor) -> tuple[float, float]:
+    """Mean and half-width of its 95% confidence interval over the first dimension (as evaluate)."""
+    mean, half = _mean_ci(values, dim=0)
+    return float(mean), float(half)
+
+
+def _curve_stats(loss: Tensor, metric: Tensor) -> dict[str, list[float]]:
+    cols = range(loss.shape[1])
+    ls = [mean_ci(loss[:, j]) for j in cols]
+    ms = [mean_ci(metric[:, j]) for j in cols]
+    return {"loss_mean": [m for m, _ in ls], "loss_ci95": [h for _, h in ls],
+            "metric_mean": [m for m, _ in ms], "metric_ci95": [h for _, h in ms]}
+
+
+def meta_training_cost(artifact: Artifact) -> dict[str, Any]:
+    """Meta-training cost from the artifact's manifest, as far as it was recorded.
+
+    Gradient evaluations (forward + backward over one task's data) are estimated as
+    iterations x meta-batch x (inner steps + 1); second-order learners cost about twice that in
+    arithmetic. Seconds come from the manifest's provenance when it recorded them.
+    """
+    training = artifact.training_config or {}
+    provenance = dict(artifact.manifest.get("provenance") or {})
+    seconds = None
+    for key in ("seconds", "train_seconds", "duration_s", "wall_seconds", "duration"):
+        value = provenance.get(key, artifact.metrics.get(key))
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+            break
+    # an artifact written mid-run (beside a checkpoint) records the iteration it was taken at
+    done = artifact.metrics.get("iteration")
+    iterations = done if isinstance(done, int) and done > 0 else training.get("iterations")
+    batch = training.get("meta_batch")
+    inner = training.get("inner_steps", artifact.inner_steps)
+    grad_evals = None
+    if isinstance(iterations, int) and isinstance(batch, int) and isinstance(inner, int):
+        grad_evals = iterations * batch * (inner + 1)
+    return {"what": "meta-training", "grad_evals": grad_evals, "seconds": seconds,
+            "recorded": grad_evals is not None,
+            "learner": artifact.learner_config.get("learner"),
+            "iterations": iterations, "meta_batch": batch, "inner_steps": inner}
+
+
+# --------------------------------------------------------------------------- progress
+class _Progress:
+    """A rich progress bar with one line per phase (trials, tasks); silent when disabled."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        self.lines: dict[str, Any] = {}
+
+    @contextmanager
+    def running(self) -> Iterator[_Progress]:
+        if not self.enabled:
+            yield self
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn()) as bar:
+            self.bar = bar
+            yield self
+        self.bar = None
+
+    def update(self, line: str, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        if line not in self.lines:
+            self.lines[line] = self.bar.add_task(line, total=total)
+        self.bar.update(self.lines[line], completed=done, total=total)
+
+    def callback(self, line: str) -> Callable[[int, int], None]:
+        return lambda done, total: self.update(line, done, total)
+
+
+# --------------------------------------------------------------------------- the comparison
+@dataclass
+class ComparisonResult:
+    """What :func:`compare` measured (``data`` is results.json) and the files it wrote."""
+
+    data: dict[str, Any]
+    paths: dict[str, Path]
+
+    def method(self, name: str) -> dict[str, Any]:
+        for m in self.data["methods"]:
+            if m["name"] == name:
+                return m
+        raise KeyError(name)
+
+
+def _redact(url: str | None) -> str | None:
+    if url is None:
+        return None
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def _method(name: str, label: str, kind: str, curve: Curve, *, hparams: dict[str, float] | None = None,
+            tuning: TuneResult | None = None, setup: dict[str, Any] | None = None,
+            tuning_cost: dict[str, Any] | None = None) -> dict[str, Any]:
+    stats = _curve_stats(curve.loss, curve.metric)
+    if tuning is not None:
+        tuning_cost = {"trials": tuning.trials, "pruned": tuning.pruned, "grad_evals": tuning.grad_evals,
+                       "seconds": tuning.seconds, "study": tuning.study_name,
+                       "best_value": tuning.best_value}
+    return {
+        "name": name,
+        "label": label,
+        "kind": kind,
+        "hparams": dict(hparams or {}),
+        "tasks": int(curve.loss.shape[0]),
+        "query_loss": {"mean": stats["loss_mean"][-1], "ci95": stats["loss_ci95"][-1]},
+        "metric": {"mean": stats["metric_mean"][-1], "ci95": stats["metric_ci95"][-1]},
+        "tuning": tuning_cost or {"trials": 0, "pruned": 0, "grad_evals": 0, "seconds": 0.0},
+        "setup": setup,
+        "adaptation": {"grad_evals": int(curve.grad_evals), "seconds": float(curve.seconds)},
+        "curve": stats,
+        "history": [list(h) for h in tuning.history] if tuning is not None else [],
+    }
+
+
+def compare(
+    artifact: Artifact | str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    suite: TaskSuite | None = None,
+    steps: int = 10,
+    tasks: int = 500,
+    trials: int = 50,
+    val_tasks: int = 100,
+    oracle_tasks: int = 100,
+    oracle_trials: int | None = None,
+    baselines: Sequence[str] | None = None,
+    storage: str | None = None,
+    pretrain_steps: int = 2000,
+    seed: int = 0,
+    progress: bool = True,
+    workers: int = 1,
+) -> ComparisonResult:
+    """Compare the artifact's meta-learned optimizer with tuned baselines on held-out tasks.
+
+    Baselines are tuned on ``val_tasks`` meta-validation tasks (``trials`` Optuna trials each,
+    resumable in ``storage``, default ``sqlite:///OUT/studies.db``), then every method adapts the
+    same ``tasks`` test tasks for ``steps`` steps. The oracle tunes Adam's lr on each of the first
+    ``oracle_tasks`` test tasks' own query set (0 skips it). Writes the report into ``out``.
+    """
+    for label, value in (("steps", steps), ("tasks", tasks), ("trials", trials), ("val-tasks", val_tasks)):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{label} must be a positive integer, got {value}")
+    if oracle_tasks < 0 or pretrain_steps < 1:
+        raise ConfigError("oracle-tasks must be >= 0 and pretrain-steps positive")
+    art = resolve_artifact(artifact)
+    suite = suite if suite is not None else art.build_suite()
+    if suite.name != art.suite_name:
+        raise ConfigError(f"the artifact was meta-trained on suite {art.suite_name!r}, not {suite.name!r}")
+    names = list(baselines) if baselines is not None else default_baselines()
+    chosen = [get_baseline(n) for n in names]
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+    storage = storage or f"sqlite:///{(out / 'studies.db').resolve()}"
+    oracle_trials = trials if oracle_trials is None else int(oracle_trials)
+    oracle_n = min(int(oracle_tasks), tasks)
+
+    model = art.build_model().to(dtype=torch.float32)
+    if not supports_batched(model):
+        oracle_n = 0  # the oracle's per-task learning rates need the hand-batched forward
+    test = suite.fixed_tasks(tasks, split="test", seed=seed)
+    val = suite.fixed_tasks(val_tasks, split="val", seed=seed)
+    scratch = RandomInit(suite.build_model, seed=seed)
+    methods: list[dict[str, Any]] = []
+    bar = _Progress(progress)
+    begun = time.perf_counter()
+    with bar.running():
+        # 1. the meta-learned optimizer: zero tuning on the new family
+        learner = art.to_learner(suite)
+        t0 = time.perf_counter()
+        curves = []
+        for start in range(0, tasks, 100):
+            part = test.slice(start, min(tasks, start + 100)).to(dtype=art.dtype)
+            curves.append(learner.adaptation_curve(part, steps))
+            bar.update(f"evaluate {META}", min(tasks, start + 100), tasks)
+        meta_curve = Curve(torch.cat([c.loss for c in curves]), torch.cat([c.metric for c in curves]),
+                           tasks * steps, time.perf_counter() - t0)
+        methods.append(_method(META, _meta_label(art), "meta", meta_curve, setup=meta_training_cost(art)))
+
+        # 2. the multi-task pretrained initialization (cached in the output folder)
+        pre = None
+        if any(b.init == "pretrained" for b in chosen):
+            bar.update("pretrain (joint training)", 0, 1)
+            pre = load_or_pretrain(suite, out, steps=pretrain_steps, seed=seed)
+            bar.update("pretrain (joint training)", 1, 1)
+        pre_setup = None if pre is None else {"what": "multi-task pretraining", **pre.cost()}
+
+        # 3. baselines: tune on meta-validation tasks, then adapt the test tasks
+        for b in chosen:
+            init = SharedInit(pre.params) if b.init == "pretrained" and pre is not None else scratch
+            setup = pre_setup if b.init == "pretrained" else None
+            result = None
+            hp: dict[str, float] = {}
+            if b.tuned:
+                name = study_name_for(suite, b.name, steps=steps, val_tasks=val_tasks, seed=seed,
+                                      pretrain_steps=pretrain_steps if b.init == "pretrained" else None)
+                result = tune(b, model, init, suite, val, steps, trials, storage=storage, study_name=name,
+                              seed=seed, on_trial=bar.callback(f"tune {b.name} (trials)"),
+                              workers=workers)
+                hp = result.best_params
+            curve = adapt(b, hp, model, init, suite, test, steps)
+            bar.update(f"evaluate {b.name}", tasks, tasks)
+            methods.append(_method(b.name, b.label, "tuned" if b.tuned else "untuned", curve,
+                                   hparams=hp, tuning=result, setup=setup))
+
+        # 4. the oracle: lr tuned on each test task's own query set (an upper bound, not a method)
+        if oracle_n > 0:
+            o_curve, o_lrs = oracle_tune(model, scratch, suite, test.slice(0, oracle_n), steps, oracle_trials,
+                                         seed=seed, on_trial=bar.callback("oracle (trials)"))
+            oracle = _method(ORACLE, f"Oracle: Adam, random init, lr tuned per task on its query set "
+                             f"(upper bound; {oracle_n} of {tasks} tasks)", "oracle", o_curve,
+                             tuning_cost={"trials": oracle_trials * oracle_n, "pruned": 0,
+                                          "grad_evals": oracle_trials * oracle_n * steps,
+                                          "seconds": o_curve.seconds})
+            oracle["adaptation"] = {"grad_evals": oracle_n * steps, "seconds": 0.0}
+            oracle["hparams"] = {"lr_median": float(o_lrs.median())}
+            methods.append(oracle)
+
+        break_even = _break_even(methods, model, scratch, pre, suite, test, steps, meta_curve.loss)
+    data = {
+        "format": FORMAT,
+        "format_version": 1,
+        "suite": {"name": suite.name, "options": suite.options(), "metric_name": suite.metric_name,
+                  "metric_higher_is_better": bool(suite.metric_higher_is_better)},
+        "artifact": str(art.path) if art.path is not None else None,
+        "protocol": {"steps": steps, "test_tasks": tasks, "val_tasks": val_tasks, "trials": trials,
+                     "oracle_tasks": oracle_n, "oracle_trials": oracle_trials, "seed": seed,
+                     "pretrain_steps": pretrain_steps, "storage": _redact(storage),
+                     "sampler": "TPESampler(seed)",
+                     "pruner": f"MedianPruner(n_startup_trials=10, n_warmup_steps={steps // 2})"},
+        "methods": methods,
+        "targets": _targets(methods),
+        "break_even": break_even,
+        "learned_rates": art.rate_stats(),
+        "seconds": time.perf_counter() - begun,
+    }
+    data = _rounded(data)
+    paths = write_report(data, out, rates=art.rates)
+    return ComparisonResult(data, paths)
+
+
+def _meta_label(art: Artifact) -> str:
+    config = art.learner_config
+    rates = {"element": "a rate per weight", "tensor": "a rate per layer", "scalar": "one rate"}.get(
+        str(config.get("lr_granularity")), "learned rates")
+    per_step = ", per step" if art.rate_steps > 1 else ""
+    return (f"{config.get('learner', 'meta-learned')}: meta-learned init + {rates}{per_step} "
+            f"(meta-trained for {art.inner_steps} steps), no tuning")
+
+
+def _targets(methods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by = {m["name"]: m for m in methods}
+    meta = by[META]["query_loss"]["mean"]
+    rows = []
+    for what, names, factor, relation in TARGETS:
+        present = [by[n] for n in names if n in by]
+        if not present:
+            rows.append({"target": f"meta-learned query loss {relation} {what}", "measured": None,
+                         "met": None, "reference": None})
+            continue
+        ref = min(present, key=lambda m: _sortable(m["query_loss"]["mean"]))
+        ref_loss = ref["query_loss"]["mean"]
+        if meta is None or ref_loss is None or not math.isfinite(meta) or not math.isfinite(ref_loss):
+            # a diverged method (NaN / infinite loss) cannot meet a target or be beaten
+            rows.append({"target": f"meta-learned query loss {relation} {what}", "reference": ref["name"],
+                         "reference_loss": ref_loss, "meta_loss": meta, "ratio": None,
+                         "met": bool(meta is not None and math.isfinite(meta)),
+                         "note": "a loss is not finite (diverged)"})
+            continue
+        bound = factor * ref_loss
+        met = meta <= bound if factor != 1.0 else meta < bound
+        rows.append({"target": f"meta-learned query loss {relation} {what}", "reference": ref["name"],
+                     "reference_loss": ref["query_loss"]["mean"], "meta_loss": meta,
+                     "ratio": meta / ref["query_loss"]["mean"] if ref["query_loss"]["mean"] else None,
+                     "met": bool(met)})
+    return rows
+
+
+def _sortable(x: float | None) -> float:
+    return x if x is not None and math.isfinite(x) else math.inf
+
+
+def _break_even(methods: list[dict[str, Any]], model: Any, scratch: RandomInit, pre: Any,
+                suite: TaskSuite, test: Any, steps: int, meta_loss: Tensor) -> dict[str, Any]:
+    """Tasks after which meta-training pays for itself against the best tuned baseline.
+
+    The best tuned baseline needs ``s`` steps per task to reach the meta-learned loss after ``K``
+    steps (searched up to 10 K); each task adapted with the meta-learned optimizer saves ``s - K``
+    gradient evaluations. Break-even = (meta-training - baseline tuning and pretraining) / saving.
+    """
+    by = {m["name"]: m for m in methods}
+    meta = by[META]
+    tuned = [m for m in methods if m["kind"] == "tuned"]
+    base = {"reference": None, "tasks": None, "steps_to_match": None, "horizon": None}
+    if not tuned:
+        return {**base, "note": "no tuned baseline"}
+    ref = min(tuned, key=lambda m: _sortable(m["query_loss"]["mean"]))
+    b = get_baseline(ref["name"])
+    init = SharedInit(pre.params) if b.init == "pretrained" and pre is not None else scratch
+    horizon = 10 * steps
+    subset = test.slice(0, min(len(test), 200))
+    long = run_optimizer(b.optimizer, ref["hparams"], model, init, suite, subset, horizon)
+    meta_subset = float(meta_loss[: len(subset), -1].mean())  # the same tasks as the long run
+    means = long.loss.mean(0).tolist()
+    if not math.isfinite(meta_subset):
+        return {**base, "reference": ref["name"], "note": "the meta-learned loss is not finite (diverged)"}
+    reach = next((s for s, v in enumerate(means) if v <= meta_subset), None)
+    base.update(reference=ref["name"], horizon=horizon, steps_to_match=reach,
+                baseline_loss_at_horizon=means[-1])
+    setup = meta["setup"] or {}
+    meta_cost = setup.get("grad_evals")
+    family_cost = ref["tuning"]["grad_evals"] + ((ref.get("setup") or {}).get("grad_evals") or 0)
+    base.update(meta_training_grad_evals=meta_cost, baseline_family_grad_evals=family_cost)
+    if meta_cost is None:
+        return {**base, "note": "the artifact does not record its meta-training cost"}
+    extra = meta_cost - family_cost
+    if extra <= 0:
+        return {**base, "tasks": 0, "note": "meta-training cost no more than tuning the baseline"}
+    if reach is None:
+        saving = horizon - steps
+        tasks = math.ceil(extra / saving)
+        return {**base, "tasks": tasks, "bound": "at most",
+                "note": f"the baseline did not reach the meta-learned loss within {horizon} steps; "
+                        f"saving counted as at least {saving} steps per task"}
+    if reach <= steps:
+        return {**base, "note": "the baseline matches the meta-learned loss within K steps: no saving"}
+    return {**base, "tasks": math.ceil(extra / (reach - steps)), "bound": "exactly"}
+
+
+def _rounded(obj: Any) -> Any:
+    """Floats to 6 significant digits: the report prints exactly the numbers results.json holds."""
+    if isinstance(obj, float):
+        return float(f"{obj:.6g}") if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_rounded(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------- rendering
+def _num(x: Any) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:.6g}"
+
+
+TABLE_COLUMNS = ["method", "query loss", "± 95% CI", "METRIC", "± 95% CI", "tasks", "tuning trials",
+                 "tuning grad evals", "adaptation grad evals", "tuning s", "adaptation s"]
+
+
+def table_rows(data: dict[str, Any]) -> list[list[Any]]:
+    """The comparison table as values (the renderers format exactly these)."""
+    rows = []
+    for m in data["methods"]:
+        rows.append([m["name"], m["query_loss"]["mean"], m["query_loss"]["ci95"], m["metric"]["mean"],
+                     m["metric"]["ci95"], m["tasks"], m["tuning"]["trials"], m["tuning"]["grad_evals"],
+                     m["adaptation"]["grad_evals"], m["tuning"]["seconds"], m["adaptation"]["seconds"]])
+    return rows
+
+
+def _columns(data: dict[str, Any]) -> list[str]:
+    metric = data["suite"]["metric_name"]
+    return [c.replace("METRIC", f"query {metric}") for c in TABLE_COLUMNS]
+
+
+def _protocol(data: dict[str, Any]) -> list[str]:
+    p = data["protocol"]
+    k = p["steps"]
+    lines = [
+        f"Every method adapts each of {p['test_tasks']} held-out test tasks of suite "
+        f"`{data['suite']['name']}` from its support set only, for the same K = {k} steps, and is "
+        "scored on that task's query set. "
+        "Held-out tasks are never used for tuning.",
+        f"Tuned baselines: Optuna TPE (seed {p['seed']}), {p['trials']} trials each, on {p['val_tasks']} "
+        f"meta-validation tasks; objective = mean query loss after K = {k} steps; median pruning on the "
+        f"mean query loss after every step past step {k // 2} (after 10 trials). Adam tunes lr; SGD "
+        "tunes lr and momentum.",
+        "Random-init baselines start every task from a fresh draw of the suite's default initialization; "
+        f"pretrained baselines from one model jointly trained on pooled meta-training tasks "
+        f"({p['pretrain_steps']} Adam steps), without adaptation.",
+        "Parameter-free optimizers (when installed) run untuned with their defaults.",
+        f"The oracle tunes Adam's lr ({p['oracle_trials']} trials) on each of {p['oracle_tasks']} test "
+        "tasks' own query set: an upper bound for learning-rate tuning, not a usable method.",
+        "The meta-learned optimizer adapts with its learned initialization and per-weight rates: "
+        "zero tuning.",
+        "Gradient evaluations count forward + backward passes over one task's data. Intervals are 95% "
+        "confidence intervals of the mean over tasks.",
+        f"Studies are stored in `{p['storage']}`; a re-run resumes them. One worker + the seed gives "
+        "reproducible results.",
+    ]
+    return lines
+
+
+def _compute_rows(data: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for m in data["methods"]:
+        setup = m.get("setup") or {}
+        rows.append([m["name"], setup.get("what", "none"), setup.get("grad_evals"), setup.get("seconds"),
+                     m["tuning"]["grad_evals"], m["tuning"]["seconds"], m["adaptation"]["grad_evals"]])
+    return rows
+
+
+COMPUTE_COLUMNS = ["method", "setup", "setup grad evals", "setup s", "tuning grad evals", "tuning s",
+                   "adaptation grad evals"]
+
+
+def _target_lines(data: dict[str, Any]) -> list[str]:
+    lines = []
+    for t in data["targets"]:
+        if t.get("met") is None:
+            lines.append(f"{t['target']}: not measured (baseline not run)")
+            continue
+        note = f" ({t['note']})" if t.get("note") else ""
+        lines.append(f"{t['target']} ({t['reference']}): meta-learned {_num(t['meta_loss'])} vs "
+                     f"{_num(t['reference_loss'])} (ratio {_num(t['ratio'])}): "
+                     f"{'MET' if t['met'] else 'NOT MET'}{note}")
+    return lines
+
+
+def _break_even_line(data: dict[str, Any]) -> str:
+    b = data["break_even"]
+    if b.get("reference") is None:
+        return f"Break-even: not computed ({b.get('note')})."
+    reach = (f"needs {b['steps_to_match']} steps to reach" if b.get("steps_to_match") is not None
+             else f"does not reach, within {b['horizon']} steps,")
+    text = (f"Break-even against `{b['reference']}`: it {reach} the meta-learned loss after K steps; "
+            f"meta-training cost "
+            f"{_num(b['meta_training_grad_evals'])} gradient evaluations vs "
+            f"{_num(b['baseline_family_grad_evals'])} for tuning (and pretraining) the baseline.")
+    if b.get("tasks") is not None:
+        bound = f"{b['bound']} " if b.get("bound") else ""
+        text += f" Meta-training pays for itself after {bound}{b['tasks']} new tasks."
+    if b.get("note"):
+        text += f" ({b['note']})"
+    return text
+
+
+def _md_table(columns: list[str], rows: list[list[Any]]) -> str:
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    return head + "".join("| " + " | ".join(_num(v) if not isinstance(v, str) else v for v in r) + " |\n"
+                          for r in rows)
+
+
+def _html_table(columns: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_num(v) if not isinstance(v, str) else v)}</td>" for v in r)
+        + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _figures(data: dict[str, Any], rates: dict[str, Tensor] | None) -> dict[str, bytes]:
+    """PNG bytes of every plot, by file name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    figs: dict[str, bytes] = {}
+
+    def png(fig: Any) -> bytes:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+        plt.close(fig)
+        return buf.getvalue()
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m in data["methods"]:
+        mean = [v if v is not None else float("nan") for v in m["curve"]["loss_mean"]]
+        ci = [v if v is not None else 0.0 for v in m["curve"]["loss_ci95"]]
+        xs = list(range(len(mean)))
+        style = "--" if m["kind"] == "oracle" else "-"
+        (line,) = ax.plot(xs, mean, style, label=m["name"], lw=2.2 if m["kind"] == "meta" else 1.4)
+        ax.fill_between(xs, [a - b for a, b in zip(mean, ci)], [a + b for a, b in zip(mean, ci)],
+                        color=line.get_color(), alpha=0.18)
+    ax.set_xlabel("adaptation step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("query loss (mean ± 95% CI)")
+    ax.set_yscale("log")
+    ax.set_title("Query loss vs adaptation step on held-out tasks")
+    ax.legend(fontsize=8)
+    figs["curves.png"] = png(fig)
+
+    tuned = [m for m in data["methods"] if m["history"]]
+    if tuned:
+        fig, axes = plt.subplots(1, len(tuned), figsize=(3.6 * len(tuned), 3.4), squeeze=False)
+        for ax, m in zip(axes[0], tuned):
+            done = [(n, v) for n, v, s in m["history"] if s == "COMPLETE" and v is not None]
+            pruned = [(n, v) for n, v, s in m["history"] if s == "PRUNED" and v is not None]
+            if done:
+                ax.scatter(*zip(*done), s=12, label="complete")
+                best, running = [], math.inf
+                for n, v in sorted(done):
+                    running = min(running, v)
+                    best.append((n, running))
+                ax.step(*zip(*best), where="post", color="C3", label="best so far")
+            if pruned:
+                ax.scatter(*zip(*pruned), s=12, marker="x", color="0.5", label="pruned (last value)")
+            ax.set_yscale("log")
+            ax.set_title(m["name"], fontsize=9)
+            ax.set_xlabel("trial")
+        axes[0][0].set_ylabel("objective (val query loss)")
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle("Optuna optimization history")
+        figs["history.png"] = png(fig)
+
+    if rates:
+        names = list(rates)
+        steps = next(iter(rates.values())).shape[0]
+        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names) * min(steps, 4)), 4))
+        width = 0.8 / steps
+        for s in range(steps):
+            values = [rates[n][s].detach().double().flatten().numpy() for n in names]
+            pos = [i + (s - (steps - 1) / 2) * width for i in range(len(names))]
+            ax.boxplot(values, positions=pos, widths=width * 0.9, showfliers=False, whis=(5, 95))
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("learned rate (5-95% whiskers)")
+        ax.set_title(f"Learned per-weight rates per layer ({steps} step(s) side by side)")
+        figs["rates.png"] = png(fig)
+    return figs
+
+
+_CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
+        "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}")
+
+
+def write_report(data: dict[str, Any], out: str | os.PathLike[str],
+                 rates: dict[str, Tensor] | None = None) -> dict[str, Path]:
+    """Write results.json, report.md (+ plots/*.png) and a self-contained report.html atomically."""
+    from .training import atomic_write_text
+
+    out = Path(out)
+    (out / PLOTS).mkdir(parents=True, exist_ok=True)
+    figs = _figures(data, rates)
+    for name, blob in figs.items():
+        tmp = out / PLOTS / f".{name}.tmp"
+        tmp.write_bytes(blob)
+        tmp.replace(out / PLOTS / name)
+    title = f"metaopt compare: {data['suite']['name']}, K = {data['protocol']['steps']}"
+    columns, rows = _columns(data), table_rows(data)
+    labels = [f"`{m['name']}`: {m['label']}" + (f"; tuned {m['hparams']}" if m["hparams"] else "")
+              for m in data["methods"]]
+    captions = {"curves.png": "Query loss versus adaptation step (95% CI bands)",
+                "history.png": "Optuna optimization history per tuned baseline",
+                "rates.png": "Learned rates per layer"}
+
+    md = [f"# {title}\n", "## Protocol\n", *[f"- {line}" for line in _protocol(data)], "",
+          "## Results (held-out test tasks)\n", _md_table(columns, rows),
+          *[f"- {line}" for line in labels], "", "## Targets\n", *[f"- {t}" for t in _target_lines(data)], "",
+          "## Compute\n", _md_table(COMPUTE_COLUMNS, _compute_rows(data)), _break_even_line(data), "",
+          "## Plots\n", *[f"![{captions[n]}]({PLOTS}/{n})\n" for n in figs]]
+    atomic_write_text(out / REPORT_MD, "\n".join(md) + "\n")
+
+    def img(name: str) -> str:
+        encoded = base64.b64encode(figs[name]).decode()
+        return (f"<figure><img alt=\"{html.escape(captions[name])}\" src=\"data:image/png;base64,{encoded}\">"
+                f"<figcaption>{html.escape(captions[name])}</figcaption></figure>")
+
+    body = [f"<h1>{html.escape(title)}</h1>", "<h2>Protocol</h2><ul>",
+            *[f"<li>{html.escape(line)}</li>" for line in _protocol(data)], "</ul>",
+            "<h2>Results (held-out test tasks)</h2>", _html_table(columns, rows), "<ul>",
+            *[f"<li>{html.escape(line)}</li>" for line in labels], "</ul>", "<h2>Targets</h2><ul>",
+            *[f"<li>{html.escape(t)}</li>" for t in _target_lines(data)], "</ul>", "<h2>Compute</h2>",
+            _html_table(COMPUTE_COLUMNS, _compute_rows(data)),
+            f"<p>{html.escape(_break_even_line(data))}</p>",
+            "<h2>Plots</h2>", *[img(n) for n in figs]]
+    page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+    atomic_write_text(out / REPORT_HTML, page)
+    atomic_write_text(out / RESULTS, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    return {"json": out / RESULTS, "markdown": out / REPORT_MD, "html": out / REPORT_HTML,
+            **{n: out / PLOTS / n for n in figs}}

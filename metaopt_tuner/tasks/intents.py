@@ -1,0 +1,503 @@
+"""Few-shot intent classification from CLINC150-format JSON or any ``text,label`` CSV.
+
+``data_dir`` is a folder holding ``data_full.json`` (CLINC150: lists of ``[utterance, intent]``
+under ``train``/``val``/``test``, out-of-scope ones under ``oos_*``; an optional ``domains.json``
+maps each domain to its intents) or one ``.csv`` file, or the path of such a file. Utterances of
+every original split are pooled; the suite's own train/val/test splits are made *by class* (by
+domain when domains are known), so no test intent is ever seen in meta-training.
+
+Texts are hashed into n-gram bucket ids once per dataset (:mod:`metaopt_tuner.text`) and cached
+in memory; a task is N classes drawn from the split, K support and Q query utterances each, as
+padded ``[N * K, L]`` id tensors that stack into a :class:`TaskBatch`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError, DataError
+from ..text import PAD_ID, HashedNgrams
+from .base import TaskBatch, TaskSuite
+
+__all__ = ["IntentSuite", "IntentData", "load_intent_data"]
+
+SPLITS = ("train", "val", "test")
+_SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
+_CLINC_FILE = "data_full.json"
+_DOMAINS_FILE = "domains.json"
+_OOS = "oos"
+#: label columns tried, in order, when the configured one is the default and absent
+_LABEL_FALLBACKS = ("label", "category", "intent")
+
+
+@dataclass(frozen=True)
+class IntentData:
+    """Every labelled utterance of a dataset and, when known, the domain of each label."""
+
+    source: Path
+    texts: list[str]
+    labels: list[str]
+    domains: dict[str, list[str]] | None
+
+
+def _decode(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line} is not valid UTF-8 (byte {exc.start}: "
+            f"{raw[exc.start:exc.start + 1]!r}); save the file as UTF-8"
+        ) from None
+
+
+def _read_csv(path: Path, text_column: str, label_column: str) -> IntentData:
+    reader = csv.DictReader(io.StringIO(_decode(path), newline=""))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    if not header:
+        raise DataError(f"{path}: line 1 has no header; expected columns {text_column!r} and "
+                        f"{label_column!r}")
+    reader.fieldnames = header
+    if label_column not in header and label_column == "label":
+        label_column = next((c for c in _LABEL_FALLBACKS if c in header), label_column)
+    missing = [c for c in (text_column, label_column) if c not in header]
+    if missing:
+        raise DataError(
+            f"{path}: the header (line 1) has no column {', '.join(map(repr, missing))}; found "
+            f"{', '.join(map(repr, header))} (set text_column / label_column)"
+        )
+    texts, labels = [], []
+    for row in reader:
+        line = reader.line_num
+        text, label = (row.get(text_column) or "").strip(), (row.get(label_column) or "").strip()
+        if not text:
+            raise DataError(f"{path}: line {line} (row {len(texts) + 1}) has an empty text")
+        if not label:
+            raise DataError(f"{path}: line {line} (row {len(texts) + 1}) has an empty label")
+        texts.append(text)
+        labels.append(label)
+    if not texts:
+        raise DataError(f"{path}: no rows after the header")
+    return IntentData(path, texts, labels, None)
+
+
+def _read_clinc(path: Path, include_oos: bool) -> IntentData:
+    try:
+        data = json.loads(_decode(path))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected an object with train/val/test lists")
+    keys = [k for k in data if k in SPLITS or (include_oos and k.startswith("oos_"))]
+    if not any(k in SPLITS for k in keys):
+        raise DataError(f"{path}: no train/val/test lists (found keys {sorted(data)})")
+    texts, labels = [], []
+    for key in keys:
+        rows = data[key]
+        if not isinstance(rows, list):
+            raise DataError(f"{path}: {key!r} is not a list of [utterance, intent] pairs")
+        for i, item in enumerate(rows):
+            if (not isinstance(item, list) or len(item) != 2
+                    or not all(isinstance(v, str) for v in item)):
+                raise DataError(f"{path}: {key}[{i}] is not an [utterance, intent] pair of strings")
+            text, label = item[0].strip(), item[1].strip()
+            if not text:
+                raise DataError(f"{path}: {key}[{i}] has an empty utterance")
+            if not label:
+                raise DataError(f"{path}: {key}[{i}] has an empty intent")
+            if label == _OOS and not include_oos:
+                continue
+            texts.append(text)
+            labels.append(label)
+    domains = None
+    dom_path = path.with_name(_DOMAINS_FILE)
+    if dom_path.is_file():
+        try:
+            domains = json.loads(_decode(dom_path))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{dom_path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        if not isinstance(domains, dict) or not all(
+            isinstance(v, list) and all(isinstance(i, str) for i in v) for v in domains.values()
+        ):
+            raise DataError(f"{dom_path}: expected an object mapping each domain to a list of intents")
+        known = {i for v in domains.values() for i in v}
+        stray = sorted(set(labels) - known - {_OOS})
+        if stray:
+            raise DataError(f"{dom_path}: intent(s) {', '.join(stray[:5])} of {path.name} belong to "
+                            "no domain")
+    return IntentData(path, texts, labels, domains)
+
+
+def _resolve(data_dir: str | Path) -> Path:
+    path = Path(data_dir).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise DataError(f"data folder {path} does not exist")
+    if (path / _CLINC_FILE).is_file():
+        return path / _CLINC_FILE
+    csvs = sorted(path.glob("*.csv"))
+    if len(csvs) == 1:
+        return csvs[0]
+    if csvs:
+        raise DataError(f"{path} holds several CSV files ({', '.join(p.name for p in csvs)}); "
+                        "pass the path of one as data_dir")
+    raise DataError(f"{path} holds neither {_CLINC_FILE} nor a .csv file")
+
+
+def load_intent_data(
+    data_dir: str | Path,
+    text_column: str = "text",
+    label_column: str = "label",
+    include_oos: bool = False,
+) -> IntentData:
+    """Read a CLINC150-format folder/JSON file or a CSV file; errors name the file and row."""
+    path = _resolve(data_dir)
+    if path.suffix.lower() == ".json":
+        return _read_clinc(path, include_oos)
+    data = _read_csv(path, text_column, label_column)
+    if not include_oos:
+        keep = [i for i, label in enumerate(data.labels) if label != _OOS]
+        data = IntentData(path, [data.texts[i] for i in keep], [data.labels[i] for i in keep], None)
+    return data
+
+
+# Tokenizing a dataset is the slow part of building a suite; every suite built on the same file
+# (trainer, evaluation, baselines) shares it while the file is unchanged.
+_CACHE: dict[tuple[Any, ...], tuple[IntentData, Tensor]] = {}
+
+
+def _load_encoded(
+    data_dir: str | Path, text_column: str, label_column: str, include_oos: bool,
+    featurizer: HashedNgrams,
+) -> tuple[IntentData, Tensor]:
+    path = _resolve(data_dir).resolve()
+    stat = path.stat()
+    dom = path.with_name(_DOMAINS_FILE)
+    dom_stamp = dom.stat().st_mtime_ns if dom.is_file() else None
+    key = (str(path), stat.st_size, stat.st_mtime_ns, dom_stamp, text_column, label_column,
+           include_oos, featurizer)
+    if key not in _CACHE:
+        data = load_intent_data(path, text_column, label_column, include_oos)
+        _CACHE[key] = (data, featurizer.encode(data.texts))
+    return _CACHE[key]
+
+
+def _names(value: str | Sequence[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def _split_groups(
+    groups: list[str], given: dict[str, list[str] | None], fractions: dict[str, float],
+    seed: int, what: str,
+) -> dict[str, list[str]]:
+    """Assign ``groups`` (domains or classes) to splits: given ones fixed, the rest seeded."""
+    out: dict[str, list[str]] = {}
+    taken: dict[str, str] = {}
+    for split in SPLITS:
+        names = given.get(split)
+        if names is None:
+            continue
+        unknown = sorted(set(names) - set(groups))
+        if unknown:
+            raise ConfigError(f"{split} {what}(s) {', '.join(unknown)} not in the data; "
+                              f"available: {', '.join(groups)}")
+        for name in names:
+            if name in taken and taken[name] != split:
+                raise ConfigError(f"{what} {name!r} is in both the {taken[name]} and {split} splits")
+            taken[name] = split
+        out[split] = list(dict.fromkeys(names))
+    rest = [g for g in groups if g not in taken]
+    order = torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed)).tolist()
+    rest = [rest[i] for i in order]
+    for split in ("test", "val"):
+        if split not in out:
+            k = min(len(rest), max(1, round(fractions[split] * len(groups)))) if fractions[split] > 0 else 0
+            out[split], rest = rest[:k], rest[k:]
+    if "train" not in out:
+        out["train"] = rest
+    return out
+
+
+class IntentSuite(TaskSuite):
+    """N-way K-shot intent classification; classes of the three splits never overlap.
+
+    Splits are by domain when the data knows domains (``domains.json``) and ``split_by`` is not
+    ``"class"``: name them with ``train_domains`` / ``val_domains`` / ``test_domains`` (lists or
+    comma-separated), or leave them to a seeded split with ``val_fraction`` / ``test_fraction`` of
+    the domains. Without domains the same holds for classes (``train_classes``, ...). Out-of-scope
+    utterances (label ``oos``) are dropped unless ``include_oos``, which makes them one more class.
+    """
+
+    name = "intents"
+    metric_name = "accuracy"
+    metric_higher_is_better = True
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        ways: int = 5,
+        shots: int = 1,
+        query: int = 15,
+        text_column: str = "text",
+        label_column: str = "label",
+        include_oos: bool = False,
+        split_by: str = "auto",
+        train_domains: str | list[str] | None = None,
+        val_domains: str | list[str] | None = None,
+        test_domains: str | list[str] | None = None,
+        train_classes: str | list[str] | None = None,
+        val_classes: str | list[str] | None = None,
+        test_classes: str | list[str] | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.3,
+        split_seed: int = 0,
+        buckets: int = 1 << 14,
+        word_ngrams: tuple[int, int] | list[int] = (1, 2),
+        char_ngrams: tuple[int, int] | list[int] = (2, 4),
+        max_tokens: int = 256,
+        embed_dim: int = 0,
+        hidden: int | tuple[int, ...] | list[int] = (),
+        wide: bool = True,
+        logit_scale: float = 10.0,
+        gate_init: str = "idf",
+    ) -> None:
+        if data_dir is None:
+            raise DataError("the intents suite needs data: pass --data-dir (a folder with "
+                            "data_full.json, or a text,label CSV file)")
+        for label, value in (("ways", ways), ("shots", shots), ("query", query)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{label} must be a positive integer, got {value!r}")
+        if ways < 2:
+            raise ConfigError(f"ways must be at least 2, got {ways}")
+        if split_by not in ("auto", "domain", "class"):
+            raise ConfigError(f"split_by must be 'auto', 'domain' or 'class', got {split_by!r}")
+        for label, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not (math.isfinite(float(value)) and 0 <= float(value) < 1):
+                raise ConfigError(f"{label} must be in [0, 1), got {value}")
+        self.data_dir = str(data_dir)
+        self.ways, self.shots, self.query = ways, shots, query
+        self.text_column, self.label_column = text_column, label_column
+        self.include_oos, self.split_by = bool(include_oos), split_by
+        self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
+        self.split_seed = int(split_seed)
+        hidden = [hidden] if isinstance(hidden, int) else hidden  # ``-o hidden=64`` from the CLI
+        self.embed_dim, self.hidden = int(embed_dim), [int(h) for h in hidden]
+        self.wide, self.logit_scale = bool(wide), float(logit_scale)
+        if gate_init not in ("idf", "ones"):
+            raise ConfigError(f"gate_init must be 'idf' or 'ones', got {gate_init!r}")
+        self.gate_init = gate_init
+        self.featurizer = HashedNgrams(
+            buckets=buckets, word_ngrams=tuple(word_ngrams), char_ngrams=tuple(char_ngrams),
+            max_tokens=max_tokens,
+        )
+        self.data, self.token_ids = _load_encoded(
+            self.data_dir, text_column, label_column, self.include_oos, self.featurizer
+        )
+        self._given = {
+            "domains": {"train": _names(train_domains), "val": _names(val_domains),
+                        "test": _names(test_domains)},
+            "classes": {"train": _names(train_classes), "val": _names(val_classes),
+                        "test": _names(test_classes)},
+        }
+        self.split_classes = self._make_splits()
+        self._index = self._build_index()
+
+    # ------------------------------------------------------------------ splits
+    @property
+    def by_domain(self) -> bool:
+        if self.split_by == "domain" and self.data.domains is None:
+            raise DataError(f"split_by='domain' but {self.data.source.parent} has no {_DOMAINS_FILE}")
+        return self.data.domains is not None and self.split_by != "class"
+
+    def _make_splits(self) -> dict[str, list[str]]:
+        labels = sorted(set(self.data.labels))
+        fractions = {"val": self.val_fraction, "test": self.test_fraction}
+        if self.by_domain:
+            assert self.data.domains is not None
+            domains = self._split_domains = _split_groups(
+                list(self.data.domains), self._given["domains"], fractions, self.split_seed, "domain"
+            )
+            present = set(labels)
+            split = {s: [c for d in domains[s] for c in self.data.domains[d] if c in present]
+                     for s in SPLITS}
+            if self.include_oos and _OOS in present:
+                split["train"].append(_OOS)
+        else:
+            self._split_domains = None
+            split = _split_groups(labels, self._given["classes"], fractions, self.split_seed, "class")
+        for s in ("train", "test"):
+            if len(split[s]) < self.ways:
+                raise ConfigError(
+                    f"the {s} split has {len(split[s])} classes, fewer than ways={self.ways}; "
+                    "change the split options or lower ways"
+                )
+        if split["val"] and len(split["val"]) < self.ways:
+            raise ConfigError(f"the val split has {len(split['val'])} classes, fewer than "
+                              f"ways={self.ways}; give it more or none (val_fraction=0)")
+        return split
+
+    def _build_index(self) -> dict[str, tuple[Tensor, Tensor]]:
+        members: dict[str, list[int]] = {}
+        for i, label in enumerate(self.data.labels):
+            members.setdefault(label, []).append(i)
+        need = self.shots + self.query
+        index = {}
+        for split, classes in self.split_classes.items():
+            for c in classes:
+                if len(members[c]) < need:
+                    raise DataError(
+                        f"{self.data.source}: label {c!r} has {len(members[c])} examples, fewer "
+                        f"than shots + query = {need}; lower shots/query or add examples"
+                    )
+            width = max([len(members[c]) for c in classes] + [1])
+            table = torch.full((len(classes), width), -1, dtype=torch.long)
+            for j, c in enumerate(classes):
+                table[j, : len(members[c])] = torch.tensor(members[c])
+            counts = torch.tensor([len(members[c]) for c in classes], dtype=torch.long)
+            index[split] = (table, counts)
+        return index
+
+    def split_domains(self) -> dict[str, list[str]] | None:
+        """The domains of each split (``None`` when the split is by class)."""
+        return None if self._split_domains is None else {k: list(v) for k, v in self._split_domains.items()}
+
+    def examples(self, split: str) -> tuple[Tensor, list[str]]:
+        """Token ids ``[M, L]`` and labels of every utterance of ``split``'s classes."""
+        self._check_split(split)
+        keep = set(self.split_classes[split])
+        rows = [i for i, label in enumerate(self.data.labels) if label in keep]
+        return self.token_ids[rows], [self.data.labels[i] for i in rows]
+
+    def _check_split(self, split: str) -> None:
+        if split not in _SPLIT_STREAMS:
+            raise ConfigError(f"unknown split {split!r}; expected one of {sorted(_SPLIT_STREAMS)}")
+        if not self.split_classes[split]:
+            raise ConfigError(f"the {split} split has no classes (see val_fraction / test_fraction)")
+
+    # ------------------------------------------------------------------ tasks
+    def sample(
+        self, num_tasks: int, generator: torch.Generator, split: str = "train"
+    ) -> TaskBatch:
+        self._check_split(split)
+        if num_tasks < 1:
+            raise ConfigError(f"num_tasks must be positive, got {num_tasks}")
+        return self._sample(num_tasks, generator, split)
+
+    def _sample(self, num_tasks: int, generator: torch.Generator, split: str) -> TaskBatch:
+        table, counts = self._index[split]
+        n, k, q = self.ways, self.shots, self.query
+        classes = torch.rand(num_tasks, len(counts), generator=generator).argsort(1)[:, :n]
+        u = torch.rand(num_tasks, n, table.shape[1], generator=generator)
+        u = u.masked_fill(torch.arange(table.shape[1]) >= counts[classes].unsqueeze(-1), 2.0)
+        picks = u.argsort(-1)[..., : k + q]  # [T, n, k + q] positions within each class
+        rows = table[classes].gather(2, picks)  # dataset rows
+        y_s = torch.arange(n).repeat_interleave(k).expand(num_tasks, -1)
+        y_q = torch.arange(n).repeat_interleave(q).expand(num_tasks, -1)
+        # Padding is trimmed to the batch's longest text; support and query share one width so
+        # callers may concatenate them.
+        ids = self.token_ids[rows]
+        width = int((ids != PAD_ID).sum(-1).max().clamp(min=1))
+        ids = ids[..., :width]
+        return TaskBatch(
+            ids[:, :, :k].reshape(num_tasks, n * k, width).contiguous(), y_s.clone(),
+            ids[:, :, k:].reshape(num_tasks, n * q, width).contiguous(), y_q.clone(),
+        )
+
+    def fixed_tasks(self, num_tasks: int, split: str = "test", seed: int = 0) -> TaskBatch:
+        self._check_split(split)
+        stream = 1_000_003 * (_SPLIT_STREAMS[split] + 1) + int(seed)
+        return self.sample(num_tasks, torch.Generator().manual_seed(stream), split=split)
+
+    # ------------------------------------------------------------------ model, loss, metric
+    def train_idf(self) -> Tensor:
+        """Inverse document frequency of every bucket over the train split's utterances.
+
+        ``log((1 + M) / (1 + df)) + 1`` as in scikit-learn's smooth IDF; buckets never seen in
+        training get the largest weight, as a rare n-gram would.
+        """
+        ids, _ = self.examples("train")
+        present = torch.zeros(ids.shape[0], self.featurizer.buckets + 1)
+        present.scatter_(1, ids, 1.0)
+        df = present[:, 1:].sum(0)
+        idf = torch.ones(self.featurizer.buckets + 1)
+        idf[1:] = torch.log((1.0 + ids.shape[0]) / (1.0 + df)) + 1.0
+        return idf
+
+    def build_model(self) -> nn.Module:
+        """The reference model; with ``gate_init="idf"`` its n-gram gates start at the train
+        split's IDF, so one inner step from theta is already TF-IDF nearest-class-mean."""
+        model = super().build_model()
+        if self.gate_init == "idf" and isinstance(getattr(model, "gate", None), nn.Parameter):
+            with torch.no_grad():
+                model.gate.copy_(self.train_idf())
+        return model
+
+    def model_spec(self) -> dict[str, Any]:
+        return {
+            "name": "text_bag",
+            "kwargs": {
+                "buckets": self.featurizer.buckets,
+                "num_classes": self.ways,
+                "embed_dim": self.embed_dim,
+                "hidden": list(self.hidden),
+                "wide": self.wide,
+                "logit_scale": self.logit_scale,
+            },
+        }
+
+    def loss_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
+        flat = F.cross_entropy(prediction.reshape(-1, prediction.shape[-1]), target.reshape(-1),
+                               reduction="none")
+        return flat.view(target.shape)
+
+    def metric_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
+        return (prediction.argmax(-1) == target).to(prediction.dtype)
+
+    def options(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "data_dir": self.data_dir,
+            "ways": self.ways,
+            "shots": self.shots,
+            "query": self.query,
+            "text_column": self.text_column,
+            "label_column": self.label_column,
+            "include_oos": self.include_oos,
+            "split_by": self.split_by,
+            "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+            "split_seed": self.split_seed,
+            "buckets": self.featurizer.buckets,
+            "word_ngrams": list(self.featurizer.word_ngrams),
+            "char_ngrams": list(self.featurizer.char_ngrams),
+            "max_tokens": self.featurizer.max_tokens,
+            "embed_dim": self.embed_dim,
+            "hidden": list(self.hidden),
+            "wide": self.wide,
+            "logit_scale": self.logit_scale,
+            "gate_init": self.gate_init,
+        }
+        for kind, given in self._given.items():
+            for split, names in given.items():
+                if names is not None:
+                    out[f"{split}_{kind}"] = list(names)
+        return out

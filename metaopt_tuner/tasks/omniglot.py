@@ -1,0 +1,363 @@
+"""Few-shot image classification from a folder in Omniglot layout: N-way K-shot episodes.
+
+The data is any ``<group>/<class>/*.png|jpg`` tree (Omniglot: ``<alphabet>/<character>/*.png``, as
+torchvision extracts it), a zip of one, or a folder of such zips (Omniglot's own downloads), read
+directly. Splits are made by alphabet (group), so test characters are never seen in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import ConfigError, DataError
+from .base import SPLITS, TaskBatch, TaskSuite
+from .image_cache import ImageCollection, load_image_collection
+
+__all__ = ["OmniglotSuite", "ImageFolderSuite"]
+
+
+def _names(value: str | Sequence[str] | None, option: str) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # "-o test_alphabets=Greek,Latin" arrives as one string
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{option} must be a list of names, got {value!r}")
+    return list(value)
+
+
+def _positive(value: Any, option: str) -> int:
+    if isinstance(value, bool) or int(value) != value or int(value) < 1:
+        raise ConfigError(f"{option} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _fraction(value: Any, option: str) -> float:
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"{option} must be in [0, 1), got {value}")
+    return value
+
+
+class _SplitIndex:
+    """The classes of one split, as tensors ready for vectorized episode sampling."""
+
+    def __init__(self, coll: ImageCollection, class_ids: list[int], rotations: int) -> None:
+        self.class_ids = torch.tensor(class_ids, dtype=torch.int64)
+        self.rotations = rotations
+        groups = sorted({coll.groups[i] for i in class_ids})
+        self.group_names = groups
+        gid = {g: j for j, g in enumerate(groups)}
+        self.group_of = torch.tensor([gid[coll.groups[i]] for i in class_ids], dtype=torch.int64)
+        self.group_sizes = torch.bincount(self.group_of, minlength=len(groups))
+
+    @property
+    def num_classes(self) -> int:  # rotated copies count as classes
+        return self.class_ids.numel() * self.rotations
+
+
+class OmniglotSuite(TaskSuite):
+    """N-way K-shot classification episodes drawn from an image folder in Omniglot layout.
+
+    Each episode draws ``ways`` classes (all from one alphabet with ``within_alphabet``, the harder
+    original one-shot protocol), ``shots`` support and ``query`` query images per class, labels
+    0..N-1 in a random order per episode. Images are ``[channels, image_size, image_size]`` floats
+    in [0, 1]. ``rotations`` adds each training character rotated by 90, 180 and 270 degrees as new
+    classes (MAML's augmentation); validation and test episodes use the characters as drawn.
+
+    Splits: ``train_alphabets``/``val_alphabets``/``test_alphabets`` name them explicitly (the
+    training split defaults to every alphabet not named); otherwise ``val_fraction`` and
+    ``test_fraction`` of the alphabets are drawn with ``split_seed``. ``split_by="class"`` splits
+    characters instead of alphabets (for a tree with a single group). ``alphabets`` and
+    ``exclude_alphabets`` filter the tree first. Decoded images are cached (see ``image_cache``).
+    """
+
+    name = "omniglot"
+    metric_name = "accuracy"
+    metric_higher_is_better = True
+
+    # defaults that differ between the Omniglot suite and the generic image-folder one
+    _channels, _invert, _rotations = 1, True, True
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        ways: int = 5,
+        shots: int = 1,
+        query: int = 5,
+        image_size: int = 28,
+        channels: int | None = None,
+        invert: bool | None = None,
+        rotations: bool | None = None,
+        within_alphabet: bool = False,
+        train_alphabets: Sequence[str] | str | None = None,
+        val_alphabets: Sequence[str] | str | None = None,
+        test_alphabets: Sequence[str] | str | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        split_by: str = "alphabet",
+        alphabets: Sequence[str] | str | None = None,
+        exclude_alphabets: Sequence[str] | str | None = None,
+        filters: int = 64,
+        cache: bool = True,
+        cache_dir: str | None = None,
+    ) -> None:
+        self.data_dir = str(data_dir) if data_dir is not None else None
+        self.ways = _positive(ways, "ways")
+        self.shots = _positive(shots, "shots")
+        self.query = _positive(query, "query")
+        self.image_size = _positive(image_size, "image_size")
+        self.channels = _positive(self._channels if channels is None else channels, "channels")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
+        self.invert = bool(self._invert if invert is None else invert)
+        self.rotations = bool(self._rotations if rotations is None else rotations)
+        self.within_alphabet = bool(within_alphabet)
+        self.train_alphabets = _names(train_alphabets, "train_alphabets")
+        self.val_alphabets = _names(val_alphabets, "val_alphabets")
+        self.test_alphabets = _names(test_alphabets, "test_alphabets")
+        self.val_fraction = _fraction(val_fraction, "val_fraction")
+        self.test_fraction = _fraction(test_fraction, "test_fraction")
+        self.split_seed = int(split_seed)
+        if split_by not in ("alphabet", "class"):
+            raise ConfigError(f"split_by must be 'alphabet' or 'class', got {split_by!r}")
+        self.split_by = split_by
+        self.alphabets = _names(alphabets, "alphabets")
+        self.exclude_alphabets = _names(exclude_alphabets, "exclude_alphabets")
+        self.filters = _positive(filters, "filters")
+        self.cache = bool(cache)
+        self.cache_dir = str(cache_dir) if cache_dir is not None else None
+        self._coll: ImageCollection | None = None
+        self._splits: dict[str, _SplitIndex] | None = None
+
+    # ------------------------------------------------------------------ data
+    def load(self) -> OmniglotSuite:
+        """Read (or reuse the cached) images and build the splits; raises DataError on bad data.
+
+        Called on first use; call it early to surface data problems before anything else runs.
+        """
+        if self._splits is not None:
+            return self
+        if self.data_dir is None:
+            raise DataError(
+                f"the {self.name} suite needs a data folder: pass --data-dir (data_dir=...) pointing at "
+                "an <alphabet>/<character>/*.png tree or the Omniglot zips "
+                "(`metaopt download omniglot --to DIR` fetches them)"
+            )
+        coll = load_image_collection(
+            Path(self.data_dir), image_size=self.image_size, channels=self.channels,
+            invert=self.invert, cache=self.cache, cache_dir=self.cache_dir,
+        )
+        keep = self._filtered(coll)
+        need = self.shots + self.query
+        counts = coll.counts
+        short = [i for i in keep if int(counts[i]) < need]
+        if short:
+            i = short[0]
+            raise DataError(
+                f"class {coll.groups[i]}/{coll.classes[i]} in {self.data_dir} has {int(counts[i])} "
+                f"images but shots + query = {self.shots} + {self.query} = {need} are needed "
+                f"({len(short)} of {len(keep)} classes are short); lower shots or query"
+            )
+        assignment = self._assign(coll, keep)
+        self._splits = {
+            split: _SplitIndex(coll, ids, 4 if (self.rotations and split == "train") else 1)
+            for split, ids in assignment.items()
+        }
+        self._coll = coll
+        return self
+
+    def _filtered(self, coll: ImageCollection) -> list[int]:
+        present = set(coll.groups)
+        for option, names in (("alphabets", self.alphabets), ("exclude_alphabets", self.exclude_alphabets)):
+            missing = sorted(set(names or ()) - present)
+            if missing:
+                raise DataError(
+                    f"{option} names {', '.join(missing)}, not in {self.data_dir}; "
+                    f"alphabets there: {', '.join(sorted(present))}"
+                )
+        keep = [
+            i for i, g in enumerate(coll.groups)
+            if (self.alphabets is None or g in self.alphabets)
+            and (self.exclude_alphabets is None or g not in self.exclude_alphabets)
+        ]
+        if not keep:
+            raise DataError(f"no classes left in {self.data_dir} after the alphabet filters")
+        return keep
+
+    def _assign(self, coll: ImageCollection, keep: list[int]) -> dict[str, list[int]]:
+        """Class ids per split; units (alphabets or classes) never straddle two splits."""
+        by_alphabet = self.split_by == "alphabet"
+        unit_of = {i: coll.groups[i] if by_alphabet else f"{coll.groups[i]}/{coll.classes[i]}"
+                   for i in keep}
+        units = sorted(set(unit_of.values()))
+        explicit = {"train": self.train_alphabets, "val": self.val_alphabets, "test": self.test_alphabets}
+        chosen: dict[str, set[str]] = {}
+        if any(v is not None for v in explicit.values()):
+            if not by_alphabet:
+                raise ConfigError("explicit alphabet lists need split_by='alphabet'")
+            for split, names in explicit.items():
+                missing = sorted(set(names or ()) - set(units))
+                if missing:
+                    raise DataError(
+                        f"{split}_alphabets names {', '.join(missing)}, not in {self.data_dir} (after "
+                        f"filters); alphabets there: {', '.join(units)}"
+                    )
+            named = [set(v or ()) for v in explicit.values()]
+            for (a, sa), (b, sb) in ((("train", named[0]), ("val", named[1])),
+                                     (("train", named[0]), ("test", named[2])),
+                                     (("val", named[1]), ("test", named[2]))):
+                if sa & sb:
+                    raise ConfigError(f"alphabet(s) {', '.join(sorted(sa & sb))} are in both {a} and {b}")
+            chosen = {s: set(v or ()) for s, v in explicit.items()}
+            if self.train_alphabets is None:
+                chosen["train"] = set(units) - chosen["val"] - chosen["test"]
+        else:
+            perm = torch.randperm(len(units), generator=torch.Generator().manual_seed(self.split_seed))
+            order = [units[int(j)] for j in perm]
+
+            def count(fraction: float) -> int:
+                return 0 if fraction == 0 else max(1, round(fraction * len(units)))
+
+            n_test, n_val = count(self.test_fraction), count(self.val_fraction)
+            if n_test + n_val >= len(units):
+                kind = "alphabets" if by_alphabet else "classes"
+                raise DataError(
+                    f"{self.data_dir} has {len(units)} {kind}: too few to hold out {n_val} for "
+                    f"validation and {n_test} for test and keep some for training; lower "
+                    "val_fraction/test_fraction or name the splits explicitly"
+                )
+            chosen = {"test": set(order[:n_test]), "val": set(order[n_test:n_test + n_val]),
+                      "train": set(order[n_test + n_val:])}
+        return {s: [i for i in keep if unit_of[i] in chosen[s]] for s in SPLITS}
+
+    def split_alphabets(self) -> dict[str, list[str]]:
+        """The alphabets (groups) of every split, after loading."""
+        self.load()
+        assert self._splits is not None
+        return {s: list(ix.group_names) for s, ix in self._splits.items()}
+
+    def split_sizes(self) -> dict[str, int]:
+        """Number of classes of every split (rotated copies included)."""
+        self.load()
+        assert self._splits is not None
+        return {s: ix.num_classes for s, ix in self._splits.items()}
+
+    def _index(self, split: str) -> _SplitIndex:
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        self.load()
+        assert self._splits is not None
+        ix = self._splits[split]
+        if ix.num_classes == 0:
+            raise DataError(
+                f"the {split} split of {self.data_dir} has no alphabets; name them with "
+                f"{split}_alphabets or set {split}_fraction"
+            )
+        if self.within_alphabet:
+            largest = int(ix.group_sizes.max()) * ix.rotations
+            if largest < self.ways:
+                raise DataError(
+                    f"within-alphabet {self.ways}-way episodes need an alphabet with {self.ways} "
+                    f"classes; the largest in the {split} split has {largest}"
+                )
+        elif ix.num_classes < self.ways:
+            raise DataError(
+                f"the {split} split of {self.data_dir} has {ix.num_classes} classes, fewer than "
+                f"ways = {self.ways}"
+            )
+        return ix
+
+    # ------------------------------------------------------------------ episodes
+    def sample(self, num_tasks: int, generator: torch.Generator, split: str = "train") -> TaskBatch:
+        if isinstance(num_tasks, bool) or num_tasks < 1:
+            raise ConfigError(f"num_tasks must be positive, got {num_tasks}")
+        ix = self._index(split)
+        coll = self._coll
+        assert coll is not None
+        t, n, k, q, r = num_tasks, self.ways, self.shots, self.query, ix.rotations
+        # Classes: random scores, the n smallest per task; their order is the label order.
+        scores = torch.rand(t, ix.num_classes, generator=generator)
+        if self.within_alphabet:
+            eligible = torch.nonzero(ix.group_sizes * r >= n).flatten()
+            alphabet = eligible[torch.randint(len(eligible), (t,), generator=generator)]
+            group_of = ix.group_of.repeat_interleave(r)  # class c*r + j is class c rotated j times
+            scores = scores.masked_fill(group_of.unsqueeze(0) != alphabet.unsqueeze(1), 2.0)
+        chosen = scores.argsort(dim=1)[:, :n]  # [T, N]
+        base, rot = ix.class_ids[chosen // r], chosen % r
+        # Images: k + q distinct ones per class, drawn the same way among the class's images.
+        counts = coll.counts[base]
+        width = int(counts.max())
+        pick_scores = torch.rand(t, n, width, generator=generator)
+        pick_scores = pick_scores.masked_fill(torch.arange(width) >= counts.unsqueeze(-1), 2.0)
+        pick = pick_scores.argsort(dim=-1)[..., : k + q]  # [T, N, K+Q]
+        images = coll.images[coll.offsets[base].unsqueeze(-1) + pick]  # [T, N, K+Q, C, S, S]
+        for j in range(1, r):
+            mask = rot == j
+            if bool(mask.any()):
+                images[mask] = torch.rot90(images[mask], j, dims=(-2, -1))
+        x = images.to(torch.float32).div_(255.0)
+        shape = x.shape[3:]
+        labels = torch.arange(n).view(1, n, 1)
+        x_s = x[:, :, :k].reshape(t, n * k, *shape)
+        x_q = x[:, :, k:].reshape(t, n * q, *shape)
+        y_s = labels.expand(t, n, k).reshape(t, n * k)
+        y_q = labels.expand(t, n, q).reshape(t, n * q)
+        return TaskBatch(x_s, y_s, x_q, y_q)
+
+    # ------------------------------------------------------------------ model, loss, metric
+    def model_spec(self) -> dict[str, Any]:
+        return {
+            "name": "convnet",
+            "kwargs": {"in_channels": self.channels, "num_classes": self.ways, "filters": self.filters,
+                       "blocks": 4, "image_size": self.image_size, "norm": "batch"},
+        }
+
+    def loss_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
+        flat = F.cross_entropy(prediction.reshape(-1, prediction.shape[-1]), target.reshape(-1),
+                               reduction="none")
+        return flat.view(target.shape)
+
+    def metric_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
+        return (prediction.argmax(-1) == target).to(prediction.dtype)
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "data_dir": self.data_dir,
+            "ways": self.ways,
+            "shots": self.shots,
+            "query": self.query,
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "invert": self.invert,
+            "rotations": self.rotations,
+            "within_alphabet": self.within_alphabet,
+            "train_alphabets": self.train_alphabets,
+            "val_alphabets": self.val_alphabets,
+            "test_alphabets": self.test_alphabets,
+            "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+            "split_seed": self.split_seed,
+            "split_by": self.split_by,
+            "alphabets": self.alphabets,
+            "exclude_alphabets": self.exclude_alphabets,
+            "filters": self.filters,
+            "cache": self.cache,
+            "cache_dir": self.cache_dir,
+        }
+
+
+class ImageFolderSuite(OmniglotSuite):
+    """Any ``root/<group>/<class>/*.png|jpg`` tree: the Omniglot suite with RGB, no inversion and
+    no rotation augmentation by default."""
+
+    name = "image-folder"
+    _channels, _invert, _rotations = 3, False, False
+

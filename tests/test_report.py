@@ -1,0 +1,158 @@
+"""Comparison reports: files, self-contained HTML, table numbers equal to results.json, targets."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from metaopt_tuner.artifact import Artifact, load_artifact
+from metaopt_tuner.errors import ConfigError
+from metaopt_tuner.report import META, _break_even_line, _targets, compare, table_rows
+from metaopt_tuner.training import train
+
+
+def make_artifact(path: Path, iterations: int = 15) -> Path:
+    """A tiny sinusoid Meta-SGD artifact (8x8 MLP, 2 inner steps) saved at ``path``."""
+    torch.manual_seed(0)
+    result = train(iterations=iterations, meta_batch=4, inner_steps=2, suite_options={"hidden": [8, 8]},
+                   eval_every=iterations, eval_tasks=4, log_every=iterations)
+    Artifact.from_learner(result.learner, result.suite, result.config.to_dict()).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add contention
+    try:
+        art = make_artifact(root / "artifact")
+        result = compare(art, root / "out", steps=3, tasks=12, trials=4, val_tasks=6, oracle_tasks=4,
+                         oracle_trials=3, pretrain_steps=10, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return result, root / "out"
+
+
+def test_report_files_exist(report):
+    result, out = report
+    for name in ("report.md", "report.html", "results.json", "studies.db", "plots/curves.png",
+                 "plots/history.png", "plots/rates.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert json.loads((out / "results.json").read_text()) == result.data
+
+
+def test_html_is_self_contained(report):
+    _, out = report
+    page = (out / "report.html").read_text()
+    assert not re.search(r"https?:", page, re.IGNORECASE)
+    assert "<link" not in page and "<script" not in page and "url(" not in page
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == 3 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "Protocol" in page and "upper bound" in page
+
+
+def _markdown_table(text: str) -> list[list[str]]:
+    section = text.split("## Results (held-out test tasks)", 1)[1].split("\n\n", 2)[1]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def test_every_table_number_equals_results_json(report):
+    _, out = report
+    data = json.loads((out / "results.json").read_text())
+    md_rows = _markdown_table((out / "report.md").read_text())
+    expected = table_rows(data)
+    assert len(md_rows) == len(expected) == len(data["methods"])
+    checked = 0
+    for md_row, row, method in zip(md_rows, expected, data["methods"]):
+        assert md_row[0] == method["name"] == row[0]
+        for cell, value in zip(md_row[1:], row[1:]):
+            assert float(cell) == value
+            checked += 1
+        assert float(md_row[1]) == method["query_loss"]["mean"]
+        assert float(md_row[2]) == method["query_loss"]["ci95"]
+        assert int(md_row[6]) == method["tuning"]["trials"]
+    assert checked == 10 * len(expected)
+
+
+def test_results_cover_every_method_and_the_protocol(report):
+    result, _ = report
+    data = result.data
+    names = [m["name"] for m in data["methods"]]
+    assert names[:5] == [META, "adam", "sgd", "adam-pretrained", "sgd-pretrained"]
+    assert names[-1] == "oracle-adam"
+    assert result.method("oracle-adam")["tasks"] == 4 and result.method("adam")["tasks"] == 12
+    for name in ("adam", "sgd", "adam-pretrained", "sgd-pretrained"):
+        m = result.method(name)
+        assert m["tuning"]["trials"] == 4 and len(m["history"]) == 4
+        assert 0 < m["tuning"]["grad_evals"] <= 4 * 3 * 6
+        assert m["adaptation"]["grad_evals"] == 12 * 3
+        assert len(m["curve"]["loss_mean"]) == 4  # steps 0..3
+        assert m["setup"] is None or m["setup"]["what"] == "multi-task pretraining"
+    assert result.method(META)["tuning"]["trials"] == 0
+    setup = result.method(META)["setup"]
+    assert setup["grad_evals"] == 15 * 4 * (2 + 1)  # iterations x meta-batch x (inner steps + 1)
+    assert data["protocol"]["steps"] == 3 and data["protocol"]["storage"].startswith("sqlite:///")
+    assert [t["met"] is not None for t in data["targets"]] == [True, True]
+    assert data["break_even"]["reference"] in ("adam", "sgd", "adam-pretrained", "sgd-pretrained")
+    assert len(data["learned_rates"]) == 6
+
+
+def test_the_meta_learned_curve_matches_the_learner(report, tmp_path):
+    result, out = report
+    art = load_artifact(Path(result.data["artifact"]))
+    suite = art.build_suite()
+    curve = art.to_learner(suite).adaptation_curve(suite.fixed_tasks(12, split="test"), 3)
+    assert result.method(META)["query_loss"]["mean"] == pytest.approx(float(curve.loss[:, -1].mean()),
+                                                                     rel=1e-5)
+
+
+def test_targets_compare_query_losses():
+    def method(name, loss):
+        return {"name": name, "query_loss": {"mean": loss}}
+
+    rows = _targets([method(META, 1.0), method("adam", 2.5), method("sgd", 2.0),
+                     method("adam-pretrained", 1.2)])
+    assert rows[0]["reference"] == "sgd" and rows[0]["met"] is True and rows[0]["ratio"] == 0.5
+    assert rows[1]["met"] is True
+    rows = _targets([method(META, 1.0), method("adam", 1.5), method("adam-pretrained", 0.9)])
+    assert rows[0]["met"] is False and rows[1]["met"] is False
+    assert _targets([method(META, 1.0)])[0]["met"] is None
+
+
+def test_break_even_is_explained():
+    text = _break_even_line({"break_even": {"reference": "adam", "steps_to_match": 40, "horizon": 100,
+                                            "meta_training_grad_evals": 10000,
+                                            "baseline_family_grad_evals": 4000, "tasks": 200,
+                                            "bound": "exactly"}})
+    assert "after exactly 200 new tasks" in text and "40 steps" in text
+
+
+def test_bad_arguments_are_config_errors(tmp_path, report):
+    result, _ = report
+    with pytest.raises(ConfigError, match="trials"):
+        compare(result.data["artifact"], tmp_path, trials=0, progress=False)
+    with pytest.raises(ConfigError, match="unknown baseline"):
+        compare(result.data["artifact"], tmp_path, baselines=["adamw9"], tasks=2, progress=False)
+
+
+def test_meta_training_cost_reads_the_manifest():
+    from metaopt_tuner.learners import build_learner
+    from metaopt_tuner.report import meta_training_cost
+    from metaopt_tuner.tasks import get_suite
+    from metaopt_tuner.training import TrainConfig
+
+    suite = get_suite("sinusoid", hidden=[4])
+    learner = build_learner("metasgd", suite, inner_steps=2)
+    config = TrainConfig(iterations=100, meta_batch=4, inner_steps=2).to_dict()
+    art = Artifact.from_learner(learner, suite, config, {"iteration": 7},
+                                provenance={"train_seconds": 3.5})
+    cost = meta_training_cost(art)
+    assert cost["grad_evals"] == 7 * 4 * 3 and cost["seconds"] == 3.5  # taken mid-run, at iteration 7
+    bare = meta_training_cost(Artifact.from_learner(learner, suite, None))
+    assert bare["grad_evals"] is None and bare["recorded"] is False

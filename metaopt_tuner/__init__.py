@@ -32,7 +32,15 @@ from .learners import (
 )
 from .models import MLP, ConvNet, build_model
 from .optim import MetaSGD, prepare
-from .tasks import Task, TaskBatch, TaskSuite, get_suite, list_suites, register_suite
+from .tasks import (
+    ClassificationSuite,
+    Task,
+    TaskBatch,
+    TaskSuite,
+    get_suite,
+    list_suites,
+    register_suite,
+)
 from .training import MetaTrainer, TrainConfig, TrainResult, train
 
 __version__ = "0.1.0"
@@ -54,6 +62,7 @@ __all__ = [
     "Task",
     "TaskBatch",
     "TaskSuite",
+    "ClassificationSuite",
     "get_suite",
     "list_suites",
     "register_suite",

@@ -5,18 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
-from metaopt_tuner.tasks.base import TaskBatch, TaskSuite
+from metaopt_tuner.tasks.base import ClassificationSuite, TaskBatch
 
 
-class TinyImageSuite(TaskSuite):
+class TinyImageSuite(ClassificationSuite):
     """Random N-way image episodes for a small ConvNet with batch normalization."""
 
     name = "tiny-image"
-    metric_name = "accuracy"
-    metric_higher_is_better = True
 
     def __init__(self, ways: int = 3, shots: int = 2, query: int = 2, size: int = 8) -> None:
         self.ways, self.shots, self.query, self.size = ways, shots, query, size
@@ -32,13 +28,6 @@ class TinyImageSuite(TaskSuite):
     def model_spec(self) -> dict[str, Any]:
         return {"name": "convnet", "kwargs": {"num_classes": self.ways, "filters": 4, "blocks": 2,
                                                "image_size": self.size}}
-
-    def loss_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(prediction.flatten(0, -2), target.flatten(), reduction="none").view(
-            target.shape)
-
-    def metric_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
-        return (prediction.argmax(-1) == target).to(prediction.dtype)
 
     def options(self) -> dict[str, Any]:
         return {"ways": self.ways, "shots": self.shots, "query": self.query, "size": self.size}

@@ -7,9 +7,17 @@ import inspect
 from typing import Any
 
 from ..errors import SuiteError
-from .base import Task, TaskBatch, TaskSuite
+from .base import ClassificationSuite, Task, TaskBatch, TaskSuite
 
-__all__ = ["Task", "TaskBatch", "TaskSuite", "get_suite", "list_suites", "register_suite"]
+__all__ = [
+    "Task",
+    "TaskBatch",
+    "TaskSuite",
+    "ClassificationSuite",
+    "get_suite",
+    "list_suites",
+    "register_suite",
+]
 
 # name -> "module:Class", imported lazily so a suite's optional dependencies load only when used.
 _REGISTRY: dict[str, str] = {

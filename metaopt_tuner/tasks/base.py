@@ -7,9 +7,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Task", "TaskBatch", "TaskSuite", "SPLITS"]
+__all__ = ["Task", "TaskBatch", "TaskSuite", "ClassificationSuite", "SPLITS"]
 
 #: the splits every suite understands
 SPLITS = ("train", "val", "test")
@@ -139,3 +140,22 @@ class TaskSuite(abc.ABC):
     @abc.abstractmethod
     def options(self) -> dict[str, Any]:
         """The options that rebuild this suite with ``get_suite(name, **options)`` (JSON-able)."""
+
+
+class ClassificationSuite(TaskSuite):
+    """A suite of N-way classification episodes: cross-entropy loss, accuracy metric.
+
+    Predictions are logits ``[..., N, classes]`` and targets labels ``[..., N]``, with any leading
+    task dimensions (so the same functions serve one task and a hand-batched stack of tasks).
+    """
+
+    metric_name = "accuracy"
+    metric_higher_is_better = True
+
+    def loss_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
+        flat = F.cross_entropy(prediction.reshape(-1, prediction.shape[-1]), target.reshape(-1),
+                               reduction="none")
+        return flat.view(target.shape)
+
+    def metric_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
+        return (prediction.argmax(-1) == target).to(prediction.dtype)

@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
 from ..text import PAD_ID, HashedNgrams
-from .base import TaskBatch, TaskSuite
+from .base import ClassificationSuite, TaskBatch
 
 __all__ = ["IntentSuite", "IntentData", "load_intent_data"]
 
@@ -238,7 +237,7 @@ def _split_groups(
     return out
 
 
-class IntentSuite(TaskSuite):
+class IntentSuite(ClassificationSuite):
     """N-way K-shot intent classification; classes of the three splits never overlap.
 
     Splits are by domain when the data knows domains (``domains.json``) and ``split_by`` is not
@@ -249,8 +248,6 @@ class IntentSuite(TaskSuite):
     """
 
     name = "intents"
-    metric_name = "accuracy"
-    metric_higher_is_better = True
 
     def __init__(
         self,
@@ -464,14 +461,6 @@ class IntentSuite(TaskSuite):
                 "logit_scale": self.logit_scale,
             },
         }
-
-    def loss_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
-        flat = F.cross_entropy(prediction.reshape(-1, prediction.shape[-1]), target.reshape(-1),
-                               reduction="none")
-        return flat.view(target.shape)
-
-    def metric_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
-        return (prediction.argmax(-1) == target).to(prediction.dtype)
 
     def options(self) -> dict[str, Any]:
         out: dict[str, Any] = {

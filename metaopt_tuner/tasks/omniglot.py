@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from ..errors import ConfigError, DataError
-from .base import SPLITS, TaskBatch, TaskSuite
+from .base import SPLITS, ClassificationSuite, TaskBatch
 from .image_cache import ImageCollection, load_image_collection
 
 __all__ = ["OmniglotSuite", "ImageFolderSuite"]
@@ -62,7 +60,7 @@ class _SplitIndex:
         return self.class_ids.numel() * self.rotations
 
 
-class OmniglotSuite(TaskSuite):
+class OmniglotSuite(ClassificationSuite):
     """N-way K-shot classification episodes drawn from an image folder in Omniglot layout.
 
     Each episode draws ``ways`` classes (all from one alphabet with ``within_alphabet``, the harder
@@ -79,8 +77,6 @@ class OmniglotSuite(TaskSuite):
     """
 
     name = "omniglot"
-    metric_name = "accuracy"
-    metric_higher_is_better = True
 
     # defaults that differ between the Omniglot suite and the generic image-folder one
     _channels, _invert, _rotations = 1, True, True
@@ -319,14 +315,6 @@ class OmniglotSuite(TaskSuite):
             "kwargs": {"in_channels": self.channels, "num_classes": self.ways, "filters": self.filters,
                        "blocks": 4, "image_size": self.image_size, "norm": "batch"},
         }
-
-    def loss_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
-        flat = F.cross_entropy(prediction.reshape(-1, prediction.shape[-1]), target.reshape(-1),
-                               reduction="none")
-        return flat.view(target.shape)
-
-    def metric_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
-        return (prediction.argmax(-1) == target).to(prediction.dtype)
 
     def options(self) -> dict[str, Any]:
         return {

@@ -87,3 +87,15 @@ def test_console_script_exit_code(tmp_path):
                            "--learner", "nope"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: unknown learner 'nope'; available: fomaml, maml, metasgd, reptile"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--iterations", "abc"], "Invalid value for '--iterations'"),
+     (["--threads", "0"], "Invalid value for '--threads'"),
+     (["--bogus"], "No such option: --bogus")],
+)
+def test_usage_errors_exit_2_without_a_traceback(tmp_path, capsys, extra, message):
+    code, _, err = _run(capsys, "train", "--out", str(tmp_path / "o"), *extra)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

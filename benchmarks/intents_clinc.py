@@ -52,6 +52,7 @@ from typing import Any
 
 import torch
 
+from metaopt_tuner.evaluation import mean_ci
 from metaopt_tuner.tasks import get_suite
 from metaopt_tuner.tasks.base import TaskBatch
 from metaopt_tuner.tasks.intents import IntentSuite
@@ -63,8 +64,8 @@ TEST_DOMAINS = ["work", "small_talk", "meta"]
 
 
 def ci95(values: torch.Tensor) -> tuple[float, float]:
-    values = values.double()
-    return float(values.mean()), float(1.96 * values.std() / values.numel() ** 0.5)
+    mean, half_width = mean_ci(values)
+    return float(mean), float(half_width)
 
 
 def default_data_dir() -> Path:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -32,6 +31,7 @@ from typing import Any
 
 import torch
 
+from metaopt_tuner.evaluation import mean_ci
 from metaopt_tuner.tasks import get_suite
 from metaopt_tuner.training import MetaTrainer, TrainConfig
 
@@ -64,8 +64,8 @@ def _sync(device: torch.device) -> None:
 
 
 def ci95(values: torch.Tensor) -> tuple[float, float]:
-    v = values.double()
-    return float(v.mean()), 1.96 * float(v.std()) / math.sqrt(v.numel())
+    mean, half_width = mean_ci(values)
+    return float(mean), float(half_width)
 
 
 # ----------------------------------------------------------------------------- speed

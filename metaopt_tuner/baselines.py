@@ -390,6 +390,8 @@ def adapt(
 def study_name_for(suite: TaskSuite, method: str, **protocol: Any) -> str:
     """A study name derived from the suite, the method and everything that changes the objective,
     so a re-run with the same settings resumes the same study and other settings get their own."""
+    # an option left at None is the same protocol as one not given
+    protocol = {k: v for k, v in protocol.items() if v is not None}
     key = json.dumps({"suite": suite.options(), **protocol}, sort_keys=True, default=str)
     digest = hashlib.sha1(key.encode()).hexdigest()[:8]
     return f"{suite.name}-{method}-{digest}"
@@ -496,6 +498,8 @@ def tune(
         raise ConfigError(f"baseline {baseline.name!r} is not tuned")
     if trials < 1:
         raise ConfigError(f"trials must be a positive integer, got {trials}")
+    if steps < 1:
+        raise ConfigError(f"steps must be a positive integer, got {steps}")
     if workers < 1 or (workers > 1 and storage is None):
         raise ConfigError(
             f"workers must be 1, or more with a --storage every worker reaches (a SQLite file or "

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .artifact import Artifact, resolve_artifact
+from .devices import resolve_device
 from .errors import ConfigError
 from .learners.base import MetaLearner
 from .tasks.base import TaskSuite
@@ -97,10 +98,7 @@ def evaluate(
     steps = learner.inner_steps if steps is None else steps
     theta = next(iter(learner.initial_params().values()))
     if device is not None:
-        try:
-            device = torch.device(device)
-        except RuntimeError as exc:
-            raise ConfigError(f"invalid device {device!r}: {exc}") from None
+        device = resolve_device(device)
         learner.to(device)
     device, dtype = theta.device if device is None else device, theta.dtype
     tasks = suite.fixed_tasks(num_tasks, split=split, seed=seed).to(device, dtype)

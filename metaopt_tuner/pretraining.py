@@ -83,9 +83,10 @@ def load_or_pretrain(suite: TaskSuite, folder: Path, **options: int | float) -> 
 
     The baselines tuned from this init must see the very same parameters after a resume.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save
 
-    from .training import atomic_write_text
+    from .atomic import atomic_write_bytes, atomic_write_text
 
     key = json.dumps({"suite": suite.name, "options": suite.options(), **options}, sort_keys=True)
     tensors_path = folder / "pretrained_init.safetensors"
@@ -95,12 +96,11 @@ def load_or_pretrain(suite: TaskSuite, folder: Path, **options: int | float) -> 
             meta = json.loads(meta_path.read_text())
             if meta.get("key") == key:
                 return Pretrained(params=load_file(str(tensors_path)), **meta["cost"])
-        except (ValueError, KeyError, TypeError, OSError) as exc:
+        except (ValueError, KeyError, TypeError, OSError, SafetensorError) as exc:
             raise ArtifactError(f"cannot read the saved pretrained init in {folder}: {exc}") from None
     result = pretrain(suite, **options)  # type: ignore[arg-type]
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{tensors_path.name}.tmp"
-    save_file({k: v.contiguous() for k, v in result.params.items()}, str(tmp))
-    tmp.replace(tensors_path)
+    tensors = {k: v.contiguous() for k, v in result.params.items()}
+    atomic_write_bytes(tensors_path, save(tensors))
     atomic_write_text(meta_path, json.dumps({"key": key, "cost": result.cost()}, indent=2))
     return result

@@ -628,15 +628,13 @@ _CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 
 def write_report(data: dict[str, Any], out: str | os.PathLike[str],
                  rates: dict[str, Tensor] | None = None) -> dict[str, Path]:
     """Write results.json, report.md (+ plots/*.png) and a self-contained report.html atomically."""
-    from .training import atomic_write_text
+    from .atomic import atomic_write_bytes, atomic_write_text
 
     out = Path(out)
     (out / PLOTS).mkdir(parents=True, exist_ok=True)
     figs = _figures(data, rates)
     for name, blob in figs.items():
-        tmp = out / PLOTS / f".{name}.tmp"
-        tmp.write_bytes(blob)
-        tmp.replace(out / PLOTS / name)
+        atomic_write_bytes(out / PLOTS / name, blob)
     title = f"metaopt compare: {data['suite']['name']}, K = {data['protocol']['steps']}"
     columns, rows = _columns(data), table_rows(data)
     labels = [f"`{m['name']}`: {m['label']}" + (f"; tuned {m['hparams']}" if m["hparams"] else "")

@@ -32,6 +32,8 @@ import torch
 
 from . import distributed
 from .artifact import Artifact
+from .atomic import atomic_write, atomic_write_text
+from .devices import resolve_device
 from .errors import ConfigError, DistributedError, MetaOptError, NonFiniteLossError, RunDirError
 from .learners import BATCHING_MODES, MetaLearner, build_learner, list_learners
 from .tasks import TaskBatch, TaskSuite, get_suite
@@ -113,12 +115,7 @@ class TrainConfig:
             raise ConfigError(f"outer optimizer must be 'adam' or 'sgd', got {self.outer_optimizer!r}")
         if self.dtype not in _DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError as exc:
-            raise ConfigError(f"invalid device {self.device!r}: {exc}") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' was requested but CUDA is not available here")
+        resolve_device(self.device)
 
     def resolved_outer(self) -> tuple[str, float]:
         name, lr = _OUTER_DEFAULTS.get(self.learner, ("adam", 1e-3))
@@ -174,24 +171,6 @@ class TrainResult:
     final_metric: float | None
 
 
-def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    _atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
-
-
 def build_outer_optimizer(
     config: TrainConfig, named: list[tuple[str, torch.nn.Parameter]]
 ) -> torch.optim.Optimizer:
@@ -236,7 +215,7 @@ class MetaTrainer:
         self.progress = progress
         self.callback = callback
         self.dtype = _DTYPES[config.dtype]
-        self.suite = get_suite(config.suite, **config.suite_options)
+        self.suite = get_suite(config.suite, **config.suite_options).load()
         torch.manual_seed(config.seed)
         self.learner = build_learner(config.learner, self.suite, **config.learner_options())
         self.learner.to(device=self.device, dtype=self.dtype)
@@ -355,7 +334,7 @@ class MetaTrainer:
             state["generator"] = state["generators"][0]
             if not self.dist.is_main:
                 return
-        _atomic_write_bytes(self.out_dir / CHECKPOINT, lambda fh: torch.save(state, fh))
+        atomic_write(self.out_dir / CHECKPOINT, lambda fh: torch.save(state, fh))
         self._save_outputs()
 
     def _save_outputs(self) -> None:
@@ -451,12 +430,9 @@ class MetaTrainer:
             flat = torch.cat([*parts, extra]) * len(batch)
             total = flat if total is None else total + flat
         assert total is not None
-        try:
-            distributed.all_reduce_sum(
-                total, self.dist, f"the meta-gradient all-reduce of iteration {self.iteration + 1}"
-            )
-        except DistributedError as exc:
-            raise DistributedError(f"{exc}{self._kept_checkpoint_note()}") from None
+        distributed.all_reduce_sum(
+            total, self.dist, f"the meta-gradient all-reduce of iteration {self.iteration + 1}"
+        )
         total = total / self.config.meta_batch
         sizes = [p.numel() for _, p in named]
         grads = [g.view_as(p) for g, (_, p) in zip(total[:-2].split(sizes), named)]
@@ -516,6 +492,12 @@ class MetaTrainer:
 
     def run(self, resume: bool = False) -> TrainResult:
         """Train to ``config.iterations``; with ``resume`` continue from the folder's checkpoint."""
+        try:
+            return self._run(resume)
+        except DistributedError as exc:  # any collective (all-reduce, checkpoint gather, ...)
+            raise DistributedError(f"{exc}{self._kept_checkpoint_note()}") from None
+
+    def _run(self, resume: bool) -> TrainResult:
         self._start(resume)
         cfg = self.config
         from rich.progress import (
@@ -590,6 +572,15 @@ def train(
     progress: bool = False,
     **overrides: Any,
 ) -> TrainResult:
-    """Meta-train in one call: ``train(learner="metasgd", iterations=2000, out_dir="runs/a")``."""
+    """Meta-train in one call: ``train(learner="metasgd", iterations=2000, out_dir="runs/a")``.
+
+    Under torchrun the process group this call joins is left again when it returns or fails.
+    """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
-    return MetaTrainer(config, out_dir, progress=progress).run(resume=resume)
+    ok = False
+    try:
+        result = MetaTrainer(config, out_dir, progress=progress).run(resume=resume)
+        ok = True
+        return result
+    finally:
+        distributed.shutdown(wait_for_peers=ok)

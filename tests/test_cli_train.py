@@ -99,3 +99,15 @@ def test_usage_errors_exit_2_without_a_traceback(tmp_path, capsys, extra, messag
     code, _, err = _run(capsys, "train", "--out", str(tmp_path / "o"), *extra)
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_missing_data_folder_is_reported_before_the_run_folder_is_created(tmp_path, capsys):
+    out = tmp_path / "omni"
+    code, _, err = _run(capsys, "train", "--suite", "omniglot", "--out", str(out), "--no-progress")
+    assert code == 2 and "needs a data folder" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_wrongly_typed_suite_option_is_one_line(tmp_path, capsys):
+    code, _, err = _run(capsys, "train", "--out", str(tmp_path / "o"), "-o", "shots=abc", "--no-progress")
+    assert code == 2 and "invalid option value" in err and err.strip().count("\n") == 0

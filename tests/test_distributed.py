@@ -44,7 +44,7 @@ def launch():
     """Start one ``python -m cli train`` per rank; every process is killed at teardown."""
     procs: list[subprocess.Popen] = []
 
-    def start(world: int, args: list[str], *, timeout: float = 30.0) -> list[subprocess.Popen]:
+    def start(world: int, args: list[str], *, timeout: float = 120.0) -> list[subprocess.Popen]:
         port = _free_port()
         group = []
         for rank in range(world):

@@ -6,7 +6,7 @@ import importlib
 import inspect
 from typing import Any
 
-from ..errors import SuiteError
+from ..errors import MetaOptError, SuiteError
 from .base import ClassificationSuite, Task, TaskBatch, TaskSuite
 
 __all__ = [
@@ -59,4 +59,10 @@ def get_suite(name: str, **options: Any) -> TaskSuite:
             f"suite {name!r} does not accept option(s) {', '.join(unknown)}; "
             f"valid options: {', '.join(valid)}"
         )
-    return cls(**options)
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, MetaOptError):
+            raise
+        # e.g. shots="abc": int() or float() on a wrongly typed option value
+        raise SuiteError(f"suite {name!r}: invalid option value ({exc})") from None

@@ -105,6 +105,14 @@ class TaskSuite(abc.ABC):
     #: whether a larger metric is better (accuracy) or worse (mse)
     metric_higher_is_better: bool = False
 
+    def load(self) -> TaskSuite:
+        """Read and check the suite's data now (suites backed by files override it); returns self.
+
+        The trainer calls it before it writes anything, so a missing or malformed data folder is
+        reported before an output folder is created.
+        """
+        return self
+
     @abc.abstractmethod
     def sample(
         self, num_tasks: int, generator: torch.Generator, split: str = "train"

@@ -7,6 +7,7 @@ own. Offline (or behind a proxy that refuses), the error says which URL to fetch
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -95,7 +96,7 @@ def _fetch(url: str, dest: Path, expected_md5: str, timeout: float,
                             progress(dest.name, size, total)
                     out.flush()
                     os.fsync(out.fileno())
-                except OSError as exc:
+                except (OSError, http.client.HTTPException) as exc:
                     raise DataError(f"download of {url} failed after {size} bytes: {exc}") from None
         digest = h.hexdigest()
         if digest != expected_md5:

@@ -27,12 +27,10 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
 from ..text import PAD_ID, HashedNgrams
-from .base import ClassificationSuite, TaskBatch
+from .base import SPLITS, ClassificationSuite, TaskBatch
 
 __all__ = ["IntentSuite", "IntentData", "load_intent_data"]
 
-SPLITS = ("train", "val", "test")
-_SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
 _CLINC_FILE = "data_full.json"
 _DOMAINS_FILE = "domains.json"
 _OOS = "oos"
@@ -386,8 +384,8 @@ class IntentSuite(ClassificationSuite):
         return self.token_ids[rows], [self.data.labels[i] for i in rows]
 
     def _check_split(self, split: str) -> None:
-        if split not in _SPLIT_STREAMS:
-            raise ConfigError(f"unknown split {split!r}; expected one of {sorted(_SPLIT_STREAMS)}")
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         if not self.split_classes[split]:
             raise ConfigError(f"the {split} split has no classes (see val_fraction / test_fraction)")
 
@@ -422,8 +420,7 @@ class IntentSuite(ClassificationSuite):
 
     def fixed_tasks(self, num_tasks: int, split: str = "test", seed: int = 0) -> TaskBatch:
         self._check_split(split)
-        stream = 1_000_003 * (_SPLIT_STREAMS[split] + 1) + int(seed)
-        return self.sample(num_tasks, torch.Generator().manual_seed(stream), split=split)
+        return super().fixed_tasks(num_tasks, split, seed)
 
     # ------------------------------------------------------------------ model, loss, metric
     def train_idf(self) -> Tensor:

@@ -24,6 +24,12 @@ SuiteOption = Annotated[
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (task sampling and initialization).")]
 Device = Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, ...")]
+TrustFactory = Annotated[
+    bool,
+    typer.Option(
+        "--trust-factory", help="Allow importing the model factory the artifact names (runs its code)."
+    ),
+]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from .errors import DistributedError
+from .errors import DistributedError, first_line
 
 __all__ = [
     "DistContext",
@@ -137,7 +137,7 @@ def init_from_env(
             raise DistributedError(
                 f"cannot join the process group at {os.environ['MASTER_ADDR']}:"
                 f"{os.environ['MASTER_PORT']} as rank {os.environ['RANK']} of {world} "
-                f"({backend}, {timeout:.0f} s timeout): {_first_line(exc)}"
+                f"({backend}, {timeout:.0f} s timeout): {first_line(exc)}"
             ) from None
     ctx = DistContext(dist.get_rank(), dist.get_world_size(), local_rank, backend, timeout)
     return ctx, device
@@ -193,11 +193,6 @@ def owned_streams(streams: int, rank: int, world_size: int) -> range:
 
 
 # ---------------------------------------------------------------------- collectives
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def _collective(ctx: DistContext, what: str, call: Callable[[], T]) -> T:
     try:
         return call()
@@ -205,7 +200,7 @@ def _collective(ctx: DistContext, what: str, call: Callable[[], T]) -> T:
         raise DistributedError(
             f"rank {ctx.rank} of {ctx.world_size} lost the other processes during {what}: a "
             f"process died, or none answered within the {ctx.timeout_s or 0:.0f} s collective "
-            f"timeout ({_first_line(exc)})"
+            f"timeout ({first_line(exc)})"
         ) from None
 
 

@@ -20,6 +20,13 @@ __all__ = [
 ]
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type's name): for one-line errors that
+    wrap a lower-level failure (gloo, SQLAlchemy, ...)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 class MetaOptError(Exception):
     """Root of every error raised by metaopt-tuner on bad input or a failed run."""
 

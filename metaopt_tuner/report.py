@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import studies
 from .artifact import Artifact, resolve_artifact
 from .baselines import (
     BASELINES,
@@ -169,14 +170,7 @@ class ComparisonResult:
 
 
 def _redact(url: str | None) -> str | None:
-    if url is None:
-        return None
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
+    return None if url is None else studies.redact_url(url)
 
 
 def _method(name: str, label: str, kind: str, curve: Curve, *, hparams: dict[str, float] | None = None,

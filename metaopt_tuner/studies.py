@@ -30,7 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from .errors import ConfigError, StudyStorageError
+from .errors import ConfigError, StudyStorageError, first_line
 
 __all__ = [
     "HEARTBEAT_INTERVAL_S",
@@ -124,7 +124,7 @@ def open_storage(
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
     if scheme not in ("postgresql", "postgres", "sqlite", "mysql"):
         raise StudyStorageError(
-            f"cannot open Optuna storage {_redact(url)}: unsupported URL scheme {scheme!r}; use "
+            f"cannot open Optuna storage {redact_url(url)}: unsupported URL scheme {scheme!r}; use "
             "postgresql://user@host:port/db or a SQLite file"
         )
     if scheme == "postgres":  # SQLAlchemy only knows the long spelling
@@ -155,7 +155,7 @@ def open_storage(
         except Exception as exc:
             if not _is_race(exc) or attempt == 7:  # racing table creation is retried
                 raise StudyStorageError(
-                    f"cannot open Optuna storage {_redact(url)}: {_first_line(exc)}"
+                    f"cannot open Optuna storage {redact_url(url)}: {first_line(exc)}"
                 ) from None
         time.sleep(delay)
         delay = min(2 * delay, 2.0)
@@ -185,12 +185,7 @@ def _postgres_driver() -> str:
     )
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """The URL without a password, for messages."""
     head, sep, tail = url.partition("://")
     creds, at, rest = tail.rpartition("@")

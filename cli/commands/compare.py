@@ -14,14 +14,13 @@ from metaopt_tuner.errors import ConfigError
 from metaopt_tuner.report import compare as run_compare
 from metaopt_tuner.report import table_rows
 
-from ..options import DataDir, Seed, SuiteOption, parse_suite_options
+from ..options import DataDir, Seed, SuiteOption, TrustFactory, parse_suite_options
 
 
 def _num(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4g}"
 
 
-TrustFactory = Annotated[bool, typer.Option("--trust-factory", help="Allow importing the model factory the artifact names (runs its code).")]
 
 
 def compare(

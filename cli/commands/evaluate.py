@@ -12,10 +12,9 @@ from rich.table import Table
 from metaopt_tuner.artifact import resolve_artifact
 from metaopt_tuner.evaluation import evaluate as evaluate_artifact
 
-from ..options import DataDir, Device, JsonOut, Seed, SuiteOption, parse_suite_options
+from ..options import DataDir, Device, JsonOut, Seed, SuiteOption, TrustFactory, parse_suite_options
 
 ArtifactArg = Annotated[str, typer.Argument(help="Artifact folder (e.g. runs/x/artifact) or a pretrained name.", show_default=False)]
-TrustFactory = Annotated[bool, typer.Option("--trust-factory", help="Allow importing the model factory the artifact names (runs its code).")]
 
 
 def evaluate(

@@ -53,6 +53,7 @@ __all__ = [
     "run_optimizer",
     "adapt",
     "tune",
+    "tune_on_suite",
     "open_study",
     "study_name_for",
     "finished_trials",
@@ -552,6 +553,49 @@ def tune(
     if workers > 1:  # this process's trials and its workers' (and any other worker's meanwhile)
         new = [t.number for t in finished_trials(study) if t.number not in before]
     return _result(study, baseline.name, name, new)
+
+
+def tune_on_suite(
+    suite: TaskSuite,
+    optimizer: str = "adam",
+    *,
+    init: str = "scratch",
+    steps: int = 10,
+    trials: int = 50,
+    val_tasks: int = 100,
+    pretrain_steps: int = 2000,
+    storage: str | None = None,
+    study_name: str | None = None,
+    seed: int = 0,
+    workers: int = 1,
+    on_trial: Callable[[int, int], None] | None = None,
+) -> tuple[Baseline, TuneResult]:
+    """Tune ``optimizer`` ("adam", "sgd") from the suite's random init (``init="scratch"``) or a
+    multi-task pretrained one (``"pretrained"``) on ``val_tasks`` fixed meta-validation tasks.
+
+    The study name is derived from the same protocol fields as ``report.compare`` uses, so the two
+    share and resume each other's studies on one storage.
+    """
+    if init not in ("scratch", "pretrained"):
+        raise ConfigError(f"init must be scratch or pretrained, got {init!r}")
+    if val_tasks < 1 or pretrain_steps < 1:
+        raise ConfigError(
+            f"val_tasks and pretrain_steps must be positive, got {val_tasks} and {pretrain_steps}"
+        )
+    baseline = get_baseline(optimizer if init == "scratch" else f"{optimizer}-pretrained")
+    start: Init
+    if init == "pretrained":
+        from .pretraining import pretrain
+
+        start = SharedInit(pretrain(suite, steps=pretrain_steps, seed=seed).params)
+    else:
+        start = RandomInit(suite.build_model, seed=seed)
+    name = study_name or study_name_for(suite, baseline.name, steps=steps, val_tasks=val_tasks, seed=seed,
+                                        pretrain_steps=pretrain_steps if init == "pretrained" else None)
+    val = suite.fixed_tasks(val_tasks, split="val", seed=seed)
+    result = tune(baseline, suite.build_model(), start, suite, val, steps, trials, storage=storage,
+                  study_name=name, seed=seed, on_trial=on_trial, workers=workers)
+    return baseline, result
 
 
 def _tune_worker(index: int, baseline: str, model: nn.Module, init: Init, suite: TaskSuite,

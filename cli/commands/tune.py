@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from metaopt_tuner.baselines import RandomInit, SharedInit, get_baseline, study_name_for
-from metaopt_tuner.baselines import tune as run_tune
-from metaopt_tuner.errors import ConfigError
+from metaopt_tuner.baselines import tune_on_suite
 from metaopt_tuner.tasks import get_suite
 
 from ..options import DataDir, JsonOut, Seed, Suite, SuiteOption, parse_suite_options
@@ -32,22 +30,10 @@ def tune(
     json_out: JsonOut = False,
 ) -> None:
     """Tune OPTIMIZER on SUITE's meta-validation tasks; print the best configuration."""
-    if init not in ("scratch", "pretrained"):
-        raise ConfigError(f"--init must be scratch or pretrained, got {init!r}")
-    name = optimizer if init == "scratch" else f"{optimizer}-pretrained"
-    baseline = get_baseline(name)
     task_suite = get_suite(suite, **parse_suite_options(suite_option, data_dir))
-    if init == "pretrained":
-        from metaopt_tuner.pretraining import pretrain
-
-        start = SharedInit(pretrain(task_suite, steps=pretrain_steps, seed=seed).params)
-    else:
-        start = RandomInit(task_suite.build_model, seed=seed)
-    study = study_name or study_name_for(task_suite, name, steps=steps, val_tasks=val_tasks, seed=seed,
-                                         pretrain_steps=pretrain_steps if init == "pretrained" else None)
-    val = task_suite.fixed_tasks(val_tasks, split="val", seed=seed)
-    result = run_tune(baseline, task_suite.build_model(), start, task_suite, val, steps, trials,
-                      storage=storage, study_name=study, seed=seed, workers=workers)
+    baseline, result = tune_on_suite(task_suite, optimizer, init=init, steps=steps, trials=trials,
+                                     val_tasks=val_tasks, pretrain_steps=pretrain_steps, storage=storage,
+                                     study_name=study_name, seed=seed, workers=workers)
     if json_out:
         typer.echo(json.dumps({"study": result.study_name, "storage": storage, "best_params": result.best_params,
                                "best_value": result.best_value, "trials": result.trials,

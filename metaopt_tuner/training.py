@@ -70,6 +70,7 @@ class TrainConfig:
     clip_grad: float | None = None
     first_order: bool | None = None
     per_step_lrs: bool = False
+    nonnegative_lrs: bool = False
     lr_granularity: str | None = None
     batching: str = "auto"
     eval_every: int = 500
@@ -139,6 +140,7 @@ class TrainConfig:
             "inner_steps": self.inner_steps,
             "inner_lr": self.inner_lr,
             "per_step_lrs": self.per_step_lrs,
+            "nonnegative_lrs": self.nonnegative_lrs,
             "batching": self.batching,
         }
         if self.first_order is not None:

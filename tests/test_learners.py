@@ -195,3 +195,22 @@ def test_sinusoid_tasks_are_reproducible_and_splits_differ():
     assert float(a.x_support.abs().max()) <= 5.0
     amp = a.y_query.abs().max(1).values
     assert float(amp.max()) <= 5.0
+
+
+def test_nonnegative_rates_clamp_at_zero_and_reach_the_artifact():
+    suite = SUITES["mlp"]()
+    learner = _learner("metasgd", suite, "batched", steps=2, per_step_lrs=True, nonnegative_lrs=True)
+    with torch.no_grad():
+        learner.rates.values[0][0, :2] = -0.5  # two negative raw rates of the first tensor, step 0
+    effective = learner.learning_rates()
+    first = learner.rates.names[0]
+    assert float(effective[first][0, :2].detach().abs().max()) == 0.0
+    assert float(min(r.detach().min() for r in effective.values())) >= 0.0
+    # a clamped rate does not move its weight in that step, and gets no meta-gradient
+    grads = learner.meta_gradient(_batch(suite)).grads
+    assert float(grads["rates.values.0"][0, :2].abs().max()) == 0.0
+    assert float(grads["rates.values.0"][0, 2:].abs().max()) > 0.0
+    from metaopt_tuner.artifact import Artifact
+
+    art = Artifact.from_learner(learner, suite, {}, {})
+    assert float(art.rates[first][0, :2].abs().max()) == 0.0

@@ -75,6 +75,7 @@ class MetaLearner(nn.Module, abc.ABC):
         lr_granularity: str = "scalar",
         per_step_lrs: bool = False,
         learn_lrs: bool = False,
+        nonnegative_lrs: bool = False,
         first_order: bool = False,
         batching: str = "auto",
     ) -> None:
@@ -102,6 +103,7 @@ class MetaLearner(nn.Module, abc.ABC):
             granularity=lr_granularity,
             steps=self.inner_steps if per_step_lrs else 1,
             learnable=learn_lrs,
+            nonnegative=nonnegative_lrs,
         )
 
     # ----------------------------------------------------------------- meta-parameters
@@ -141,6 +143,7 @@ class MetaLearner(nn.Module, abc.ABC):
             "lr_granularity": self.rates.granularity,
             "per_step_lrs": self.rates.steps > 1,
             "learn_lrs": self.rates.learnable,
+            "nonnegative_lrs": self.rates.nonnegative,
             "first_order": self.first_order,
             "batching": self.batching,
         }

@@ -20,6 +20,8 @@ class LearningRates(nn.Module):
     ``granularity`` is ``"scalar"`` (one rate shared by all parameters), ``"tensor"`` (one per
     parameter tensor) or ``"element"`` (one per weight, Meta-SGD). ``steps`` > 1 gives each inner
     step its own rates. ``learnable=False`` keeps them fixed (they still live in the state dict).
+    ``nonnegative=True`` uses ``max(rate, 0)``: a negative rate is gradient ascent on its weight, which
+    compounds over several inner steps (multi-step Meta-SGD drifted there and diverged).
     """
 
     def __init__(
@@ -29,6 +31,7 @@ class LearningRates(nn.Module):
         granularity: str = "scalar",
         steps: int = 1,
         learnable: bool = False,
+        nonnegative: bool = False,
     ) -> None:
         super().__init__()
         if granularity not in GRANULARITIES:
@@ -42,6 +45,7 @@ class LearningRates(nn.Module):
         self.granularity = granularity
         self.steps = int(steps)
         self.learnable = bool(learnable)
+        self.nonnegative = bool(nonnegative)
         if granularity == "scalar":
             tensors = [torch.full((steps,), float(init))]
         elif granularity == "tensor":
@@ -51,18 +55,22 @@ class LearningRates(nn.Module):
         self.values = nn.ParameterList(nn.Parameter(t, requires_grad=learnable) for t in tensors)
 
     def forward(self) -> dict[str, Tensor]:
+        """The rates in effect (clamped at zero when ``nonnegative``)."""
+        values = [v.clamp(min=0) if self.nonnegative else v for v in self.values]
         if self.granularity == "scalar":
-            return dict.fromkeys(self.names, self.values[0])
-        return dict(zip(self.names, self.values))
+            return dict.fromkeys(self.names, values[0])
+        return dict(zip(self.names, values))
 
     @torch.no_grad()
     def load_rates(self, rates: Mapping[str, Tensor]) -> None:
         """Overwrite the rates from ``name -> (steps, ...)`` tensors of this module's layout."""
-        for name, value in self().items():
+        raw = [self.values[0]] * len(self.names) if self.granularity == "scalar" else list(self.values)
+        for name, value in zip(self.names, raw):
             value.copy_(rates[name])
 
     def extra_repr(self) -> str:
         return (
             f"granularity={self.granularity}, steps={self.steps}, learnable={self.learnable}, "
+            f"nonnegative={self.nonnegative}, "
             f"params={len(self.names)}"
         )

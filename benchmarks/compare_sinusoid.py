@@ -47,8 +47,8 @@ def _artifact(args: argparse.Namespace) -> Artifact | str:
         if shipped.inner_steps >= args.steps or args.shipped:
             print(f"artifact: the shipped pretrained('sinusoid') ({shipped.inner_steps} inner steps)")
             return shipped
-        print(f"the shipped artifact is meta-trained for {shipped.inner_steps} steps, not K = {args.steps} "
-              "(its rates diverge past about 5 steps): meta-training a K-step artifact (--shipped: use it)")
+        print(f"the shipped artifact is meta-trained for {shipped.inner_steps} steps, fewer than K = "
+              f"{args.steps}: meta-training a K-step artifact (--shipped: use it anyway)")
     iterations = args.train_iterations or 3000
     config = TrainConfig(suite="sinusoid", suite_options={"shots": 10}, learner="metasgd",
                          iterations=iterations, meta_batch=25, inner_steps=args.train_inner_steps,

@@ -409,20 +409,15 @@ def _storage(url: str | None) -> optuna.storages.BaseStorage | None:
 
 
 def _retry_locked(fn: Callable[[], Any], what: str, attempts: int = 8) -> Any:
-    delay = 0.2
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:
-            if not _is_locked(exc):
-                raise
-            if attempt == attempts - 1:
-                raise StudyStorageError(
-                    f"{what}: the study database stayed locked after {attempts} attempts; "
-                    "another process holds it (use a PostgreSQL --storage for many workers)"
-                ) from None
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    try:
+        return studies.retry(fn, _is_locked, attempts=attempts, max_delay=5.0)
+    except Exception as exc:
+        if not _is_locked(exc):
+            raise
+        raise StudyStorageError(
+            f"{what}: the study database stayed locked after {attempts} attempts; "
+            "another process holds it (use a PostgreSQL --storage for many workers)"
+        ) from None
 
 
 def open_study(

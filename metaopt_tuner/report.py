@@ -255,13 +255,9 @@ def compare(
         # 1. the meta-learned optimizer: zero tuning on the new family
         learner = art.to_learner(suite)
         t0 = time.perf_counter()
-        curves = []
-        for start in range(0, tasks, 100):
-            part = test.slice(start, min(tasks, start + 100)).to(dtype=art.dtype)
-            curves.append(learner.adaptation_curve(part, steps))
-            bar.update(f"evaluate {META}", min(tasks, start + 100), tasks)
-        meta_curve = Curve(torch.cat([c.loss for c in curves]), torch.cat([c.metric for c in curves]),
-                           tasks * steps, time.perf_counter() - t0)
+        curve = learner.adaptation_curve(test.to(dtype=art.dtype), steps,
+                                         on_progress=bar.callback(f"evaluate {META}"))
+        meta_curve = Curve(curve.loss, curve.metric, tasks * steps, time.perf_counter() - t0)
         methods.append(_method(META, _meta_label(art), "meta", meta_curve, setup=meta_training_cost(art)))
 
         # 2. the multi-task pretrained initialization (cached in the output folder)

@@ -25,7 +25,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from optuna.trial import TrialState
@@ -97,6 +97,27 @@ def _sqlite_creator(url: str) -> Callable[[], Any]:
     return connect
 
 
+T = TypeVar("T")
+
+
+def retry(
+    fn: Callable[[], T], transient: Callable[[BaseException], bool], *, attempts: int = 8,
+    max_delay: float = 2.0,
+) -> T:
+    """``fn()``, called again with exponential backoff (0.2 s doubling up to ``max_delay``) while it
+    fails with an error ``transient`` accepts; the last error, or any other, is raised."""
+    delay = 0.2
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if not transient(exc) or attempt == attempts - 1:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, max_delay)
+    raise AssertionError("unreachable")
+
+
 def _is_race(exc: BaseException) -> bool:
     text = str(exc)
     races = ("already exists", "duplicate key", "database is locked", "UNIQUE constraint failed")
@@ -143,23 +164,21 @@ def open_storage(
     if scheme == "postgresql" and "+" not in url.split("://", 1)[0]:
         url = "postgresql+" + _postgres_driver() + url[len("postgresql"):]
     keyword, callback = _retry_callback(max_retry)
-    delay = 0.2
-    for attempt in range(8):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                    grace_period=grace_period, **{keyword: callback},
-                )
-        except Exception as exc:
-            if not _is_race(exc) or attempt == 7:  # racing table creation is retried
-                raise StudyStorageError(
-                    f"cannot open Optuna storage {redact_url(url)}: {first_line(exc)}"
-                ) from None
-        time.sleep(delay)
-        delay = min(2 * delay, 2.0)
-    raise AssertionError("unreachable")
+
+    def connect() -> optuna.storages.RDBStorage:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period, **{keyword: callback},
+            )
+
+    try:
+        return retry(connect, _is_race)  # racing table creation is retried
+    except Exception as exc:
+        raise StudyStorageError(
+            f"cannot open Optuna storage {redact_url(url)}: {first_line(exc)}"
+        ) from None
 
 
 def _env_seconds(name: str, default: int) -> int:

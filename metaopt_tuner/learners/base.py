@@ -274,11 +274,16 @@ class MetaLearner(nn.Module, abc.ABC):
         return {k: v.detach() for k, v in self.initial_params().items()}
 
     def adaptation_curve(
-        self, batch: TaskBatch, steps: int | None = None, chunk: int = 100
+        self,
+        batch: TaskBatch,
+        steps: int | None = None,
+        chunk: int = 100,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> AdaptationOutcome:
         """Query loss and metric after 0..steps inner steps for every task, ``[T, steps + 1]``.
 
-        No meta-graph is built; tasks are processed ``chunk`` at a time to bound memory.
+        No meta-graph is built; tasks are processed ``chunk`` at a time to bound memory, and
+        ``on_progress(done, total)`` is called after each chunk.
         """
         steps = self.inner_steps if steps is None else int(steps)
         lrs = {k: v.detach() for k, v in self.learning_rates().items()}
@@ -291,4 +296,6 @@ class MetaLearner(nn.Module, abc.ABC):
                                        params=params, lrs=lrs)
             losses.append(out.loss.detach())
             metrics.append(out.metric.detach())
+            if on_progress is not None:
+                on_progress(min(start + chunk, len(batch)), len(batch))
         return AdaptationOutcome(torch.cat(losses), torch.cat(metrics))

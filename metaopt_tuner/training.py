@@ -449,14 +449,10 @@ class MetaTrainer:
                 f"the meta-loss became {loss} at iteration {self.iteration + 1}"
                 + self._kept_checkpoint_note()
             )
-        if self.config.clip_grad is not None:
-            total = torch.linalg.vector_norm(
-                torch.stack([torch.linalg.vector_norm(g) for g in grads])
-            )
-            scale = (self.config.clip_grad / (total + 1e-6)).clamp(max=1.0)
-            grads = [g * scale for g in grads]
         for (_, p), g in zip(named, grads):
             p.grad = g
+        if self.config.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_([p for _, p in named], self.config.clip_grad)
         self.optimizer.step()
         self.iteration += 1
         return loss, metric

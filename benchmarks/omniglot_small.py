@@ -117,8 +117,9 @@ def _device_name(device: torch.device) -> str:
 def _learner_settings(args: argparse.Namespace, learner: str) -> dict[str, Any]:
     if learner == "reptile":  # Reptile needs several inner steps to differ from joint training
         return {"inner_steps": args.reptile_steps, "inner_lr": args.reptile_inner_lr,
-                "meta_lr": args.reptile_meta_lr}
-    return {"inner_steps": args.inner_steps, "inner_lr": args.inner_lr, "meta_lr": None}
+                "meta_lr": args.reptile_meta_lr, "head_init": "theta"}
+    return {"inner_steps": args.inner_steps, "inner_lr": args.inner_lr, "meta_lr": None,
+            "head_init": args.head_init}
 
 
 def _eval_batching(args: argparse.Namespace) -> str:
@@ -165,22 +166,30 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
                 suite="omniglot", suite_options=train_opts, learner=lname,
                 iterations=args.iterations, meta_batch=args.meta_batch, inner_steps=ls["inner_steps"],
                 inner_lr=ls["inner_lr"], meta_lr=ls["meta_lr"], batching=args.batching,
-                seed=args.seed, device=args.device,
+                seed=args.seed, device=args.device, head_init=ls["head_init"],
+                cuda_graph=args.cuda_graph, tf32=args.tf32,
             )
             trainer = MetaTrainer(cfg, None, progress=False)
             _sync(device)
             begun = time.perf_counter()
+            deadline = None if args.train_seconds is None else begun + args.train_seconds
             losses = []
-            while trainer.iteration < cfg.iterations:
+            while trainer.iteration < cfg.iterations and (
+                    deadline is None or time.perf_counter() < deadline):
                 losses.append(trainer.step()[0])
+                if trainer.iteration % 1000 == 0:
+                    print(f"  {lname} {cname}: iteration {trainer.iteration}, loss "
+                          f"{statistics.fmean(losses[-100:]):.3f}, "
+                          f"{time.perf_counter() - begun:.0f} s", flush=True)
             _sync(device)
             train_s = time.perf_counter() - begun
+            method = lname + ("+proto" if ls["head_init"] == "prototypes" else "")
             steps = args.eval_steps or ls["inner_steps"]
             for within, suite in test_suites.items():
                 accs, eval_s = evaluate(trainer.learner, suite, args, steps, device)
                 mean, ci = ci95(accs[:, -1])
                 row = {"config": cname, "episodes": "within-alphabet" if within else "random",
-                       "method": lname, "meta_iterations": cfg.iterations, "steps": steps,
+                       "method": method, "meta_iterations": trainer.iteration, "steps": steps,
                        "accuracy": mean, "ci95": ci, "accuracy_0_steps": float(accs[:, 0].mean()),
                        "train_s": train_s, "eval_s": eval_s, "test_episodes": accs.shape[0],
                        "final_train_loss": statistics.fmean(losses[-20:]),
@@ -276,6 +285,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-chunk", type=int, default=100)
     p.add_argument("--baseline-tune-tasks", type=int, default=100)
     p.add_argument("--baseline-storage", default=None, help="Optuna storage URL (default: in memory)")
+    p.add_argument("--head-init", default="theta", choices=("theta", "prototypes"),
+                   help="prototypes: Proto-MAML's prototype-initialized head (not for Reptile)")
+    p.add_argument("--train-seconds", type=float, default=None,
+                   help="stop each meta-training run after this many seconds (or --iterations)")
+    p.add_argument("--cuda-graph", action="store_true", help="replay meta-gradients from CUDA graphs")
+    p.add_argument("--tf32", action="store_true", help="TF32 matrix products and convolutions")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)

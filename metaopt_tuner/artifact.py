@@ -614,6 +614,7 @@ class Artifact:
             "inner_steps": self.rate_steps if self.rate_steps > 1 else inner_steps,
             "per_step_lrs": self.rate_steps > 1,
             "lr_granularity": "element",
+            "head_init": self.learner_config.get("head_init", "theta"),
         }
         options.update(learner_overrides)
         learner = MetaSGDLearner(model, suite.loss_per_example, suite.metric_per_example, **options)

@@ -33,9 +33,11 @@ import torch
 from . import distributed
 from .artifact import Artifact
 from .atomic import atomic_write, atomic_write_text
+from .cuda_graphs import GraphedMetaGradient
 from .devices import resolve_device
 from .errors import ConfigError, DistributedError, MetaOptError, NonFiniteLossError, RunDirError
-from .learners import BATCHING_MODES, MetaLearner, build_learner, list_learners
+from .learners import BATCHING_MODES, MetaGradient, MetaLearner, build_learner, list_learners
+from .learners.proto_head import HEAD_INITS
 from .tasks import TaskBatch, TaskSuite, get_suite
 
 __all__ = ["TrainConfig", "TrainResult", "MetaTrainer", "train", "RUN_MARKER"]
@@ -73,6 +75,8 @@ class TrainConfig:
     nonnegative_lrs: bool = False
     lr_granularity: str | None = None
     batching: str = "auto"
+    #: "theta" (the meta-learned head) or "prototypes" (Proto-MAML: from each task's support set)
+    head_init: str = "theta"
     eval_every: int = 500
     eval_tasks: int = 100
     checkpoint_every: int = 1000
@@ -83,6 +87,10 @@ class TrainConfig:
     #: independent seeded task streams a meta-batch is drawn from; None: one per process. The
     #: same value and seed give the same run on any number of processes (up to this many).
     task_streams: int | None = None
+    #: replay each meta-gradient from a CUDA graph (CUDA only; see ``cuda_graphs``)
+    cuda_graph: bool = False
+    #: let float32 matrix products and convolutions use TF32 tensor cores (CUDA only)
+    tf32: bool = False
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid option."""
@@ -112,11 +120,20 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive number, got {value}")
+        if self.head_init not in HEAD_INITS:
+            raise ConfigError(
+                f"head init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}"
+            )
         if self.outer_optimizer not in (None, "adam", "sgd"):
             raise ConfigError(f"outer optimizer must be 'adam' or 'sgd', got {self.outer_optimizer!r}")
         if self.dtype not in _DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
-        resolve_device(self.device)
+        device = resolve_device(self.device)
+        for name in ("cuda_graph", "tf32"):
+            if getattr(self, name) and device.type != "cuda":
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} needs a CUDA device, got --device {self.device}"
+                )
 
     def resolved_outer(self) -> tuple[str, float]:
         name, lr = _OUTER_DEFAULTS.get(self.learner, ("adam", 1e-3))
@@ -143,6 +160,8 @@ class TrainConfig:
             "nonnegative_lrs": self.nonnegative_lrs,
             "batching": self.batching,
         }
+        if self.head_init != "theta":  # passed only when used: learners registered by users may lack it
+            options["head_init"] = self.head_init
         if self.first_order is not None:
             options["first_order"] = self.first_order
         if self.lr_granularity is not None:
@@ -221,12 +240,22 @@ class MetaTrainer:
         torch.manual_seed(config.seed)
         self.learner = build_learner(config.learner, self.suite, **config.learner_options())
         self.learner.to(device=self.device, dtype=self.dtype)
+        self._graphed: GraphedMetaGradient | None = None
+        if config.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        if config.cuda_graph:
+            torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
         self.optimizer = build_outer_optimizer(config, self.learner.named_meta_parameters())
         self._set_streams(config.task_streams or self.dist.world_size)
         self.iteration = 0
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0  # wall time spent in meta-iterations, across resumes
         self._val_tasks = None
+        # On a GPU the next meta-batch is sampled while the device computes the current one.
+        self._prefetch = self.device.type == "cuda"
+        self._prefetched: list[TaskBatch] | None = None
+        self._prefetch_states: list[torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ task streams
     def _set_streams(self, count: int) -> None:
@@ -284,9 +313,13 @@ class MetaTrainer:
         except (ValueError, KeyError, TypeError, OSError):
             raise RunDirError(f"{marker} is not a metaopt run marker") from None
         current = self.config.to_dict()
-        # The number of iterations may grow on resume; everything else must match.
+        defaults = TrainConfig().to_dict()  # options newer than the saved run take their default
+        # The number of iterations may grow on resume, and how the GPU executes the same
+        # arithmetic may change; everything else must match.
+        free = {"iterations", "cuda_graph", "tf32"}
         differ = sorted(
-            k for k in current if k != "iterations" and saved_config.get(k) != current[k]
+            k for k in current
+            if k not in free and saved_config.get(k, defaults.get(k)) != current[k]
         )
         if differ:
             raise ConfigError(
@@ -301,7 +334,8 @@ class MetaTrainer:
             "learner": self.learner.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
-            "generators": [g.get_state() for g in self.generators],
+            # a batch sampled ahead (see ``step``) is not saved: its streams are saved as before it
+            "generators": self._prefetch_states or [g.get_state() for g in self.generators],
             "config": self.config.to_dict(),
             "train_seconds": self.train_seconds,
         }
@@ -319,6 +353,7 @@ class MetaTrainer:
             self._set_streams(len(states))
         for generator, saved in zip(self.generators, states):
             generator.set_state(saved)
+        self._prefetched = self._prefetch_states = None
         self.iteration = int(state["iteration"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
 
@@ -414,7 +449,7 @@ class MetaTrainer:
 
     def _meta_gradient(
         self, shards: list[TaskBatch], named: list[tuple[str, torch.nn.Parameter]]
-    ) -> tuple[float, float, list[torch.Tensor]]:
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Loss, metric and meta-gradient: the task-weighted mean over streams and processes.
 
         Every stream is differentiated on its own and the sums are added in stream order (one
@@ -422,11 +457,11 @@ class MetaTrainer:
         stream each add the same numbers.
         """
         if len(shards) == 1 and not self.dist.is_distributed:
-            result = self.learner.meta_gradient(shards[0])
-            return float(result.loss), float(result.metric), [result.grads[n] for n, _ in named]
+            result = self._learner_meta_gradient(shards[0])
+            return result.loss, result.metric, [result.grads[n] for n, _ in named]
         total: torch.Tensor | None = None
         for batch in shards:
-            result = self.learner.meta_gradient(batch)
+            result = self._learner_meta_gradient(batch)
             parts = [result.grads[n].reshape(-1) for n, _ in named]
             extra = torch.stack([result.loss.detach(), result.metric.detach()]).to(parts[0])
             flat = torch.cat([*parts, extra]) * len(batch)
@@ -438,13 +473,30 @@ class MetaTrainer:
         total = total / self.config.meta_batch
         sizes = [p.numel() for _, p in named]
         grads = [g.view_as(p) for g, (_, p) in zip(total[:-2].split(sizes), named)]
-        return float(total[-2]), float(total[-1]), grads
+        return total[-2], total[-1], grads
+
+    def _learner_meta_gradient(self, batch: TaskBatch) -> MetaGradient:
+        if not self.config.cuda_graph:
+            return self.learner.meta_gradient(batch)
+        if self._graphed is None:  # built on first use: after any restore, on the final storage
+            self._graphed = GraphedMetaGradient(self.learner)
+        return self._graphed(batch)
 
     def step(self) -> tuple[float, float]:
         """One meta-iteration: sample, meta-gradient (all-reduced), finite check, clip, step."""
         named = self.learner.named_meta_parameters()
-        loss, metric, grads = self._meta_gradient(self.sample_shards(), named)
-        if not math.isfinite(loss) or not all(bool(torch.isfinite(g).all()) for g in grads):
+        shards = self._prefetched if self._prefetched is not None else self.sample_shards()
+        self._prefetched = self._prefetch_states = None
+        loss_t, metric_t, grads = self._meta_gradient(shards, named)
+        if self._prefetch:  # the GPU works asynchronously: sample the next batch meanwhile
+            self._prefetch_states = [g.get_state() for g in self.generators]
+            self._prefetched = self.sample_shards()
+        # one device-to-host transfer for the loss, the metric and the finite check of every grad
+        finite = torch.stack([torch.isfinite(g).all() for g in grads]).all() if grads else None
+        values = [loss_t.detach(), metric_t.detach()] + ([finite] if finite is not None else [])
+        host = torch.stack([v.to(loss_t.device, torch.float64) for v in values]).tolist()
+        loss, metric = host[0], host[1]
+        if not math.isfinite(loss) or (finite is not None and not host[2]):
             raise NonFiniteLossError(
                 f"the meta-loss became {loss} at iteration {self.iteration + 1}"
                 + self._kept_checkpoint_note()

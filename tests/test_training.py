@@ -84,7 +84,7 @@ def test_run_folder_rules(tmp_path):
 @pytest.mark.parametrize(
     "field, value",
     [("iterations", 0), ("meta_batch", -1), ("inner_steps", 0), ("learner", "sgd"), ("batching", "x"),
-     ("inner_lr", -1.0), ("dtype", "int8")],
+     ("inner_lr", -1.0), ("dtype", "int8"), ("head_init", "centroids")],
 )
 def test_invalid_options_are_rejected_before_anything_is_written(tmp_path, field, value):
     with pytest.raises(ConfigError):
@@ -105,3 +105,52 @@ def test_meta_gradient_clipping_bounds_the_global_norm():
     named = trainer.learner.named_meta_parameters()
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for _, p in named]))
     assert float(norm) <= 1e-3 * (1 + 1e-5)
+
+
+def test_sampling_ahead_keeps_runs_and_resumes_exact(tmp_path):
+    """On a GPU the next batch is sampled during the current step; checkpoints must not skip it."""
+    plain = MetaTrainer(_config(), None, progress=False).run()
+
+    def ahead(out, callback=None):
+        trainer = MetaTrainer(_config(), out, progress=False, callback=callback)
+        trainer._prefetch = True  # what a CUDA device turns on
+        return trainer
+
+    def stop_at_25(record):
+        if record["iteration"] == 25:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        ahead(tmp_path / "cut", stop_at_25).run()
+    resumed = ahead(tmp_path / "cut").run(resume=True)
+    for k, v in plain.learner.state_dict().items():
+        assert torch.equal(v, resumed.learner.state_dict()[k]), k
+
+
+def test_a_run_from_before_newer_options_still_resumes(tmp_path):
+    MetaTrainer(_config(iterations=10), tmp_path / "run", progress=False).run()
+    marker = tmp_path / "run" / RUN_MARKER
+    saved = json.loads(marker.read_text())
+    for key in ("head_init", "cuda_graph", "tf32"):
+        del saved["config"][key]
+    marker.write_text(json.dumps(saved))
+    result = MetaTrainer(_config(iterations=20), tmp_path / "run", progress=False).run(resume=True)
+    assert result.history[-1]["iteration"] == 20
+
+
+@pytest.mark.parametrize("field", ["cuda_graph", "tf32"])
+def test_gpu_only_options_are_refused_on_cpu(tmp_path, field):
+    with pytest.raises(ConfigError, match="CUDA"):
+        MetaTrainer(_config(**{field: True}), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cuda_graphs_need_cuda():
+    from metaopt_tuner.cuda_graphs import GraphedMetaGradient
+    from metaopt_tuner.learners import build_learner
+    from metaopt_tuner.tasks import get_suite
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available: the GPU benchmark checks graphs there")
+    with pytest.raises(ConfigError, match="CUDA"):
+        GraphedMetaGradient(build_learner("maml", get_suite("sinusoid")))

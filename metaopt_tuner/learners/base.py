@@ -27,6 +27,7 @@ from ..errors import ConfigError
 from ..models import supports_batched
 from ..tasks.base import TaskBatch
 from .inner import GradFn, Params, adapt, autograd_grads, functorch_grads
+from .proto_head import HEAD_BIAS, HEAD_INITS, HEAD_WEIGHT, prototype_head, supports_prototype_head
 from .rates import LearningRates
 
 __all__ = ["MetaLearner", "MetaGradient", "AdaptationOutcome", "BATCHING_MODES"]
@@ -78,8 +79,18 @@ class MetaLearner(nn.Module, abc.ABC):
         nonnegative_lrs: bool = False,
         first_order: bool = False,
         batching: str = "auto",
+        head_init: str = "theta",
     ) -> None:
         super().__init__()
+        if head_init not in HEAD_INITS:
+            raise ConfigError(
+                f"unknown head init {head_init!r}; expected one of {', '.join(HEAD_INITS)}"
+            )
+        if head_init == "prototypes" and not supports_prototype_head(model):
+            raise ConfigError(
+                f"{type(model).__name__} has no prototype head (a Linear 'head' and "
+                "forward(x, head=False)); use head init 'theta'"
+            )
         if inner_steps < 1:
             raise ConfigError(f"inner_steps must be a positive integer, got {inner_steps}")
         if batching not in BATCHING_MODES:
@@ -96,6 +107,7 @@ class MetaLearner(nn.Module, abc.ABC):
         self.inner_steps = int(inner_steps)
         self.first_order = bool(first_order)
         self.batching = batching
+        self.head_init = head_init
         shapes = {n: p.shape for n, p in model.named_parameters()}
         self.rates = LearningRates(
             shapes,
@@ -146,6 +158,7 @@ class MetaLearner(nn.Module, abc.ABC):
             "nonnegative_lrs": self.rates.nonnegative,
             "first_order": self.first_order,
             "batching": self.batching,
+            "head_init": self.head_init,
         }
 
     # ----------------------------------------------------------------- batching
@@ -165,11 +178,30 @@ class MetaLearner(nn.Module, abc.ABC):
             return "batched"
         return "vmap"
 
-    def _functional_forward(self, params: Params, x: Tensor) -> Tensor:
-        return functional_call(self.model, params, (x,))
+    def _functional_forward(self, params: Params, x: Tensor, head: bool = True) -> Tensor:
+        if head:
+            return functional_call(self.model, params, (x,))
+        return functional_call(self.model, params, (x,), {"head": False})
 
-    def _batched_forward(self, params: Params, x: Tensor) -> Tensor:
-        return self.model.batched_forward(params, x)  # type: ignore[operator]
+    def _batched_forward(self, params: Params, x: Tensor, head: bool = True) -> Tensor:
+        if head:
+            return self.model.batched_forward(params, x)  # type: ignore[operator]
+        return self.model.batched_forward(params, x, head=False)  # type: ignore[operator]
+
+    def _with_prototype_head(
+        self, params: Params, xs: Tensor, ys: Tensor, forward: Callable[..., Tensor]
+    ) -> Params:
+        """``params`` with the head set from the support prototypes (``head_init="prototypes"``).
+
+        The other parameters come back as aliases: the new head is computed from them, and
+        ``autograd.grad`` with respect to the originals would add the path through the head to
+        their inner gradients; the inner loop needs each parameter's own partial derivative (as
+        ``torch.func.grad`` gives). The meta-gradient still flows through both.
+        """
+        weight, bias = prototype_head(
+            forward(params, xs, head=False), ys, params[HEAD_WEIGHT], params[HEAD_BIAS]
+        )
+        return {**{k: v.view_as(v) for k, v in params.items()}, HEAD_WEIGHT: weight, HEAD_BIAS: bias}
 
     def _solve(
         self,
@@ -179,7 +211,7 @@ class MetaLearner(nn.Module, abc.ABC):
         ys: Tensor,
         xq: Tensor,
         yq: Tensor,
-        forward: Callable[[Params, Tensor], Tensor],
+        forward: Callable[..., Tensor],
         grad_fn: GradFn,
         steps: int,
         create_graph: bool,
@@ -187,6 +219,8 @@ class MetaLearner(nn.Module, abc.ABC):
     ) -> tuple[Tensor, Tensor, Params]:
         """Adapt one task (or one hand-batched stack of tasks) and score it on its query set."""
         loss_fn, metric_fn = self.loss_fn, self.metric_fn
+        if self.head_init == "prototypes":
+            params = self._with_prototype_head(params, xs, ys, forward)
 
         def support_loss(p: Params) -> Tensor:
             return loss_fn(forward(p, xs), ys).mean(-1).sum()

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
 from ..tasks.base import TaskBatch
 from .base import MetaGradient, MetaLearner
 
@@ -24,6 +25,9 @@ class Reptile(MetaLearner):
                  **options: Any) -> None:
         options["first_order"] = True
         options["learn_lrs"] = False
+        if options.get("head_init", "theta") != "theta":
+            raise ConfigError("Reptile moves theta toward adapted weights; a prototype head has no "
+                              "theta to move (use maml, fomaml or metasgd with it)")
         super().__init__(model, loss_fn, metric_fn, **options)
 
     def meta_gradient(self, batch: TaskBatch) -> MetaGradient:

@@ -1,0 +1,105 @@
+"""Prototype-initialized heads (Proto-MAML) and the ConvNet's alternative hand-batched kernels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metaopt_tuner.artifact import Artifact
+from metaopt_tuner.errors import ConfigError
+from metaopt_tuner.learners import build_learner
+from metaopt_tuner.learners.proto_head import prototype_head, prototype_head_
+from metaopt_tuner.tasks import get_suite
+
+from .helpers import TinyImageSuite
+from .test_learners import _batch, _directional_fd, _learner
+
+
+def test_prototype_head_ranks_classes_by_euclidean_distance():
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(2, 6, 4, generator=gen, dtype=torch.float64)
+    labels = torch.tensor([[0, 1, 2, 0, 1, 2], [2, 2, 1, 1, 0, 0]])
+    weight, bias = prototype_head(feats, labels, torch.zeros(2, 3, 4, dtype=torch.float64),
+                                  torch.zeros(2, 3, dtype=torch.float64))
+    queries = torch.randn(2, 5, 4, generator=gen, dtype=torch.float64)
+    logits = queries @ weight.transpose(1, 2) + bias.unsqueeze(1)
+    protos = torch.stack([torch.stack([feats[t][labels[t] == c].mean(0) for c in range(3)])
+                          for t in range(2)])
+    distances = torch.cdist(queries, protos).square()
+    # logits = -|f - p|^2 + |f|^2: the same ranking, and equal up to a per-query constant
+    assert torch.allclose(logits + distances, queries.square().sum(-1, keepdim=True).expand(-1, -1, 3))
+    assert torch.equal(logits.argmax(-1), distances.argmin(-1))
+
+
+@pytest.mark.parametrize("learner_name", ["maml", "fomaml", "metasgd"])
+def test_batching_paths_agree_with_a_prototype_head(learner_name):
+    suite = TinyImageSuite()
+    batch = _batch(suite, n=4)
+    results = {}
+    for batching in ("loop", "vmap", "batched"):
+        learner = _learner(learner_name, suite, batching, steps=2, head_init="prototypes")
+        results[batching] = learner.meta_gradient(batch)
+    ref = results["loop"]
+    scale = max(g.abs().max().item() for g in ref.grads.values())
+    for batching in ("vmap", "batched"):
+        for n in ref.grads:
+            assert (results[batching].grads[n] - ref.grads[n]).abs().max() < 1e-10 * scale, n
+
+
+@pytest.mark.parametrize("learner_name", ["maml", "metasgd"])
+def test_prototype_head_meta_gradient_matches_finite_differences(learner_name):
+    suite = TinyImageSuite()
+    learner = _learner(learner_name, suite, "batched", steps=2, head_init="prototypes")
+    batch = _batch(suite)
+    grads = learner.meta_gradient(batch).grads
+    # the feature extractor gets a meta-gradient through the prototypes
+    assert grads["model.convs.0.weight"].abs().max() > 0
+    gen = torch.Generator().manual_seed(2)
+    direction = {n: torch.randn(g.shape, generator=gen, dtype=torch.float64) for n, g in grads.items()}
+    analytic = sum((grads[n] * direction[n]).sum() for n in grads).item()
+    numeric = [_directional_fd(learner, batch, direction, eps) for eps in (1e-6, 3e-7)]
+    assert min(abs(analytic - v) for v in numeric) <= 1e-6 * max(abs(analytic), 1e-3)
+
+
+def test_zero_steps_is_a_prototypical_network_and_the_helper_sets_the_same_head():
+    suite = TinyImageSuite(ways=3, shots=2, query=2)
+    learner = _learner("maml", suite, "loop", steps=1, head_init="prototypes")
+    batch = _batch(suite, n=1)
+    curve = learner.adaptation_curve(batch, steps=0)
+    model = learner.model
+    prototype_head_(model, batch.x_support[0], batch.y_support[0])
+    with torch.no_grad():
+        logits = model(batch.x_query[0])
+        loss = suite.loss_per_example(logits, batch.y_query[0]).mean()
+    assert torch.allclose(curve.loss[0, 0], loss)
+
+
+def test_prototype_head_is_refused_where_it_cannot_work():
+    with pytest.raises(ConfigError, match="prototype head"):
+        build_learner("maml", get_suite("sinusoid"), head_init="prototypes")
+    with pytest.raises(ConfigError, match="Reptile"):
+        build_learner("reptile", TinyImageSuite(), head_init="prototypes")
+    with pytest.raises(ConfigError, match="head init"):
+        build_learner("maml", TinyImageSuite(), head_init="centroids")
+
+
+def test_artifact_keeps_the_head_init():
+    suite = TinyImageSuite()
+    learner = _learner("metasgd", suite, "batched", steps=1, head_init="prototypes")
+    art = Artifact.from_learner(learner, suite, model_spec=suite.model_spec())
+    assert art.learner_config["head_init"] == "prototypes"
+    assert art.to_learner(suite).head_init == "prototypes"
+
+
+@pytest.mark.parametrize("conv", ["grouped", "unfold", "unfold_nt"])
+@pytest.mark.parametrize("fused_norm", [True, False])
+def test_convnet_batched_kernels_agree_with_the_loop(conv, fused_norm):
+    suite = TinyImageSuite()
+    batch = _batch(suite, n=3)
+    ref = _learner("maml", suite, "loop", steps=2).meta_gradient(batch)
+    learner = _learner("maml", suite, "batched", steps=2)
+    learner.model.batched_conv, learner.model.fused_norm = conv, fused_norm
+    out = learner.meta_gradient(batch)
+    scale = max(g.abs().max().item() for g in ref.grads.values())
+    for n in ref.grads:
+        assert (out.grads[n] - ref.grads[n]).abs().max() < 1e-10 * scale, n

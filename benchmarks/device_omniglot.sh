@@ -1,26 +1,51 @@
 #!/usr/bin/env bash
-# The Omniglot issue's GPU checks in one call (a lent machine is short-lived): the CUDA-only tests,
-# the correctness + speed + profile tables of omniglot_gpu.py, and two time-boxed Proto-MAML
-# accuracy runs of omniglot_small.py with CUDA graphs. Every part has its own time limit and
-# log, so one failure leaves the others' results.
-#   usage: bash benchmarks/device_omniglot.sh DATA_DIR OUT_DIR
+# The Omniglot issue's GPU checks in one call (a lent machine is short-lived). Every part has its
+# own time limit and log, so one failure leaves the others' results.
+#   usage: bash benchmarks/device_omniglot.sh DATA_DIR OUT_DIR [PARTS]
+# PARTS (default: all of them, about 10 minutes), comma-separated:
+#   tests       the CUDA-only tests
+#   speed[:I-J] correctness + speed + profile table of omniglot_gpu.py (optionally variants I-J,
+#               given as I.J.K since commas separate parts)
+#   proto20     Meta-SGD + prototype head, 20-way 1-shot, 90 s of meta-training
+#   proto60     the same and a Prototypical-Network-equivalent learner (first-order, inner lr
+#               1e-9), both meta-trained on 60-way episodes for 100 s, tested 20-way 1-shot
+#   proto5      Meta-SGD + prototype head, 5-way 1-shot and 5-shot, 40 s each
 set -u
 D=$1
 O=$2
+PARTS=${3:-tests,speed,proto20,proto60,proto5}
 mkdir -p "$O"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv,noheader
-timeout 60 python -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py tests/test_proto_head.py \
-  > "$O/tests.log" 2>&1
-tail -n 3 "$O/tests.log"
-timeout 180 python benchmarks/omniglot_gpu.py --data-dir "$D" --device cuda --seconds 6 --repeats 3 \
-  --out "$O/speed" > "$O/speed.log" 2>&1
-tail -n 60 "$O/speed.log"
-common=(--data-dir "$D" --preset gpu --device cuda --learners metasgd --head-init prototypes
-        --inner-steps 1 --cuda-graph --baseline-configs '')
-timeout 130 python benchmarks/omniglot_small.py "${common[@]}" --configs 20w1s --meta-batch 8 \
-  --train-seconds 90 --json-out "$O/proto20.json" > "$O/proto20.log" 2>&1
-grep -E '^\||Error|iteration' "$O/proto20.log" | tail -n 8
-timeout 130 python benchmarks/omniglot_small.py "${common[@]}" --configs 5w1s,5w5s --meta-batch 32 \
-  --train-seconds 40 --json-out "$O/proto5.json" > "$O/proto5.log" 2>&1
-grep -E '^\||Error|iteration' "$O/proto5.log" | tail -n 10
+common=(--data-dir "$D" --preset gpu --device cuda --head-init prototypes --inner-steps 1
+        --cuda-graph --baseline-configs '')
+for part in ${PARTS//,/ }; do
+  case $part in
+    tests)
+      timeout 60 python -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py \
+        tests/test_proto_head.py > "$O/tests.log" 2>&1
+      tail -n 3 "$O/tests.log" ;;
+    speed*)
+      variants=all
+      [[ $part == speed:* ]] && variants=${part#speed:} && variants=${variants//./,}
+      timeout 200 python benchmarks/omniglot_gpu.py --data-dir "$D" --device cuda --seconds 6 \
+        --repeats 3 --variants "$variants" --out "$O/speed" > "$O/speed.log" 2>&1
+      tail -n 60 "$O/speed.log" ;;
+    proto20)
+      timeout 130 python benchmarks/omniglot_small.py "${common[@]}" --learners metasgd \
+        --configs 20w1s --meta-batch 8 --train-seconds 90 --json-out "$O/proto20.json" \
+        > "$O/proto20.log" 2>&1
+      grep -E '^\| [0-9]|Error' "$O/proto20.log" ;;
+    proto60)
+      timeout 280 python benchmarks/omniglot_small.py "${common[@]}" --learners fomaml,metasgd \
+        --configs 20w1s --train-ways 60 --meta-batch 4 --train-seconds 100 \
+        --fomaml-inner-lr 1e-9 --json-out "$O/proto60.json" > "$O/proto60.log" 2>&1
+      grep -E '^\| [0-9]|Error|iteration [0-9]*000,' "$O/proto60.log" | tail -n 12 ;;
+    proto5)
+      timeout 130 python benchmarks/omniglot_small.py "${common[@]}" --learners metasgd \
+        --configs 5w1s,5w5s --meta-batch 32 --train-seconds 40 --json-out "$O/proto5.json" \
+        > "$O/proto5.log" 2>&1
+      grep -E '^\| [0-9]|Error' "$O/proto5.log" ;;
+    *) echo "unknown part $part" ;;
+  esac
+done

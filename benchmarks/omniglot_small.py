@@ -118,7 +118,10 @@ def _learner_settings(args: argparse.Namespace, learner: str) -> dict[str, Any]:
     if learner == "reptile":  # Reptile needs several inner steps to differ from joint training
         return {"inner_steps": args.reptile_steps, "inner_lr": args.reptile_inner_lr,
                 "meta_lr": args.reptile_meta_lr, "head_init": "theta"}
-    return {"inner_steps": args.inner_steps, "inner_lr": args.inner_lr, "meta_lr": None,
+    inner_lr = args.inner_lr
+    if learner == "fomaml" and args.fomaml_inner_lr is not None:
+        inner_lr = args.fomaml_inner_lr
+    return {"inner_steps": args.inner_steps, "inner_lr": inner_lr, "meta_lr": None,
             "head_init": args.head_init}
 
 
@@ -147,6 +150,24 @@ def evaluate(learner: Any, suite: Any, args: argparse.Namespace, steps: int,
     return torch.cat(accs), time.perf_counter() - begun
 
 
+def for_ways(learner: Any, cfg: TrainConfig, suite: Any, device: torch.device) -> Any:
+    """``learner`` for ``suite``'s number of ways: the head's rows (and their rates) are cut to
+    size. With a prototype head those rows are zero and frozen, so nothing learned is lost."""
+    if suite.ways == learner.model.num_classes:
+        return learner
+    from metaopt_tuner.learners import build_learner
+
+    fresh = build_learner(cfg.learner, suite, **cfg.learner_options()).to(device)
+    source = learner.state_dict()
+    with torch.no_grad():
+        for name, value in fresh.state_dict().items():
+            src = source[name]
+            if src.shape != value.shape:
+                src = src[tuple(slice(0, n) for n in value.shape)]
+            value.copy_(src)
+    return fresh
+
+
 def _test_suites(test_dir: str, common: dict[str, Any]) -> dict[bool, Any]:
     return {within: get_suite("omniglot", data_dir=test_dir, test_alphabets=TEST_ALPHABETS,
                               within_alphabet=within, **common) for within in (False, True)}
@@ -159,6 +180,8 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
         ways, shots = CONFIGS[cname]
         common = {"ways": ways, "shots": shots, "query": args.query, "filters": args.filters}
         train_opts = {"data_dir": train_dir, "val_fraction": 0, "test_fraction": 0, **common}
+        if args.train_ways:  # e.g. Prototypical Networks' 60-way training for 20-way tests
+            train_opts["ways"] = args.train_ways
         test_suites = _test_suites(test_dir, common)
         for lname in args.learners:
             ls = _learner_settings(args, lname)
@@ -184,9 +207,14 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
             _sync(device)
             train_s = time.perf_counter() - begun
             method = lname + ("+proto" if ls["head_init"] == "prototypes" else "")
+            if ls["inner_lr"] < 1e-6 and ls["head_init"] == "prototypes":
+                method += " (inner lr ~0: a Prototypical Network)"
+            if args.train_ways:
+                method += f" ({args.train_ways}-way training)"
             steps = args.eval_steps or ls["inner_steps"]
             for within, suite in test_suites.items():
-                accs, eval_s = evaluate(trainer.learner, suite, args, steps, device)
+                learner = for_ways(trainer.learner, cfg, suite, device)
+                accs, eval_s = evaluate(learner, suite, args, steps, device)
                 mean, ci = ci95(accs[:, -1])
                 row = {"config": cname, "episodes": "within-alphabet" if within else "random",
                        "method": method, "meta_iterations": trainer.iteration, "steps": steps,
@@ -275,6 +303,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--query", type=int, default=5, help="query images per class (train and test)")
     p.add_argument("--inner-lr", type=float, default=0.4)
     p.add_argument("--reptile-inner-lr", type=float, default=0.1)
+    p.add_argument("--fomaml-inner-lr", type=float, default=None,
+                   help="first-order MAML's own inner lr; ~0 with --head-init prototypes trains a "
+                        "Prototypical Network (the adapted head is the prototypes' head)")
     p.add_argument("--reptile-meta-lr", type=float, default=0.5)
     p.add_argument("--batching", default="auto", help="meta-training path (auto, batched, vmap, loop)")
     p.add_argument("--eval-batching", default="auto", help="evaluation path (auto: loop on CPU)")
@@ -289,6 +320,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="prototypes: Proto-MAML's prototype-initialized head (not for Reptile)")
     p.add_argument("--train-seconds", type=float, default=None,
                    help="stop each meta-training run after this many seconds (or --iterations)")
+    p.add_argument("--train-ways", type=int, default=None,
+                   help="meta-train with this many ways, test with the config's (--head-init prototypes)")
     p.add_argument("--cuda-graph", action="store_true", help="replay meta-gradients from CUDA graphs")
     p.add_argument("--tf32", action="store_true", help="TF32 matrix products and convolutions")
     p.add_argument("--device", default="cpu")

@@ -6,6 +6,7 @@ The public API, and nothing else, is re-exported here.
 from __future__ import annotations
 
 from .artifact import Artifact, list_pretrained, load_artifact, pretrained
+from .cuda_graphs import GraphedMetaGradient
 from .errors import (
     ArtifactError,
     ConfigError,
@@ -30,7 +31,8 @@ from .learners import (
     build_learner,
     list_learners,
 )
-from .models import MLP, ConvNet, build_model
+from .learners.proto_head import prototype_head, prototype_head_
+from .models import MLP, ConvNet, FeatureClassifier, build_model
 from .optim import MetaSGD, prepare
 from .tasks import (
     ClassificationSuite,
@@ -69,6 +71,7 @@ __all__ = [
     # models
     "MLP",
     "ConvNet",
+    "FeatureClassifier",
     "build_model",
     # learners
     "MetaLearner",
@@ -80,11 +83,14 @@ __all__ = [
     "adapt",
     "build_learner",
     "list_learners",
+    "prototype_head",
+    "prototype_head_",
     # training
     "TrainConfig",
     "TrainResult",
     "MetaTrainer",
     "train",
+    "GraphedMetaGradient",
     # artifacts, the optimizer, evaluation
     "Artifact",
     "load_artifact",

@@ -32,6 +32,7 @@ from .errors import ConfigError
 __all__ = [
     "MLP",
     "ConvNet",
+    "FeatureClassifier",
     "BatchNorm2dStats",
     "build_model",
     "register_model",
@@ -70,6 +71,45 @@ class MLP(nn.Module):
             if i < last:
                 x = F.relu(x)
         return x
+
+
+class FeatureClassifier(nn.Module):
+    """A classifier over fixed feature vectors (e.g. sentence embeddings): an optional ReLU MLP,
+    a learned feature scale, and a linear ``head``.
+
+    ``hidden=[]`` puts the head straight on the (scaled) inputs. The scale is a temperature: on
+    unit-length embeddings the logits of a head initialized from prototypes (Proto-MAML) span only
+    a few units, too flat for a softmax, so it starts at ``scale`` and is meta-learned.
+    """
+
+    def __init__(self, in_features: int = 384, num_classes: int = 5, hidden: Sequence[int] = (),
+                 scale: float = 10.0) -> None:
+        super().__init__()
+        sizes = [int(in_features), *[int(h) for h in hidden]]
+        if any(s < 1 for s in sizes) or int(num_classes) < 1:
+            raise ConfigError(
+                f"FeatureClassifier sizes must be positive, got in_features={in_features}, "
+                f"hidden={list(hidden)}, num_classes={num_classes}"
+            )
+        self.in_features, self.num_classes = sizes[0], int(num_classes)
+        self.hidden = sizes[1:]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.scale = nn.Parameter(torch.full((1,), float(scale)))
+        self.head = nn.Linear(sizes[-1], self.num_classes)
+
+    def forward(self, x: Tensor, head: bool = True) -> Tensor:
+        params = {n: p.unsqueeze(0) for n, p in self.named_parameters()}
+        return self.batched_forward(params, x.unsqueeze(0), head=head).squeeze(0)
+
+    def batched_forward(self, params: Mapping[str, Tensor], x: Tensor, head: bool = True) -> Tensor:
+        """``x``: [T, N, in_features]; every parameter has a leading T dimension."""
+        for i in range(len(self.layers)):
+            w, b = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
+            x = F.relu(torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2)))
+        x = x * params["scale"].view(-1, 1, 1)
+        if not head:
+            return x
+        return torch.baddbmm(params["head.bias"].unsqueeze(1), x, params["head.weight"].transpose(1, 2))
 
 
 class BatchNorm2dStats(nn.Module):
@@ -133,11 +173,12 @@ class ConvNet(nn.Module):
         self.head = nn.Linear(self.feature_dim, self.num_classes)
 
     #: how ``batched_forward`` convolves: "grouped" (one grouped conv), "unfold" (im2col + one
-    #: batched product per task), "unfold_nt" (im2col + one product per image and task) or "auto"
-    #: (unfold on CUDA, grouped elsewhere). Measured, second-order MAML 5-way 1-shot, meta-batch 32,
-    #: 5 steps, 64 filters, replayed from a CUDA graph on an H100 in FP32: grouped 10.3 it/s,
-    #: unfold 22.9 (cuDNN's grouped kernels are slow there); on one CPU thread, 8 tasks: grouped
-    #: 1.9 s, unfold 3.3 s per meta-gradient.
+    #: batched product per task), "unfold_nt" (im2col + one product per image and task: no
+    #: transposes) or "auto" (unfold_nt on CUDA, grouped elsewhere). Measured, second-order MAML
+    #: 5-way 1-shot, meta-batch 32, 5 steps, 64 filters, FP32, one H100, replayed from a CUDA
+    #: graph: grouped 10.3-16.4 it/s (cuDNN's grouped kernels are slow there), unfold 22.7,
+    #: unfold_nt 23.4; on one CPU thread, 8 tasks: grouped 1.9 s, unfold 3.3 s, unfold_nt 3.1 s
+    #: per meta-gradient.
     batched_conv: str = "auto"
     #: how ``batched_forward`` normalizes: the fused kernel (True) or primitive ops (False)
     fused_norm: bool = True
@@ -155,7 +196,7 @@ class ConvNet(nn.Module):
         """3x3 'same' convolution of ``h`` [N, T*C, H, W] with per-task ``w`` [T, O, C, 3, 3]."""
         conv = self.batched_conv
         if conv == "auto":
-            conv = "unfold" if h.is_cuda else "grouped"
+            conv = "unfold_nt" if h.is_cuda else "grouped"
         if conv == "grouped":
             return F.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), padding=1, groups=t)
         n, _, height, width = h.shape
@@ -200,7 +241,9 @@ class ConvNet(nn.Module):
         return torch.baddbmm(b.unsqueeze(1), feats, w.transpose(1, 2))
 
 
-_MODELS: dict[str, Callable[..., nn.Module] | str] = {"mlp": MLP, "convnet": ConvNet}
+_MODELS: dict[str, Callable[..., nn.Module] | str] = {
+    "mlp": MLP, "convnet": ConvNet, "features": FeatureClassifier,
+}
 _MODELS["text_bag"] = "metaopt_tuner.text_model:TextBagClassifier"
 
 

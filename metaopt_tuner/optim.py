@@ -35,6 +35,7 @@ from .artifact import (
 )
 from .errors import ConfigError, ModelMismatchError
 from .learners.inner import metasgd_update
+from .learners.proto_head import prototype_head_
 
 __all__ = ["MetaSGD", "prepare", "pretrained", "list_pretrained"]
 
@@ -206,15 +207,28 @@ def prepare(
     strict: bool = True,
     trust_factory: bool = False,
     foreach: bool | None = None,
+    support: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[nn.Module, MetaSGD]:
     """The common case in one call: ``model, opt = prepare(model_or_None, artifact)``.
 
     Builds the artifact's model when ``model`` is None, loads the learned initial weights into
-    it, and returns it with a :class:`MetaSGD` over its named parameters.
+    it, and returns it with a :class:`MetaSGD` over its named parameters. An artifact meta-trained
+    with a prototype head (``head_init="prototypes"``) needs the new task's ``support=(x, y)``:
+    its head starts from their class means (see :func:`~metaopt_tuner.learners.proto_head.
+    prototype_head_`).
     """
     art = resolve_artifact(artifact, trust_factory=trust_factory)
     if model is None:
         model = art.build_model().to(dtype=art.dtype)
     art.initialize(model, strict=strict)
+    if art.learner_config.get("head_init") == "prototypes":
+        if support is None:
+            warnings.warn(
+                "this artifact was meta-trained with a prototype head: pass support=(x, y) to "
+                "prepare() (or call prototype_head_(model, x, y)) before the first step",
+                stacklevel=2,
+            )
+        else:
+            prototype_head_(model, *support)
     return model, MetaSGD(model.named_parameters(), art, lr, strict=strict, foreach=foreach)
 

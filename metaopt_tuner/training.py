@@ -89,7 +89,9 @@ class TrainConfig:
     task_streams: int | None = None
     #: replay each meta-gradient from a CUDA graph (CUDA only; see ``cuda_graphs``)
     cuda_graph: bool = False
-    #: let float32 matrix products and convolutions use TF32 tensor cores (CUDA only)
+    #: let float32 matrix products and convolutions use TF32 tensor cores (CUDA only). Measured on
+    #: Omniglot (second-order MAML, 5 steps, H100): 25.3 instead of 23.4 it/s, but a meta-gradient
+    #: 19-79% off (relative norm) against float64, where FP32 is 3e-5 off.
     tf32: bool = False
 
     def validate(self) -> None:

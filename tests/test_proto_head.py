@@ -103,3 +103,20 @@ def test_convnet_batched_kernels_agree_with_the_loop(conv, fused_norm):
     scale = max(g.abs().max().item() for g in ref.grads.values())
     for n in ref.grads:
         assert (out.grads[n] - ref.grads[n]).abs().max() < 1e-10 * scale, n
+
+
+def test_prepare_sets_the_prototype_head_of_a_proto_artifact(tmp_path):
+    from metaopt_tuner import prepare
+
+    suite = TinyImageSuite()
+    learner = _learner("metasgd", suite, "batched", steps=1, head_init="prototypes")
+    art = Artifact.from_learner(learner, suite, model_spec=suite.model_spec())
+    art.save(tmp_path / "art")
+    batch = _batch(suite, n=1)
+    with pytest.warns(UserWarning, match="support"):
+        prepare(None, tmp_path / "art")
+    model, opt = prepare(None, tmp_path / "art", support=(batch.x_support[0], batch.y_support[0]))
+    curve = learner.adaptation_curve(batch, steps=0)
+    with torch.no_grad():
+        loss = suite.loss_per_example(model(batch.x_query[0]), batch.y_query[0]).mean()
+    assert torch.allclose(curve.loss[0, 0], loss)

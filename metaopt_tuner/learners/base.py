@@ -108,6 +108,16 @@ class MetaLearner(nn.Module, abc.ABC):
         self.first_order = bool(first_order)
         self.batching = batching
         self.head_init = head_init
+        if head_init == "prototypes":
+            # Labels are shuffled per episode, so a meta-learned head offset only collects
+            # zero-mean noise, which Adam turns into a random walk: the head is the prototypes'
+            # alone (as in Proto-MAML), zero and frozen in theta.
+            head = model.head
+            with torch.no_grad():
+                head.weight.zero_()
+                head.bias.zero_()
+            head.weight.requires_grad_(False)
+            head.bias.requires_grad_(False)
         shapes = {n: p.shape for n, p in model.named_parameters()}
         self.rates = LearningRates(
             shapes,

@@ -8,7 +8,10 @@ domain when domains are known), so no test intent is ever seen in meta-training.
 
 Texts are hashed into n-gram bucket ids once per dataset (:mod:`metaopt_tuner.text`) and cached
 in memory; a task is N classes drawn from the split, K support and Q query utterances each, as
-padded ``[N * K, L]`` id tensors that stack into a :class:`TaskBatch`.
+padded ``[N * K, L]`` id tensors that stack into a :class:`TaskBatch`. With ``encoder`` (a local
+sentence-transformers folder or ``"module:function"``, see :mod:`metaopt_tuner.text_encoders`)
+every utterance is embedded once instead, tasks hold ``[N * K, D]`` embeddings and the model is a
+:class:`~metaopt_tuner.models.FeatureClassifier` (``hidden`` its MLP, ``logit_scale`` its scale).
 """
 
 from __future__ import annotations
@@ -181,17 +184,25 @@ _CACHE: dict[tuple[Any, ...], tuple[IntentData, Tensor]] = {}
 
 def _load_encoded(
     data_dir: str | Path, text_column: str, label_column: str, include_oos: bool,
-    featurizer: HashedNgrams,
+    featurizer: HashedNgrams, encoder: str | None = None,
 ) -> tuple[IntentData, Tensor]:
+    """The data and its features: hashed n-gram ids ``[M, L]``, or with ``encoder`` the sentence
+    embeddings ``[M, D]`` (also cached on disk, see :mod:`metaopt_tuner.text_encoders`)."""
     path = _resolve(data_dir).resolve()
     stat = path.stat()
     dom = path.with_name(_DOMAINS_FILE)
     dom_stamp = dom.stat().st_mtime_ns if dom.is_file() else None
     key = (str(path), stat.st_size, stat.st_mtime_ns, dom_stamp, text_column, label_column,
-           include_oos, featurizer)
+           include_oos, encoder if encoder is not None else featurizer)
     if key not in _CACHE:
         data = load_intent_data(path, text_column, label_column, include_oos)
-        _CACHE[key] = (data, featurizer.encode(data.texts))
+        if encoder is None:
+            _CACHE[key] = (data, featurizer.encode(data.texts))
+        else:
+            from ..text_encoders import encode_cached
+            from .image_cache import default_cache_dir
+
+            _CACHE[key] = (data, encode_cached(encoder, data.texts, default_cache_dir(path)))
     return _CACHE[key]
 
 
@@ -275,6 +286,7 @@ class IntentSuite(ClassificationSuite):
         wide: bool = True,
         logit_scale: float = 10.0,
         gate_init: str = "idf",
+        encoder: str | None = None,
     ) -> None:
         if data_dir is None:
             raise DataError("the intents suite needs data: pass --data-dir (a folder with "
@@ -305,8 +317,10 @@ class IntentSuite(ClassificationSuite):
             buckets=buckets, word_ngrams=tuple(word_ngrams), char_ngrams=tuple(char_ngrams),
             max_tokens=max_tokens,
         )
+        self.encoder = None if encoder in (None, "", "hashed") else str(encoder)
         self.data, self.token_ids = _load_encoded(
-            self.data_dir, text_column, label_column, self.include_oos, self.featurizer
+            self.data_dir, text_column, label_column, self.include_oos, self.featurizer,
+            self.encoder,
         )
         self._given = {
             "domains": {"train": _names(train_domains), "val": _names(val_domains),
@@ -408,6 +422,11 @@ class IntentSuite(ClassificationSuite):
         rows = table[classes].gather(2, picks)  # dataset rows
         y_s = torch.arange(n).repeat_interleave(k).expand(num_tasks, -1)
         y_q = torch.arange(n).repeat_interleave(q).expand(num_tasks, -1)
+        if self.encoder is not None:  # sentence embeddings: [T, n, k + q, D]
+            emb = self.token_ids[rows]
+            dim = emb.shape[-1]
+            return TaskBatch(emb[:, :, :k].reshape(num_tasks, n * k, dim), y_s.clone(),
+                             emb[:, :, k:].reshape(num_tasks, n * q, dim), y_q.clone())
         # Padding is trimmed to the batch's longest text; support and query share one width so
         # callers may concatenate them.
         ids = self.token_ids[rows]
@@ -447,6 +466,10 @@ class IntentSuite(ClassificationSuite):
         return model
 
     def model_spec(self) -> dict[str, Any]:
+        if self.encoder is not None:
+            return {"name": "features", "kwargs": {
+                "in_features": int(self.token_ids.shape[1]), "num_classes": self.ways,
+                "hidden": list(self.hidden), "scale": self.logit_scale}}
         return {
             "name": "text_bag",
             "kwargs": {
@@ -481,6 +504,7 @@ class IntentSuite(ClassificationSuite):
             "wide": self.wide,
             "logit_scale": self.logit_scale,
             "gate_init": self.gate_init,
+            "encoder": self.encoder,
         }
         for kind, given in self._given.items():
             for split, names in given.items():

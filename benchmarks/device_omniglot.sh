@@ -17,8 +17,11 @@ PARTS=${3:-tests,speed,proto20,proto60,proto5}
 mkdir -p "$O"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv,noheader
+# --inner-lr 0.4 is what the figures in the README were measured with (2026-11-26); on the CPU a
+# prototype head did far better at 0.05 (omniglot_small.py's default for it), not yet run here.
+INNER_LR=${INNER_LR:-0.4}
 common=(--data-dir "$D" --preset gpu --device cuda --head-init prototypes --inner-steps 1
-        --cuda-graph --baseline-configs '')
+        --inner-lr "$INNER_LR" --cuda-graph --baseline-configs '')
 for part in ${PARTS//,/ }; do
   case $part in
     tests)

@@ -16,6 +16,21 @@ and device. ``--speed`` measures second-order MAML meta-iterations/s for every b
 
 DIR holds ``images_background_small1.zip`` and ``images_background_small2.zip`` (or the extracted
 folders); by default ``$METAOPT_DATA/omniglot``.
+
+Measured 2026-11-26, ``--preset cpu`` (32 filters, meta-batch 4, 1 inner step, 200 iterations, one
+thread of a shared 2-core CPU), accuracy % on 1,000 test episodes, random / within-alphabet:
+
+| learner | 5-way 1-shot | 5-way 5-shot | 20-way 1-shot |
+|---|---|---|---|
+| MAML | 68.8 | 78.3 | 33.1 |
+| Meta-SGD | 67.5 | - | - |
+| MAML + prototype head, inner lr 0.4 | 81.2 / 74.4 | 73.9 / 68.4 | 68.4 / 55.8 |
+| Meta-SGD + prototype head, inner lr 0.4 | 80.7 / 74.1 | 73.4 / 67.4 | 69.6 / 55.9 |
+| MAML + prototype head, inner lr 0.05 | - | 89.6 / 84.3 | - |
+| Meta-SGD + prototype head, inner lr 0.05 | 82.1 / 74.7 | - | 69.4 / 57.3 |
+
+At 5-shot the prototype head alone (0 steps) scored 80.7 at lr 0.4: a large inner step spoils
+both the adapted model and, through the meta-gradient, the features. GPU figures: the README.
 """
 
 from __future__ import annotations
@@ -119,6 +134,8 @@ def _learner_settings(args: argparse.Namespace, learner: str) -> dict[str, Any]:
         return {"inner_steps": args.reptile_steps, "inner_lr": args.reptile_inner_lr,
                 "meta_lr": args.reptile_meta_lr, "head_init": "theta"}
     inner_lr = args.inner_lr
+    if inner_lr is None:  # MAML's Omniglot rate; a prototype head wants a much smaller one
+        inner_lr = 0.05 if args.head_init == "prototypes" else 0.4
     if learner == "fomaml" and args.fomaml_inner_lr is not None:
         inner_lr = args.fomaml_inner_lr
     return {"inner_steps": args.inner_steps, "inner_lr": inner_lr, "meta_lr": None,
@@ -301,7 +318,9 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=None,
                        help=f"[default: from --preset; cpu={value}, gpu={PRESETS['gpu'][key]}]")
     p.add_argument("--query", type=int, default=5, help="query images per class (train and test)")
-    p.add_argument("--inner-lr", type=float, default=0.4)
+    p.add_argument("--inner-lr", type=float, default=None,
+                   help="[default: 0.4, MAML's; 0.05 with --head-init prototypes: on CPU, 5-way "
+                        "5-shot, 200 iterations, Proto-MAML reached 89.6%% at 0.05, 73.9%% at 0.4]")
     p.add_argument("--reptile-inner-lr", type=float, default=0.1)
     p.add_argument("--fomaml-inner-lr", type=float, default=None,
                    help="first-order MAML's own inner lr; ~0 with --head-init prototypes trains a "

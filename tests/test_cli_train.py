@@ -60,6 +60,10 @@ def test_train_then_resume(tmp_path, capsys):
         (["--inner-steps", "0"], "inner-steps must be a positive integer"),
         (["-o", "shots=0"], "shots must be a positive integer"),
         (["-o", "colour=red"], "does not accept option(s) colour"),
+        (["--head-init", "prototypes"], "has no prototype head"),
+        (["--head-init", "centroids"], "head init must be one of"),
+        (["--cuda-graph"], "--cuda-graph needs a CUDA device"),
+        (["--tf32"], "--tf32 needs a CUDA device"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):

@@ -49,6 +49,11 @@ for part in ${PARTS//,/ }; do
         --configs 5w1s,5w5s --meta-batch 32 --train-seconds 40 --json-out "$O/proto5.json" \
         > "$O/proto5.log" 2>&1
       grep -E '^\| [0-9]|Error' "$O/proto5.log" ;;
+    proto5s)  # 5-way 5-shot only, 30 s: the inner-lr check (run with INNER_LR=0.05)
+      timeout 100 python benchmarks/omniglot_small.py "${common[@]}" --learners metasgd \
+        --configs 5w5s --meta-batch 32 --train-seconds 30 --json-out "$O/proto5s.json" \
+        > "$O/proto5s.log" 2>&1
+      grep -E '^\| [0-9]|Error' "$O/proto5s.log" ;;
     *) echo "unknown part $part" ;;
   esac
 done

@@ -592,10 +592,24 @@ class Artifact:
         return model
 
     def build_suite(self, **overrides: Any) -> TaskSuite:
-        """The suite the artifact was trained on, with ``overrides`` (e.g. ``data_dir``)."""
+        """The suite the artifact was trained on, with ``overrides`` (e.g. ``data_dir``).
+
+        A sentence encoder given as ``module:function`` is code the manifest names: like a model
+        factory, it is imported only when the artifact was loaded with ``trust_factory=True`` (a
+        model folder is data and needs no trust).
+        """
         from .tasks import get_suite
 
-        return get_suite(self.suite_name, **{**self.suite_options, **overrides})
+        options = {**self.suite_options, **overrides}
+        encoder = options.get("encoder")
+        if (isinstance(encoder, str) and "encoder" not in overrides and not self.trust_factory
+                and not Path(encoder).expanduser().is_dir()):
+            raise ArtifactError(
+                f"the artifact's suite embeds texts with code ({encoder}); load it with "
+                "trust_factory=True (CLI: --trust-factory) if you trust that code, or pass "
+                "encoder=... yourself"
+            )
+        return get_suite(self.suite_name, **options)
 
     def to_learner(self, suite: TaskSuite | None = None, **learner_overrides: Any) -> MetaLearner:
         """A Meta-SGD learner whose theta and rates are the artifact's (for adaptation_curve).

@@ -74,3 +74,17 @@ def test_encoder_errors_are_one_clear_line(tmp_path, monkeypatch):
         _suite(root, encoder="no_such_module_xyz:encode")
     with pytest.raises(DataError, match=r"must return a \["):
         _suite(root, encoder="tests.fake_encoder:wrong_shape")
+
+
+def test_an_artifact_imports_its_encoder_code_only_when_trusted(tmp_path, monkeypatch):
+    from metaopt_tuner.artifact import Artifact, load_artifact
+    from metaopt_tuner.errors import ArtifactError
+
+    monkeypatch.setenv("METAOPT_CACHE_DIR", str(tmp_path / "cache"))
+    suite = _suite(make_clinc(tmp_path / "c"))
+    learner = build_learner("metasgd", suite, head_init="prototypes")
+    Artifact.from_learner(learner, suite).save(tmp_path / "art")
+    with pytest.raises(ArtifactError, match="trust_factory"):
+        load_artifact(tmp_path / "art").build_suite()
+    assert load_artifact(tmp_path / "art", trust_factory=True).build_suite().encoder == ENCODER
+    assert load_artifact(tmp_path / "art").build_suite(encoder=ENCODER).encoder == ENCODER

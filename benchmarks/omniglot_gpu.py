@@ -44,13 +44,13 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from omniglot_small import _source, _sync  # this folder is on sys.path when run as a script
 
 from metaopt_tuner.cuda_graphs import GraphedMetaGradient
 from metaopt_tuner.training import MetaTrainer, TrainConfig
@@ -78,11 +78,6 @@ VARIANTS = [
     Variant("im2col per (image, task), fused BN, graph", conv="unfold_nt", graph=True),
     Variant("im2col, fused BN, eager", conv="unfold"),
 ]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _set_math(v: Variant, device: torch.device) -> None:
@@ -243,13 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None, help="folder for results.json and profile.txt")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    train_dir = None
-    for candidate in (args.data_dir / "images_background_small1",
-                      args.data_dir / "images_background_small1.zip"):
-        if candidate.exists():
-            train_dir = str(candidate)
-    if train_dir is None:
-        sys.exit(f"error: no images_background_small1(.zip) in {args.data_dir}")
+    train_dir = _source(args.data_dir, "images_background_small1")
     variants = VARIANTS if args.variants == "all" else [VARIANTS[int(i)] for i in args.variants.split(",")]
     if device.type != "cuda":
         variants = [v for v in variants if not v.graph and not v.tf32]

@@ -6,8 +6,9 @@ means (prototypes) of its support features instead makes the model a Prototypica
 the first inner step: the logit of class ``c`` is ``2 f.p_c - |p_c|^2``, which ranks classes by
 squared Euclidean distance ``|f - p_c|^2`` (the ``|f|^2`` term is the same for every class). The
 inner loop then fine-tunes from there, and the meta-gradient flows through the prototypes into the
-feature extractor. The meta-learned head weights are kept as an offset added to the prototype
-head, so theta's layout (and the learned per-weight rates) is unchanged.
+feature extractor. Theta keeps its ``head`` (so its layout and the learned per-weight rates are
+unchanged), but a learner with a prototype head zeroes and freezes it: the head is the
+prototypes' alone, and :func:`prototype_head` adds theta's (zero) head as an offset.
 
 A model supports it when ``forward`` / ``batched_forward`` accept ``head=False`` (returning the
 features) and its last layer is an ``nn.Linear`` named ``head``.
@@ -56,7 +57,7 @@ def prototype_head_(model: nn.Module, x_support: Tensor, y_support: Tensor) -> n
     """Set ``model.head`` in place from one task's support set (for a Proto-MAML artifact).
 
     Call it once per new task after loading the artifact's theta and before the first optimizer
-    step: it turns the meta-learned head offset into the task's prototype head.
+    step: it replaces the artifact's (zero) head with the task's prototype head.
     """
     if not supports_prototype_head(model):
         raise TypeError(f"{type(model).__name__} has no prototype head (forward(x, head=False))")

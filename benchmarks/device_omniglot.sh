@@ -2,10 +2,12 @@
 # The Omniglot issue's GPU checks in one call (a lent machine is short-lived). Every part has its
 # own time limit and log, so one failure leaves the others' results.
 #   usage: bash benchmarks/device_omniglot.sh DATA_DIR OUT_DIR [PARTS]
-# PARTS (default: all of them, about 10 minutes), comma-separated:
+# PARTS (default: all of them, about 20 minutes, over one call's 10-minute limit: name some), comma-separated:
 #   tests       the CUDA-only tests
 #   speed[:I-J] correctness + speed + profile table of omniglot_gpu.py (optionally variants I-J,
 #               given as I.J.K since commas separate parts)
+#   compile     correctness + speed of the torch.compile variants (omniglot_gpu.py 10-14); the
+#               check uses the speed batch size, so each variant compiles one shape
 #   proto20     Meta-SGD + prototype head, 20-way 1-shot, 90 s of meta-training
 #   proto60     the same and a Prototypical-Network-equivalent learner (first-order, inner lr
 #               1e-9), both meta-trained on 60-way episodes for 100 s, tested 20-way 1-shot
@@ -13,7 +15,7 @@
 set -u
 D=$1
 O=$2
-PARTS=${3:-tests,speed,proto20,proto60,proto5}
+PARTS=${3:-tests,compile,speed,proto20,proto60,proto5}
 mkdir -p "$O"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv,noheader
@@ -25,8 +27,8 @@ common=(--data-dir "$D" --preset gpu --device cuda --head-init prototypes --inne
 for part in ${PARTS//,/ }; do
   case $part in
     tests)
-      timeout 60 python -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py \
-        tests/test_proto_head.py > "$O/tests.log" 2>&1
+      timeout 240 python -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py \
+        tests/test_proto_head.py tests/test_compiled.py > "$O/tests.log" 2>&1
       tail -n 3 "$O/tests.log" ;;
     speed*)
       variants=all
@@ -34,6 +36,11 @@ for part in ${PARTS//,/ }; do
       timeout 200 python benchmarks/omniglot_gpu.py --data-dir "$D" --device cuda --seconds 6 \
         --repeats 3 --variants "$variants" --out "$O/speed" > "$O/speed.log" 2>&1
       tail -n 60 "$O/speed.log" ;;
+    compile)
+      timeout 560 python benchmarks/omniglot_gpu.py --data-dir "$D" --device cuda --seconds 6 \
+        --repeats 3 --variants 10,11,12,13,14 --check-tasks 32 --out "$O/compile" \
+        > "$O/compile.log" 2>&1
+      tail -n 40 "$O/compile.log" ;;
     proto20)
       timeout 130 python benchmarks/omniglot_small.py "${common[@]}" --learners metasgd \
         --configs 20w1s --meta-batch 8 --train-seconds 90 --json-out "$O/proto20.json" \

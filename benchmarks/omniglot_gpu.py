@@ -4,7 +4,8 @@ The issue's speed setting: second-order MAML, 5-way 1-shot, 5 query images per c
 32, 5 inner steps, the 64-filter ConvNet. Three parts, each printing a table:
 
 1. correctness: the meta-gradient of every variant (grouped or im2col convolution, fused or
-   primitive batch norm, FP32 or TF32, eager or CUDA-graph replay) against a float64 reference
+   primitive batch norm, FP32 or TF32, eager or ``torch.compile``-d, with or without CUDA-graph
+   replay) against a float64 reference
    (the per-task loop), as ``|g - ref| / |ref|`` over all meta-parameters;
 2. speed: meta-iterations/s of ``MetaTrainer.step`` (sampling, meta-gradient, finite check, Adam
    step) for each variant, median of ``--repeats`` timed windows;
@@ -52,7 +53,7 @@ from typing import Any
 import torch
 from omniglot_small import _source, _sync  # this folder is on sys.path when run as a script
 
-from metaopt_tuner.cuda_graphs import GraphedMetaGradient
+from metaopt_tuner.compiled import CompiledMetaGradient
 from metaopt_tuner.training import MetaTrainer, TrainConfig
 
 
@@ -64,6 +65,8 @@ class Variant:
     fused_norm: bool = True
     tf32: bool = False
     graph: bool = False
+    compiled: bool = False
+    compile_mode: str | None = None  # torch.compile's mode (None: its default)
 
 
 VARIANTS = [
@@ -77,6 +80,15 @@ VARIANTS = [
     Variant("im2col, fused BN, TF32, graph", conv="unfold", tf32=True, graph=True),
     Variant("im2col per (image, task), fused BN, graph", conv="unfold_nt", graph=True),
     Variant("im2col, fused BN, eager", conv="unfold"),
+    # torch.compile of the whole meta-gradient (metaopt_tuner.compiled), indices 10-14
+    Variant("im2col per (image, task), fused BN, compiled", conv="unfold_nt", compiled=True),
+    Variant("im2col per (image, task), fused BN, compiled, graph", conv="unfold_nt", compiled=True,
+            graph=True),
+    Variant("im2col per (image, task), primitive BN, compiled, graph", conv="unfold_nt",
+            fused_norm=False, compiled=True, graph=True),
+    Variant("grouped, fused BN, compiled, graph", compiled=True, graph=True),
+    Variant("im2col per (image, task), fused BN, compiled max-autotune, graph", conv="unfold_nt",
+            compiled=True, compile_mode="max-autotune-no-cudagraphs", graph=True),
 ]
 
 
@@ -91,6 +103,7 @@ def _config(args: argparse.Namespace, train_dir: str, v: Variant, meta_batch: in
     return TrainConfig(
         suite="omniglot", learner="maml", meta_batch=meta_batch, inner_steps=5, inner_lr=0.4,
         batching=v.batching, device=args.device, cuda_graph=v.graph, tf32=v.tf32, seed=args.seed,
+        compile=v.compiled,
         suite_options={"data_dir": train_dir, "ways": 5, "shots": 1, "query": 5,
                        "filters": args.filters, "val_fraction": 0, "test_fraction": 0},
     )
@@ -102,6 +115,8 @@ def _trainer(args: argparse.Namespace, train_dir: str, v: Variant, meta_batch: i
     model = trainer.learner.model
     model.batched_conv = v.conv  # type: ignore[assignment]
     model.fused_norm = v.fused_norm  # type: ignore[assignment]
+    if v.compile_mode is not None:
+        trainer._compiled = CompiledMetaGradient(trainer.learner, mode=v.compile_mode)
     return trainer
 
 
@@ -109,40 +124,55 @@ def _flat(grads: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
     return torch.cat([grads[n].detach().double().reshape(-1).cpu() for n in names])
 
 
+_KEPT: dict[tuple[str, int], MetaTrainer] = {}
+
+
+def _kept_trainer(args: argparse.Namespace, train_dir: str, v: Variant, meta_batch: int) -> MetaTrainer:
+    """The trainer the correctness check built for ``v``, if its batch size is the speed one:
+    a compiled variant then compiles (and a graph variant captures) once, not twice."""
+    trainer = _KEPT.pop((v.name, meta_batch), None)
+    return trainer if trainer is not None else _trainer(args, train_dir, v, meta_batch)
+
+
 def correctness(args: argparse.Namespace, train_dir: str, variants: list[Variant]) -> list[dict]:
-    """Relative error of each variant's meta-gradient against a float64 per-task loop."""
+    """Relative error of each variant's meta-gradient against a float64 per-task loop.
+
+    Each variant's meta-gradient is its trainer's own (``MetaTrainer._learner_meta_gradient``:
+    compiled, graphed or eager as the run would be), from the same initial parameters.
+    """
     device = torch.device(args.device)
     base = _trainer(args, train_dir, Variant("ref", batching="loop"), args.check_tasks)
     batches = [base.sample_batch() for _ in range(2)]
     reference = copy.deepcopy(base.learner).to(dtype=torch.float64)
+    reference._cache = None  # the name -> tensor maps must point at the copy's tensors
     reference.batching = "loop"
     _set_math(Variant("fp64"), device)
     names = [n for n, _ in reference.named_meta_parameters()]
     refs = [_flat(reference.meta_gradient(b.to(dtype=torch.float64)).grads, names) for b in batches]
+    del reference, base
     rows = []
     for v in variants:
         row: dict[str, Any] = {"variant": v.name}
         try:
-            _set_math(v, device)
-            learner = copy.deepcopy(base.learner)
-            learner._cache = None  # the name -> tensor maps must point at the copy's tensors
-            learner.batching = v.batching
-            learner.model.batched_conv = v.conv
-            learner.model.fused_norm = v.fused_norm
-            step = GraphedMetaGradient(learner) if v.graph else learner.meta_gradient
+            trainer = _trainer(args, train_dir, v, args.check_tasks)  # sets the variant's math
+            began = time.perf_counter()
             # the second batch checks that a replay reads new inputs, not the captured ones
             errors = []
             for batch, ref in zip(batches, refs):
-                got = _flat(step(batch).grads, names)
+                got = _flat(trainer._learner_meta_gradient(batch).grads, names)
                 errors.append(float((got - ref).norm() / ref.norm()))
                 if not torch.isfinite(got).all():
                     errors[-1] = float("nan")
-            row.update(rel_error_batch1=errors[0], rel_error_batch2=errors[1])
+            row.update(rel_error_batch1=errors[0], rel_error_batch2=errors[1],
+                       first_calls_s=time.perf_counter() - began)
+            if args.check_tasks == args.meta_batch:
+                _KEPT[(v.name, args.meta_batch)] = trainer
         except Exception as exc:  # one failing variant must not hide the others
             row["error"] = f"{type(exc).__name__}: {exc}"[:300]
         rows.append(row)
-        print(f"| {v.name} | " + (f"{row['rel_error_batch1']:.2e} | {row['rel_error_batch2']:.2e} |"
-                                  if "error" not in row else f"{row['error']} | |"), flush=True)
+        print(f"| {v.name} | " + (f"{row['rel_error_batch1']:.2e} | {row['rel_error_batch2']:.2e} | "
+                                  f"{row['first_calls_s']:.0f} |"
+                                  if "error" not in row else f"{row['error']} | | |"), flush=True)
     return rows
 
 
@@ -153,7 +183,8 @@ def speed(args: argparse.Namespace, train_dir: str, variants: list[Variant]) -> 
     for v in variants:
         row: dict[str, Any] = {"variant": v.name}
         try:
-            trainer = _trainer(args, train_dir, v, args.meta_batch)
+            trainer = _kept_trainer(args, train_dir, v, args.meta_batch)
+            _set_math(v, device)
             began = time.perf_counter()
             for _ in range(args.warmup):  # includes the capture for graph variants
                 trainer.step()
@@ -178,10 +209,10 @@ def speed(args: argparse.Namespace, train_dir: str, variants: list[Variant]) -> 
             row["error"] = f"{type(exc).__name__}: {exc}"[:300]
         rows.append(row)
         if "error" in row:
-            print(f"| {v.name} | failed: {row['error']} | | |", flush=True)
+            print(f"| {v.name} | failed: {row['error']} | | | |", flush=True)
         else:
             print(f"| {v.name} | {row['it_per_s']:.2f} | {1000 / row['it_per_s']:.1f} | "
-                  f"{row.get('max_memory_gib', 0):.1f} |", flush=True)
+                  f"{row.get('max_memory_gib', 0):.1f} | {row['warmup_s']:.0f} |", flush=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
@@ -256,14 +287,15 @@ def main(argv: list[str] | None = None) -> None:
 
     if not args.skip_check:
         print(f"\nCorrectness: meta-gradient vs float64 per-task loop, {args.check_tasks} tasks")
-        print("| variant | rel. error, batch 1 | rel. error, batch 2 (graph replay on new data) |")
-        print("|---|---|---|", flush=True)
+        print("| variant | rel. error, batch 1 | rel. error, batch 2 (graph replay on new data) | "
+              "s for both (compile, capture) |")
+        print("|---|---|---|---|", flush=True)
         result["correctness"] = correctness(args, train_dir, variants)
         save()
     print(f"\nSpeed: MetaTrainer.step (sample, meta-gradient, finite check, Adam), median of "
           f"{args.repeats} windows, {args.seconds:.0f} s per variant")
-    print("| variant | meta-iterations/s | ms/iteration | peak GiB |")
-    print("|---|---|---|---|", flush=True)
+    print("| variant | meta-iterations/s | ms/iteration | peak GiB | warm-up s (compile, capture) |")
+    print("|---|---|---|---|---|", flush=True)
     result["speed"] = speed(args, train_dir, variants)
     save()
     ok = [r for r in result["speed"] if "it_per_s" in r]

@@ -185,9 +185,16 @@ def for_ways(learner: Any, cfg: TrainConfig, suite: Any, device: torch.device) -
     return fresh
 
 
-def _test_suites(test_dir: str, common: dict[str, Any]) -> dict[bool, Any]:
-    return {within: get_suite("omniglot", data_dir=test_dir, test_alphabets=TEST_ALPHABETS,
-                              within_alphabet=within, **common) for within in (False, True)}
+def _test_suites(test_dir: str, common: dict[str, Any], rotated: bool = False) -> dict[str, Any]:
+    """Test suites by episode kind: random and within-alphabet, and with ``rotated`` the same two
+    with rotated test characters as extra classes (another protocol, easier: see the suite)."""
+    kinds = [(False, False), (True, False)] + ([(False, True), (True, True)] if rotated else [])
+    return {
+        ("within-alphabet" if within else "random") + (", rotated" if rot else ""): get_suite(
+            "omniglot", data_dir=test_dir, test_alphabets=TEST_ALPHABETS, within_alphabet=within,
+            eval_rotations=rot, **common)
+        for within, rot in kinds
+    }
 
 
 def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list[dict[str, Any]]:
@@ -199,7 +206,7 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
         train_opts = {"data_dir": train_dir, "val_fraction": 0, "test_fraction": 0, **common}
         if args.train_ways:  # e.g. Prototypical Networks' 60-way training for 20-way tests
             train_opts["ways"] = args.train_ways
-        test_suites = _test_suites(test_dir, common)
+        test_suites = _test_suites(test_dir, common, args.eval_rotations)
         for lname in args.learners:
             ls = _learner_settings(args, lname)
             cfg = TrainConfig(
@@ -229,11 +236,11 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
             if args.train_ways:
                 method += f" ({args.train_ways}-way training)"
             steps = args.eval_steps or ls["inner_steps"]
-            for within, suite in test_suites.items():
+            for kind, suite in test_suites.items():
                 learner = for_ways(trainer.learner, cfg, suite, device)
                 accs, eval_s = evaluate(learner, suite, args, steps, device)
                 mean, ci = ci95(accs[:, -1])
-                row = {"config": cname, "episodes": "within-alphabet" if within else "random",
+                row = {"config": cname, "episodes": kind,
                        "method": method, "meta_iterations": trainer.iteration, "steps": steps,
                        "accuracy": mean, "ci95": ci, "accuracy_0_steps": float(accs[:, 0].mean()),
                        "train_s": train_s, "eval_s": eval_s, "test_episodes": accs.shape[0],
@@ -246,7 +253,7 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
     return rows
 
 
-def run_baselines(args: argparse.Namespace, train_opts: dict[str, Any], test_suites: dict[bool, Any],
+def run_baselines(args: argparse.Namespace, train_opts: dict[str, Any], test_suites: dict[str, Any],
                   device: torch.device, cname: str) -> list[dict[str, Any]]:
     """Optuna-tuned Adam and SGD from the meta-learners' initialization and from a pretrained one."""
     try:
@@ -271,7 +278,7 @@ def run_baselines(args: argparse.Namespace, train_opts: dict[str, Any], test_sui
              "pretrained": bl.SharedInit({k: v.to(device) for k, v in pre.params.items()})}
     # Tuned on meta-training tasks (small1's alphabets), never on the test alphabets.
     val_tasks = train_suite.fixed_tasks(args.baseline_tune_tasks, split="train", seed=args.seed).to(device)
-    variants = (False, True) if args.baseline_within else (False,)
+    variants = [k for k in test_suites if args.baseline_within or k.split(",")[0] == "random"]
     for name in args.baseline_names:
         b = bl.get_baseline(name)
         init = inits[b.init]
@@ -279,8 +286,8 @@ def run_baselines(args: argparse.Namespace, train_opts: dict[str, Any], test_sui
         tuned = bl.tune(b, model, init, train_suite, val_tasks, args.baseline_steps, args.baseline_trials,
                         storage=args.baseline_storage, seed=args.seed)
         tune_s = time.perf_counter() - begun + (pre_s if b.init == "pretrained" else 0.0)
-        for within in variants:
-            suite = test_suites[within]
+        for kind in variants:
+            suite = test_suites[kind]
             begun = time.perf_counter()
             accs = []
             for tasks in _test_chunks(suite, args.baseline_episodes, args.eval_chunk, device, args.seed):
@@ -289,7 +296,7 @@ def run_baselines(args: argparse.Namespace, train_opts: dict[str, Any], test_sui
                 accs.append(curve.metric.cpu())
             acc = torch.cat(accs)
             mean, ci = ci95(acc[:, -1])
-            row = {"config": cname, "episodes": "within-alphabet" if within else "random",
+            row = {"config": cname, "episodes": kind,
                    "method": b.label, "meta_iterations": 0, "steps": args.baseline_steps,
                    "accuracy": mean, "ci95": ci, "accuracy_0_steps": float(acc[:, 0].mean()),
                    "train_s": tune_s, "eval_s": time.perf_counter() - begun,
@@ -341,6 +348,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="stop each meta-training run after this many seconds (or --iterations)")
     p.add_argument("--train-ways", type=int, default=None,
                    help="meta-train with this many ways, test with the config's (--head-init prototypes)")
+    p.add_argument("--eval-rotations", action="store_true",
+                   help="also test on episodes whose classes include rotated test characters "
+                        "(a common, easier protocol; rows marked 'rotated')")
     p.add_argument("--cuda-graph", action="store_true", help="replay meta-gradients from CUDA graphs")
     p.add_argument("--tf32", action="store_true", help="TF32 matrix products and convolutions")
     p.add_argument("--device", default="cpu")

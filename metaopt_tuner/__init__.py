@@ -6,6 +6,7 @@ The public API, and nothing else, is re-exported here.
 from __future__ import annotations
 
 from .artifact import Artifact, list_pretrained, load_artifact, pretrained
+from .compiled import CompiledMetaGradient
 from .cuda_graphs import GraphedMetaGradient
 from .errors import (
     ArtifactError,
@@ -90,6 +91,7 @@ __all__ = [
     "TrainResult",
     "MetaTrainer",
     "train",
+    "CompiledMetaGradient",
     "GraphedMetaGradient",
     # artifacts, the optimizer, evaluation
     "Artifact",

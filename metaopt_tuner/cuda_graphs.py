@@ -13,6 +13,7 @@ eager, so a run with graphs takes exactly the same decisions as one without.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -47,15 +48,24 @@ class GraphedMetaGradient:
     precede each capture (cuDNN and cuBLAS choose and allocate there, as capture requires). The
     learner's parameters must keep their storage (in-place optimizer steps do); moving the learner
     (``.to()``) or replacing a parameter invalidates the graphs: build a new instance then.
+    ``fn`` captures another function of the batch instead of ``learner.meta_gradient``, e.g. a
+    :class:`~metaopt_tuner.compiled.CompiledMetaGradient` of the same learner (compiled during
+    the warm-up).
     """
 
-    def __init__(self, learner: MetaLearner, warmup: int = 2) -> None:
+    def __init__(
+        self,
+        learner: MetaLearner,
+        warmup: int = 2,
+        fn: Callable[[TaskBatch], MetaGradient] | None = None,
+    ) -> None:
         if not torch.cuda.is_available():
             raise ConfigError("CUDA graphs need a CUDA device, and CUDA is not available here")
         device = next(iter(learner.initial_params().values())).device
         if device.type != "cuda":
             raise ConfigError(f"CUDA graphs need the learner on a CUDA device, not {device}")
         self.learner = learner
+        self.fn = learner.meta_gradient if fn is None else fn
         self.warmup = max(int(warmup), 1)
         self._graphs: dict[_Signature, _Captured] = {}
         self._pool: tuple[int, int] | None = None
@@ -70,11 +80,11 @@ class GraphedMetaGradient:
         side.wait_stream(torch.cuda.current_stream(inputs.x_support.device))
         with torch.cuda.stream(side):
             for _ in range(self.warmup):
-                self.learner.meta_gradient(inputs)
+                self.fn(inputs)
         torch.cuda.current_stream(inputs.x_support.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
-            output = self.learner.meta_gradient(inputs)
+            output = self.fn(inputs)
         self._pool = graph.pool()  # every shape's graph draws on one memory pool
         return _Captured(graph, inputs, output)
 

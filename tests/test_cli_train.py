@@ -64,6 +64,8 @@ def test_train_then_resume(tmp_path, capsys):
         (["--head-init", "centroids"], "head init must be one of"),
         (["--cuda-graph"], "--cuda-graph needs a CUDA device"),
         (["--tf32"], "--tf32 needs a CUDA device"),
+        (["--compile", "--learner", "reptile"], "--compile needs a gradient-based learner"),
+        (["--compile", "--batching", "loop"], "--compile needs batching"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):

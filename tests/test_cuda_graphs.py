@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from metaopt_tuner.compiled import CompiledMetaGradient
 from metaopt_tuner.cuda_graphs import GraphedMetaGradient
 from metaopt_tuner.training import MetaTrainer, TrainConfig
 
@@ -13,6 +14,16 @@ from .helpers import TinyImageSuite
 from .test_learners import _learner
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _replays_match_eager(learner, graphed, suite, gen, batches):
+    for _ in range(batches):
+        batch = suite.sample(4, gen).to("cuda", torch.float64)
+        eager = learner.meta_gradient(batch)
+        replay = graphed(batch)
+        assert torch.allclose(replay.loss, eager.loss, rtol=1e-9, atol=1e-12)
+        for name, g in eager.grads.items():
+            assert torch.allclose(replay.grads[name], g, rtol=1e-7, atol=1e-10), name
 
 
 @pytest.mark.parametrize("learner_name, head_init", [
@@ -24,13 +35,7 @@ def test_replay_equals_eager_on_new_batches(learner_name, head_init):
     learner = _learner(learner_name, suite, "batched", steps=2, head_init=head_init).cuda()
     graphed = GraphedMetaGradient(learner)
     gen = torch.Generator().manual_seed(5)
-    for _ in range(3):  # every replay must read the new inputs
-        batch = suite.sample(4, gen).to("cuda", torch.float64)
-        eager = learner.meta_gradient(batch)
-        replay = graphed(batch)
-        assert torch.allclose(replay.loss, eager.loss, rtol=1e-9, atol=1e-12)
-        for name, g in eager.grads.items():
-            assert torch.allclose(replay.grads[name], g, rtol=1e-7, atol=1e-10), name
+    _replays_match_eager(learner, graphed, suite, gen, 3)  # every replay must read the new inputs
     assert len(graphed) == 1
     graphed(suite.sample(2, gen).to("cuda", torch.float64))  # a new shape: a second graph
     assert len(graphed) == 2
@@ -46,3 +51,11 @@ def test_trainer_with_graphs_follows_the_eager_run():
     eager, graphed = run(False), run(True)
     for name, value in eager.learner.state_dict().items():
         assert torch.allclose(graphed.learner.state_dict()[name], value, rtol=1e-6, atol=1e-9), name
+
+
+@pytest.mark.parametrize("learner_name", ["maml", "metasgd"])
+def test_replay_of_the_compiled_meta_gradient_equals_eager(learner_name):
+    suite = TinyImageSuite()
+    learner = _learner(learner_name, suite, "batched", steps=2, head_init="prototypes").cuda()
+    graphed = GraphedMetaGradient(learner, fn=CompiledMetaGradient(learner))  # Inductor's kernels
+    _replays_match_eager(learner, graphed, suite, torch.Generator().manual_seed(5), 2)

@@ -179,6 +179,19 @@ def test_rotations_add_training_classes_only(tree, tmp_path):
             assert torch.equal(sx[..., -1, 0] == 0, qx[..., -1, 0] == 0)
 
 
+def test_eval_rotations_make_rotated_test_characters_classes(tree, tmp_path):
+    s = suite(tree, tmp_path, rotations=False, eval_rotations=True, test_alphabets=["Gamma"],
+              ways=5, shots=1, query=1)
+    assert s.split_sizes() == {"train": 9, "val": 0, "test": 4 * 5}
+    assert s.options()["eval_rotations"] is True
+    corners = (s.sample(40, torch.Generator().manual_seed(0), split="test").x_support[..., -1, 0] * 255)
+    assert bool((corners.round() != 0).any())  # some test classes are rotated copies
+    # within-alphabet: Gamma's 5 characters become 20 classes, enough for 12-way episodes
+    within = suite(tree, tmp_path, rotations=False, eval_rotations=True, test_alphabets=["Gamma"],
+                   within_alphabet=True, ways=12, shots=1, query=1)
+    assert within.sample(2, torch.Generator().manual_seed(0), split="test").y_support.shape == (2, 12)
+
+
 def test_zip_and_folder_give_the_same_images(tree, tmp_path):
     archive = tmp_path / "images_background.zip"
     with zipfile.ZipFile(archive, "w") as zf:

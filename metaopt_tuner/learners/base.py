@@ -172,15 +172,15 @@ class MetaLearner(nn.Module, abc.ABC):
         }
 
     # ----------------------------------------------------------------- batching
-    def resolve_batching(self, device: torch.device) -> str:
+    def resolve_batching(self, device: torch.device, allow_loop: bool = True) -> str:
         """The path ``"auto"`` picks: loop for convolutional models on CPU, where grouped and
         vmapped convolutions are slower (Omniglot ConvNet, 64 filters, second-order MAML 5-way
         1-shot, meta-batch 32, 5 steps, one thread: loop 0.165 it/s, batched 0.137, vmap 0.135;
         evaluating 100 tasks: loop 1.3-2.4x faster); else hand-batched when the model has it,
-        else vmap."""
+        else vmap. ``allow_loop=False`` leaves the loop out of the choice."""
         if self.batching != "auto":
             return self.batching
-        if device.type == "cpu" and any(
+        if allow_loop and device.type == "cpu" and any(
             isinstance(m, nn.modules.conv._ConvNd) for m in self.model.modules()
         ):
             return "loop"
@@ -268,22 +268,27 @@ class MetaLearner(nn.Module, abc.ABC):
         curve: bool = False,
         params: Params | None = None,
         lrs: dict[str, Tensor] | None = None,
+        functional: bool = False,
     ) -> AdaptationOutcome:
         """Adapt every task of ``batch`` from ``params`` (default theta) for ``steps`` steps.
 
         Returns per-task query loss and metric (``[T]``, or ``[T, steps + 1]`` with ``curve``) and
-        the adapted parameters with a leading task dimension.
+        the adapted parameters with a leading task dimension. ``functional=True`` takes the inner
+        gradients with ``torch.func.grad`` on every path, so that the whole adaptation can sit
+        inside an outer ``torch.func`` transform (:mod:`metaopt_tuner.compiled` needs that); with
+        batching ``"auto"`` it then never picks the per-task loop, which a compiler would unroll.
         """
         steps = self.inner_steps if steps is None else int(steps)
         params = self.initial_params() if params is None else params
         lrs = self.learning_rates() if lrs is None else lrs
-        mode = self.resolve_batching(batch.x_support.device)
+        mode = self.resolve_batching(batch.x_support.device, allow_loop=not functional)
+        grad_fn = functorch_grads if functional else autograd_grads
         tensors = (batch.x_support, batch.y_support, batch.x_query, batch.y_query)
         if mode == "batched":
             n = len(batch)
             expanded = {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
             loss, metric, adapted = self._solve(
-                expanded, lrs, *tensors, self._batched_forward, autograd_grads, steps,
+                expanded, lrs, *tensors, self._batched_forward, grad_fn, steps,
                 create_graph, curve,
             )
         elif mode == "vmap":
@@ -299,7 +304,7 @@ class MetaLearner(nn.Module, abc.ABC):
             results = [
                 self._solve(
                     params, lrs, *(t[i] for t in tensors), self._functional_forward,
-                    autograd_grads, steps, create_graph, curve,
+                    grad_fn, steps, create_graph, curve,
                 )
                 for i in range(len(batch))
             ]

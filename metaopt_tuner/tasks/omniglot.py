@@ -67,7 +67,10 @@ class OmniglotSuite(ClassificationSuite):
     original one-shot protocol), ``shots`` support and ``query`` query images per class, labels
     0..N-1 in a random order per episode. Images are ``[channels, image_size, image_size]`` floats
     in [0, 1]. ``rotations`` adds each training character rotated by 90, 180 and 270 degrees as new
-    classes (MAML's augmentation); validation and test episodes use the characters as drawn.
+    classes (MAML's augmentation); validation and test episodes use the characters as drawn unless
+    ``eval_rotations``, which makes their rotated copies classes too (a common but easier protocol:
+    a rotated character differs from the others by its orientation alone, so compare figures only
+    with results measured the same way).
 
     Splits: ``train_alphabets``/``val_alphabets``/``test_alphabets`` name them explicitly (the
     training split defaults to every alphabet not named); otherwise ``val_fraction`` and
@@ -91,6 +94,7 @@ class OmniglotSuite(ClassificationSuite):
         channels: int | None = None,
         invert: bool | None = None,
         rotations: bool | None = None,
+        eval_rotations: bool = False,
         within_alphabet: bool = False,
         train_alphabets: Sequence[str] | str | None = None,
         val_alphabets: Sequence[str] | str | None = None,
@@ -115,6 +119,7 @@ class OmniglotSuite(ClassificationSuite):
             raise ConfigError(f"channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
         self.invert = bool(self._invert if invert is None else invert)
         self.rotations = bool(self._rotations if rotations is None else rotations)
+        self.eval_rotations = bool(eval_rotations)
         self.within_alphabet = bool(within_alphabet)
         self.train_alphabets = _names(train_alphabets, "train_alphabets")
         self.val_alphabets = _names(val_alphabets, "val_alphabets")
@@ -164,7 +169,8 @@ class OmniglotSuite(ClassificationSuite):
             )
         assignment = self._assign(coll, keep)
         self._splits = {
-            split: _SplitIndex(coll, ids, 4 if (self.rotations and split == "train") else 1)
+            split: _SplitIndex(coll, ids, 4 if (self.eval_rotations if split != "train"
+                                                else self.rotations) else 1)
             for split, ids in assignment.items()
         }
         self._coll = coll
@@ -326,6 +332,7 @@ class OmniglotSuite(ClassificationSuite):
             "channels": self.channels,
             "invert": self.invert,
             "rotations": self.rotations,
+            "eval_rotations": self.eval_rotations,
             "within_alphabet": self.within_alphabet,
             "train_alphabets": self.train_alphabets,
             "val_alphabets": self.val_alphabets,

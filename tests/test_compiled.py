@@ -8,6 +8,7 @@ itself is checked in a slow test; on CUDA, ``test_cuda_graphs.py`` checks it ins
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 
 import pytest
@@ -136,3 +137,24 @@ def test_many_instances_each_compile_their_own_code():
         learner = _learner("maml", suite, "batched", steps=1, seed=seed)
         _assert_same(CompiledMetaGradient(learner, backend="aot_eager")(batch),
                      learner.meta_gradient(batch))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="Inductor's CPU code needs a C++ compiler")
+def test_cli_train_with_compile_then_resume_without(tmp_path, capsys):
+    from cli.app import main
+
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), "--iterations", "6", "--meta-batch", "4", "--eval-every", "3",
+            "--eval-tasks", "4", "--no-progress", "-o", "shots=5", "--learner", "metasgd"]
+    for extra in (["--compile"], ["--resume"]):  # how it executes may change on resume
+        if extra == ["--resume"]:
+            args[args.index("6")] = "9"
+        try:
+            main(args + extra)
+        except SystemExit as exc:
+            assert exc.code in (0, None), capsys.readouterr()
+        assert "done:" in capsys.readouterr().out
+    record = json.loads((out / "run.json").read_text())
+    assert record["config"]["compile"] is True  # the saved run keeps the first run's options

@@ -584,7 +584,9 @@ class MetaTrainer:
         last_val: float | None = None
         show = self.progress and self.dist.is_main
         with Progress(*columns, disable=not show, transient=False) as bar:
-            task = bar.add_task("train", total=cfg.iterations, completed=self.iteration, info="")
+            # the first step of a compiled run compiles for minutes: say so until the first log
+            info = "compiling the meta-gradient (minutes)" if cfg.compile else ""
+            task = bar.add_task("train", total=cfg.iterations, completed=self.iteration, info=info)
             while self.iteration < cfg.iterations:
                 began = time.perf_counter()
                 loss, metric = self.step()

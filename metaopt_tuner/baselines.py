@@ -312,20 +312,13 @@ def _run_stacked(
             return (_per_task(suite.loss_per_example(out, tasks.y_query), n),
                     _per_task(suite.metric_per_example(out, tasks.y_query), n))
 
-    losses, metrics = [], []
-    for t in range(steps + 1):
-        q_loss, q_metric = query()
-        losses.append(q_loss)
-        metrics.append(q_metric)
-        if on_step is not None:
-            on_step(t, float(q_loss.mean()))
-        if t == steps:
-            break
+    def train_step() -> None:
         opt.zero_grad(set_to_none=True)
         out = forward(leaves, tasks.x_support)
         _per_task(suite.loss_per_example(out, tasks.y_support), n).sum().backward()
         opt.step()
-    return torch.stack(losses, 1), torch.stack(metrics, 1)
+
+    return _curve(steps, query, train_step, on_step)
 
 
 def _run_loop(
@@ -354,20 +347,38 @@ def _run_loop(
             opt.train()
         return result
 
-    losses, metrics = [], []
-    for t in range(steps + 1):
+    def query_all() -> tuple[Tensor, Tensor]:
         scores = [query(i) for i in range(n)]
-        losses.append(torch.stack([s[0] for s in scores]))
-        metrics.append(torch.stack([s[1] for s in scores]))
-        if on_step is not None:
-            on_step(t, float(losses[-1].mean()))
-        if t == steps:
-            break
+        return torch.stack([s[0] for s in scores]), torch.stack([s[1] for s in scores])
+
+    def train_step() -> None:
         for i in range(n):
             opts[i].zero_grad(set_to_none=True)
             out = functional_call(model, per_task[i], (tasks.x_support[i],))
             suite.loss_per_example(out, tasks.y_support[i]).mean().backward()
             opts[i].step()
+
+    return _curve(steps, query_all, train_step, on_step)
+
+
+def _curve(
+    steps: int,
+    query: Callable[[], tuple[Tensor, Tensor]],
+    train_step: Callable[[], None],
+    on_step: Callable[[int, float], None] | None,
+) -> tuple[Tensor, Tensor]:
+    """Per-task query loss and metric before each of ``steps`` optimizer steps and after the
+    last, ``[T, steps + 1]``: the loop both ways of running a baseline share."""
+    losses, metrics = [], []
+    for t in range(steps + 1):
+        q_loss, q_metric = query()
+        losses.append(q_loss)
+        metrics.append(q_metric)
+        if on_step is not None:
+            on_step(t, float(q_loss.mean()))
+        if t == steps:
+            break
+        train_step()
     return torch.stack(losses, 1), torch.stack(metrics, 1)
 
 

@@ -60,7 +60,7 @@ class CompiledMetaGradient:
                 f"compiling the meta-gradient needs a gradient-based learner (maml, fomaml, "
                 f"metasgd), not {learner.learner_name or type(learner).__name__}"
             )
-        if learner.resolve_batching(_device_of(learner), allow_loop=False) == "loop":
+        if learner.resolve_batching(learner.device, allow_loop=False) == "loop":
             raise ConfigError("compiling the meta-gradient needs batching 'batched' or 'vmap', not 'loop'")
         self.learner = learner
         grad = torch.func.grad(self._meta_loss, has_aux=True)
@@ -99,7 +99,3 @@ class CompiledMetaGradient:
             meta, batch.x_support, batch.y_support, batch.x_query, batch.y_query
         )
         return MetaGradient(loss=loss, metric=metric, grads=dict(grads))
-
-
-def _device_of(learner: MetaLearner) -> Any:
-    return next(iter(learner.initial_params().values())).device

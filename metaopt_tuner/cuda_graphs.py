@@ -61,9 +61,8 @@ class GraphedMetaGradient:
     ) -> None:
         if not torch.cuda.is_available():
             raise ConfigError("CUDA graphs need a CUDA device, and CUDA is not available here")
-        device = next(iter(learner.initial_params().values())).device
-        if device.type != "cuda":
-            raise ConfigError(f"CUDA graphs need the learner on a CUDA device, not {device}")
+        if learner.device.type != "cuda":
+            raise ConfigError(f"CUDA graphs need the learner on a CUDA device, not {learner.device}")
         self.learner = learner
         self.fn = learner.meta_gradient if fn is None else fn
         self.warmup = max(int(warmup), 1)

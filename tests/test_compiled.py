@@ -23,6 +23,9 @@ from metaopt_tuner.training import MetaTrainer, TrainConfig
 from .helpers import TinyImageSuite
 from .test_learners import _learner
 
+needs_cxx = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                               reason="Inductor's CPU code needs a C++ compiler")
+
 
 def _assert_same(got, want, rtol=1e-9, atol=1e-12):
     assert sorted(got.grads) == sorted(want.grads)
@@ -113,8 +116,7 @@ def test_trainer_with_compile_follows_the_eager_run(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                    reason="Inductor's CPU code needs a C++ compiler")
+@needs_cxx
 @pytest.mark.parametrize("conv", ["grouped", "unfold"])
 def test_inductor_agrees_with_eager_in_float32(conv):
     suite = TinyImageSuite()
@@ -140,8 +142,7 @@ def test_many_instances_each_compile_their_own_code():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                    reason="Inductor's CPU code needs a C++ compiler")
+@needs_cxx
 def test_cli_train_with_compile_then_resume_without(tmp_path, capsys):
     from cli.app import main
 

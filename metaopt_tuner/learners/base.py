@@ -149,6 +149,11 @@ class MetaLearner(nn.Module, abc.ABC):
         """theta: the model's parameters by name (the live tensors)."""
         return dict(self._cached()["theta"])
 
+    @property
+    def device(self) -> torch.device:
+        """Where theta (and with it every meta-parameter) lives."""
+        return next(iter(self._cached()["theta"].values())).device
+
     def learning_rates(self) -> dict[str, Tensor]:
         """alpha: ``name -> (steps, ...)`` rates for every model parameter (the live tensors)."""
         return self.rates.forward()

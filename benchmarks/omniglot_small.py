@@ -155,7 +155,7 @@ def _learner_settings(args: argparse.Namespace, learner: str) -> dict[str, Any]:
         inner_lr = 0.05 if args.head_init == "prototypes" else 0.4
     if learner == "fomaml" and args.fomaml_inner_lr is not None:
         inner_lr = args.fomaml_inner_lr
-    return {"inner_steps": args.inner_steps, "inner_lr": inner_lr, "meta_lr": None,
+    return {"inner_steps": args.inner_steps, "inner_lr": inner_lr, "meta_lr": args.meta_lr,
             "head_init": args.head_init}
 
 
@@ -230,6 +230,7 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
                 suite="omniglot", suite_options=train_opts, learner=lname,
                 iterations=args.iterations, meta_batch=args.meta_batch, inner_steps=ls["inner_steps"],
                 inner_lr=ls["inner_lr"], meta_lr=ls["meta_lr"], batching=args.batching,
+                meta_lr_schedule=args.meta_lr_schedule if lname != "reptile" else "constant",
                 seed=args.seed, device=args.device, head_init=ls["head_init"],
                 cuda_graph=args.cuda_graph, tf32=args.tf32,
             )
@@ -252,6 +253,8 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
                 method += " (inner lr ~0: a Prototypical Network)"
             if args.train_ways:
                 method += f" ({args.train_ways}-way training)"
+            if cfg.meta_lr_schedule != "constant":
+                method += f", {cfg.meta_lr_schedule} meta-lr"
             steps = args.eval_steps or ls["inner_steps"]
             for kind, suite in test_suites.items():
                 learner = for_ways(trainer.learner, cfg, suite, device)
@@ -361,6 +364,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--baseline-storage", default=None, help="Optuna storage URL (default: in memory)")
     p.add_argument("--head-init", default="theta", choices=("theta", "prototypes"),
                    help="prototypes: Proto-MAML's prototype-initialized head (not for Reptile)")
+    p.add_argument("--meta-lr", type=float, default=None,
+                   help="outer learning rate of maml/fomaml/metasgd [default: Adam 1e-3]")
+    p.add_argument("--meta-lr-schedule", default="constant", choices=("constant", "cosine"),
+                   help="cosine: anneal the outer rates to zero over --iterations")
     p.add_argument("--train-seconds", type=float, default=None,
                    help="stop each meta-training run after this many seconds (or --iterations)")
     p.add_argument("--train-ways", type=int, default=None,

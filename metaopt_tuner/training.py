@@ -41,7 +41,8 @@ from .learners import BATCHING_MODES, MetaGradient, MetaLearner, build_learner, 
 from .learners.proto_head import HEAD_INITS
 from .tasks import TaskBatch, TaskSuite, get_suite
 
-__all__ = ["TrainConfig", "TrainResult", "MetaTrainer", "train", "RUN_MARKER"]
+__all__ = ["TrainConfig", "TrainResult", "MetaTrainer", "train", "RUN_MARKER", "META_LR_SCHEDULES",
+           "meta_lr_factor"]
 
 RUN_MARKER = "run.json"
 CHECKPOINT = "checkpoint.pt"
@@ -54,6 +55,21 @@ _PROGRAM = "metaopt-tuner"
 _OUTER_DEFAULTS = {"reptile": ("sgd", 0.1)}
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _COMPILABLE_LEARNERS = ("maml", "fomaml", "metasgd")
+#: how the outer learning rates change over a run (see ``meta_lr_factor``)
+META_LR_SCHEDULES = ("constant", "cosine")
+
+
+def meta_lr_factor(schedule: str, iteration: int, total: int) -> float:
+    """The multiplier of every outer learning rate for step ``iteration`` (0-based) of ``total``.
+
+    ``cosine`` anneals from the full rate to zero over the run (no restarts). It depends only on
+    the iteration, so a resumed run follows the same schedule; raising ``iterations`` on resume
+    stretches what is left of it.
+    """
+    if schedule == "constant" or total <= 0:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(iteration, total) / total))
+
 
 
 @dataclass
@@ -71,6 +87,8 @@ class TrainConfig:
     #: outer step size of the learned rates (Meta-SGD); None: see ``resolved_rates_lr``
     rates_meta_lr: float | None = None
     outer_optimizer: str | None = None
+    #: "constant" or "cosine" (every outer rate annealed to zero over ``iterations``)
+    meta_lr_schedule: str = "constant"
     clip_grad: float | None = None
     first_order: bool | None = None
     per_step_lrs: bool = False
@@ -133,6 +151,11 @@ class TrainConfig:
             )
         if self.outer_optimizer not in (None, "adam", "sgd"):
             raise ConfigError(f"outer optimizer must be 'adam' or 'sgd', got {self.outer_optimizer!r}")
+        if self.meta_lr_schedule not in META_LR_SCHEDULES:
+            raise ConfigError(
+                f"meta-lr schedule must be one of {', '.join(META_LR_SCHEDULES)}, "
+                f"got {self.meta_lr_schedule!r}"
+            )
         if self.dtype not in _DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
         if self.compile and self.learner not in _COMPILABLE_LEARNERS:
@@ -262,6 +285,7 @@ class MetaTrainer:
         if config.cuda_graph:
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
         self.optimizer = build_outer_optimizer(config, self.learner.named_meta_parameters())
+        self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self._set_streams(config.task_streams or self.dist.world_size)
         self.iteration = 0
         self.history: list[dict[str, Any]] = []
@@ -523,9 +547,25 @@ class MetaTrainer:
             p.grad = g
         if self.config.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_([p for _, p in named], self.config.clip_grad)
+        self._schedule_lrs()
         self.optimizer.step()
         self.iteration += 1
         return loss, metric
+
+    def _schedule_lrs(self) -> None:
+        """Set the outer rates for this step from the schedule (a no-op when constant)."""
+        cfg = self.config
+        if cfg.meta_lr_schedule == "constant":
+            return
+        factor = meta_lr_factor(cfg.meta_lr_schedule, self.iteration, cfg.iterations)
+        for group, base in zip(self.optimizer.param_groups, self._base_lrs):
+            group["lr"] = base * factor
+
+    @property
+    def meta_lr(self) -> float:
+        """The outer learning rate of the initial weights at the current iteration."""
+        factor = meta_lr_factor(self.config.meta_lr_schedule, self.iteration, self.config.iterations)
+        return self._base_lrs[0] * factor
 
     def _start(self, resume: bool) -> None:
         """Prepare the folder (and restore) on rank 0; every other process starts from its state."""
@@ -608,6 +648,8 @@ class MetaTrainer:
                         "it_per_s": window_n / max(elapsed, 1e-9),
                         **(record or {}),
                     }
+                    if cfg.meta_lr_schedule != "constant":
+                        record["meta_lr"] = self.meta_lr
                     self._log(record)
                     info = f"loss {record['loss']:.4g}  {record['it_per_s']:.0f} it/s"
                     if last_val is not None:

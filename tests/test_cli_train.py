@@ -37,6 +37,16 @@ def test_train_help_explains_every_option(capsys):
         assert option in out
 
 
+def test_train_with_a_cosine_schedule_logs_the_annealed_rate(tmp_path, capsys):
+    out = tmp_path / "run"
+    _ok(capsys, "train", "--out", str(out), "--iterations", "20", "--meta-batch", "4",
+        "--eval-every", "10", "--eval-tasks", "5", "--log-every", "10", "--no-progress",
+        "--meta-lr", "0.002", "--meta-lr-schedule", "cosine")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["meta_lr"] for r in records] == pytest.approx([1e-3, 0.0], abs=1e-12)
+    assert json.loads((out / "run.json").read_text())["config"]["meta_lr_schedule"] == "cosine"
+
+
 def test_train_then_resume(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--out", str(out), "--iterations", "20", "--meta-batch", "4", "--eval-every", "10",
@@ -66,6 +76,7 @@ def test_train_then_resume(tmp_path, capsys):
         (["--tf32"], "--tf32 needs a CUDA device"),
         (["--compile", "--learner", "reptile"], "--compile needs a gradient-based learner"),
         (["--compile", "--batching", "loop"], "--compile needs batching"),
+        (["--meta-lr-schedule", "step"], "meta-lr schedule must be one of constant, cosine"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):

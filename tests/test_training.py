@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from metaopt_tuner.errors import ConfigError, NonFiniteLossError, RunDirError
-from metaopt_tuner.training import CHECKPOINT, METRICS, RUN_MARKER, MetaTrainer, TrainConfig
+from metaopt_tuner.training import (
+    CHECKPOINT,
+    METRICS,
+    RUN_MARKER,
+    MetaTrainer,
+    TrainConfig,
+    meta_lr_factor,
+)
 
 
 def _config(**kw):
@@ -22,19 +29,23 @@ class _Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("learner", ["metasgd", "reptile"])
-def test_resumed_run_ends_with_exactly_the_uninterrupted_parameters(tmp_path, learner):
-    full = MetaTrainer(_config(learner=learner), tmp_path / "full", progress=False).run()
+@pytest.mark.parametrize("learner, schedule",
+                         [("metasgd", "constant"), ("reptile", "constant"), ("metasgd", "cosine")])
+def test_resumed_run_ends_with_exactly_the_uninterrupted_parameters(tmp_path, learner, schedule):
+    def config():
+        return _config(learner=learner, meta_lr_schedule=schedule)
+
+    full = MetaTrainer(config(), tmp_path / "full", progress=False).run()
 
     def stop_at_25(record):
         if record["iteration"] == 25:
             raise _Interrupt
 
-    cut = MetaTrainer(_config(learner=learner), tmp_path / "cut", progress=False, callback=stop_at_25)
+    cut = MetaTrainer(config(), tmp_path / "cut", progress=False, callback=stop_at_25)
     with pytest.raises(_Interrupt):
         cut.run()
     assert torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=True)["iteration"] == 20
-    resumed = MetaTrainer(_config(learner=learner), tmp_path / "cut", progress=False).run(resume=True)
+    resumed = MetaTrainer(config(), tmp_path / "cut", progress=False).run(resume=True)
     a = full.learner.state_dict()
     b = resumed.learner.state_dict()
     assert a.keys() == b.keys()
@@ -42,6 +53,43 @@ def test_resumed_run_ends_with_exactly_the_uninterrupted_parameters(tmp_path, le
         assert torch.equal(a[k], b[k]), k
     lines = [json.loads(x) for x in (tmp_path / "cut" / METRICS).read_text().splitlines()]
     assert [r["iteration"] for r in lines] == [r["iteration"] for r in full.history]
+
+
+def test_meta_lr_factor_anneals_from_one_to_zero():
+    assert meta_lr_factor("constant", 7, 10) == 1.0
+    assert meta_lr_factor("cosine", 0, 10) == 1.0
+    assert meta_lr_factor("cosine", 5, 10) == pytest.approx(0.5)
+    assert meta_lr_factor("cosine", 10, 10) == pytest.approx(0.0)
+    assert meta_lr_factor("cosine", 12, 10) == pytest.approx(0.0)  # past the end: stays at zero
+
+
+def test_cosine_schedule_sets_every_outer_rate_and_logs_it(tmp_path):
+    trainer = MetaTrainer(_config(meta_lr_schedule="cosine", meta_lr=2e-3, rates_meta_lr=1e-4,
+                                  iterations=20, log_every=5),
+                          tmp_path / "run", progress=False)
+    seen = []
+    original = trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        seen.append([g["lr"] for g in trainer.optimizer.param_groups])
+        return original(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    result = trainer.run()
+    assert len(seen) == 20
+    for i, (weights_lr, rates_lr) in enumerate(seen):
+        factor = meta_lr_factor("cosine", i, 20)
+        assert weights_lr == pytest.approx(2e-3 * factor)
+        assert rates_lr == pytest.approx(1e-4 * factor)
+    logged = [r for r in result.history if "meta_lr" in r]
+    assert [r["iteration"] for r in logged] == [5, 10, 15, 20]
+    assert logged[1]["meta_lr"] == pytest.approx(2e-3 * meta_lr_factor("cosine", 10, 20))
+    assert logged[-1]["meta_lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_unknown_meta_lr_schedule_is_a_config_error():
+    with pytest.raises(ConfigError, match="meta-lr schedule must be one of constant, cosine"):
+        _config(meta_lr_schedule="linear").validate()
 
 
 def test_nan_meta_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):

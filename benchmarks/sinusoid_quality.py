@@ -9,6 +9,10 @@ held-out tasks with 100 query points each, after one inner step (as in the Meta-
 
 The ``reference`` column is the project's own bar: a hand-batched second-order Meta-SGD (MAML at
 K = 10) trained for 70,000 iterations of the same meta-batch and Adam rate.
+
+Measured 2026-11-27, 70,000 iterations, one thread of the 2-core CPU, about 3 minutes per K:
+Meta-SGD 0.425 / 0.204 / 0.120 at K = 5 / 10 / 20 (cosine: 0.429 / 0.197 / 0.111), MAML 0.319 at
+K = 10 (cosine: 0.347). The README has the table with the 20,000-iteration figures beside it.
 """
 
 from __future__ import annotations

@@ -31,6 +31,29 @@ def test_prototype_head_ranks_classes_by_euclidean_distance():
     assert torch.equal(logits.argmax(-1), distances.argmin(-1))
 
 
+def test_reference_protonet_loss_equals_the_prototype_head_loss():
+    """benchmarks/protonet_reference.py checks the framework's Prototypical Network against a
+    textbook one; both must optimize the same loss for the comparison to mean anything."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "protonet_reference.py"
+    spec = importlib.util.spec_from_file_location("protonet_reference", path)
+    assert spec is not None and spec.loader is not None
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8)).double()
+    xs, xq = torch.randn(6, 1, 4, 4, dtype=torch.float64), torch.randn(9, 1, 4, 4, dtype=torch.float64)
+    ys, yq = torch.tensor([0, 1, 2, 2, 1, 0]), torch.tensor([0, 1, 2] * 3)
+    ref_loss = torch.nn.functional.cross_entropy(ref.episode_logits(net, xs, ys, xq, 3, False), yq)
+    weight, bias = prototype_head(net(xs), ys, torch.zeros(3, 8, dtype=torch.float64),
+                                  torch.zeros(3, dtype=torch.float64))
+    head_loss = torch.nn.functional.cross_entropy(net(xq) @ weight.T + bias, yq)
+    assert torch.allclose(ref_loss, head_loss)
+    assert ref.conv4(8)(torch.zeros(2, 1, 28, 28)).shape == (2, 8)
+
+
 @pytest.mark.parametrize("learner_name", ["maml", "fomaml", "metasgd"])
 def test_batching_paths_agree_with_a_prototype_head(learner_name):
     suite = TinyImageSuite()

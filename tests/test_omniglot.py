@@ -286,6 +286,47 @@ def test_bad_options_are_config_errors(tree, tmp_path):
         suite(tree, tmp_path).sample(1, torch.Generator(), split="dev")
 
 
+def test_jitter_changes_training_images_only(tree, tmp_path):
+    jitter = {"jitter_degrees": 20, "jitter_scale": 0.2, "jitter_shift": 0.3}
+    plain = suite(tree, tmp_path, test_alphabets=["Gamma"])
+    jittered = suite(tree, tmp_path, test_alphabets=["Gamma"], **jitter)
+    a, b = (x.sample(6, torch.Generator().manual_seed(5)) for x in (plain, jittered))
+    # the same episodes (jitter draws after the episode), different pixels
+    assert torch.equal(a.y_support, b.y_support) and torch.equal(a.y_query, b.y_query)
+    assert not torch.allclose(a.x_support, b.x_support)
+    assert 0 <= float(b.x_support.min()) and float(b.x_support.max()) <= 1
+    again = jittered.sample(6, torch.Generator().manual_seed(5))
+    assert torch.equal(again.x_query, b.x_query)  # reproducible from the generator
+    test_a, test_b = (x.sample(6, torch.Generator().manual_seed(5), split="test")
+                      for x in (plain, jittered))
+    assert torch.equal(test_a.x_support, test_b.x_support)
+    assert torch.equal(test_a.x_query, test_b.x_query)
+    assert get_suite("omniglot", **jittered.options()).options() == jittered.options()
+    for bad in ({"jitter_degrees": -1}, {"jitter_scale": 1.0}, {"jitter_shift": 2},
+                {"jitter_degrees": float("nan")}, {"jitter_shift": "x"}):
+        with pytest.raises(ConfigError, match="jitter_"):
+            suite(tree, tmp_path, **bad)
+
+
+def test_random_affine_moves_content_as_asked():
+    from metaopt_tuner.tasks.augment import random_affine
+
+    img = torch.zeros(3, 1, 16, 16)
+    img[:, :, 6:10, 6:10] = 1.0
+    gen = torch.Generator().manual_seed(0)
+    assert random_affine(img, gen, 0, 0, 0) is img
+    copies = img[:1].expand(64, 1, 16, 16).contiguous()
+    shifted = random_affine(copies, gen, 0, 0, 0.25)
+    cols = torch.arange(16.0)
+    centre_x = (shifted.sum(dim=(1, 2)) * cols).sum(-1) / shifted.sum(dim=(1, 2, 3))
+    # every copy its own draw: shifts up to a quarter of half the width, at most 2 pixels, varying
+    assert float((centre_x - 7.5).abs().max()) <= 2.0 + 1e-4 and float(centre_x.std()) > 0.3
+    # a shift keeps the mass (the square stays inside); a scale changes it
+    assert torch.allclose(shifted.sum(dim=(1, 2, 3)), torch.full((64,), 16.0), atol=1e-3)
+    scaled = random_affine(copies, gen, 0, 0.5, 0)
+    assert float(scaled.sum(dim=(1, 2, 3)).std()) > 1.0
+
+
 def test_loss_and_metric_per_example(tree, tmp_path):
     s = suite(tree, tmp_path)
     pred = torch.randn(4, 6, 3)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, DataError
+from .augment import check_jitter, random_affine
 from .base import SPLITS, ClassificationSuite, TaskBatch
 from .image_cache import ImageCollection, load_image_collection
 
@@ -77,6 +78,10 @@ class OmniglotSuite(ClassificationSuite):
     ``test_fraction`` of the alphabets are drawn with ``split_seed``. ``split_by="class"`` splits
     characters instead of alphabets (for a tree with a single group). ``alphabets`` and
     ``exclude_alphabets`` filter the tree first. Decoded images are cached (see ``image_cache``).
+
+    ``jitter_degrees``, ``jitter_scale`` and ``jitter_shift`` (0 by default) jitter every training
+    image by a random small rotation, scale and shift (see ``augment``); validation and test
+    episodes are never jittered.
     """
 
     name = "omniglot"
@@ -108,6 +113,9 @@ class OmniglotSuite(ClassificationSuite):
         filters: int = 64,
         cache: bool = True,
         cache_dir: str | None = None,
+        jitter_degrees: float = 0.0,
+        jitter_scale: float = 0.0,
+        jitter_shift: float = 0.0,
     ) -> None:
         self.data_dir = str(data_dir) if data_dir is not None else None
         self.ways = _positive(ways, "ways")
@@ -135,6 +143,8 @@ class OmniglotSuite(ClassificationSuite):
         self.filters = _positive(filters, "filters")
         self.cache = bool(cache)
         self.cache_dir = str(cache_dir) if cache_dir is not None else None
+        self.jitter_degrees, self.jitter_scale, self.jitter_shift = check_jitter(
+            jitter_degrees, jitter_scale, jitter_shift)
         self._coll: ImageCollection | None = None
         self._splits: dict[str, _SplitIndex] | None = None
 
@@ -306,6 +316,9 @@ class OmniglotSuite(ClassificationSuite):
             if bool(mask.any()):
                 images[mask] = torch.rot90(images[mask], j, dims=(-2, -1))
         x = images.to(torch.float32).div_(255.0)
+        if split == "train" and (self.jitter_degrees or self.jitter_scale or self.jitter_shift):
+            x = random_affine(x.flatten(0, 2), generator, self.jitter_degrees, self.jitter_scale,
+                              self.jitter_shift).view_as(x)
         shape = x.shape[3:]
         labels = torch.arange(n).view(1, n, 1)
         x_s = x[:, :, :k].reshape(t, n * k, *shape)
@@ -346,6 +359,9 @@ class OmniglotSuite(ClassificationSuite):
             "filters": self.filters,
             "cache": self.cache,
             "cache_dir": self.cache_dir,
+            "jitter_degrees": self.jitter_degrees,
+            "jitter_scale": self.jitter_scale,
+            "jitter_shift": self.jitter_shift,
         }
 
 

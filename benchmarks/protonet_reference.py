@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from omniglot_small import _source, _test_suites  # the same data and test episodes
 from torch import Tensor, nn
 
+from metaopt_tuner.evaluation import mean_ci
 from metaopt_tuner.tasks import get_suite
-
-TEST_ALPHABETS = ["Japanese_(katakana)", "Sanskrit", "Tagalog"]
 
 
 def conv4(filters: int) -> nn.Module:
@@ -51,13 +51,6 @@ def episode_logits(net: nn.Module, xs: Tensor, ys: Tensor, xq: Tensor, ways: int
     counts = torch.bincount(ys, minlength=ways).clamp(min=1).unsqueeze(1)
     protos = fs.new_zeros(ways, fs.shape[1]).index_add_(0, ys, fs) / counts
     return -torch.cdist(fq, protos).square()
-
-
-def _source(data_dir: Path, name: str) -> str:
-    for candidate in (data_dir / name, data_dir / f"{name}.zip"):
-        if candidate.exists():
-            return str(candidate)
-    sys.exit(f"error: neither {name}/ nor {name}.zip in {data_dir}")
 
 
 def main() -> None:
@@ -83,13 +76,9 @@ def main() -> None:
 
     train = get_suite("omniglot", data_dir=_source(data_dir, "images_background_small1"),
                       val_fraction=0, test_fraction=0, ways=args.ways, shots=1, query=args.query)
-    test_dir = _source(data_dir, "images_background_small2")
-    tests = {
-        ("within-alphabet" if within else "random") + (", rotated" if rot else ""): get_suite(
-            "omniglot", data_dir=test_dir, test_alphabets=TEST_ALPHABETS, within_alphabet=within,
-            eval_rotations=rot, ways=20, shots=1, query=args.query)
-        for within in (False, True) for rot in (False, True)
-    }
+    tests = _test_suites(_source(data_dir, "images_background_small2"),
+                         {"ways": 20, "shots": 1, "query": args.query, "filters": args.filters},
+                         rotated=True)
     net = conv4(args.filters)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.episodes)
@@ -128,9 +117,8 @@ def main() -> None:
                     logits = episode_logits(net, b.x_support[0], b.y_support[0], b.x_query[0], 20,
                                             args.joint_norm)
                     accs.append((logits.argmax(1) == b.y_query[0]).float().mean())
-                acc = torch.stack(accs)
-                ci = 1.96 * acc.std().item() / len(acc) ** 0.5
-                cells.append(f"{100 * acc.mean().item():.1f} ± {100 * ci:.1f}")
+                mean, ci = mean_ci(torch.stack(accs))
+                cells.append(f"{100 * float(mean):.1f} ± {100 * float(ci):.1f}")
             print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
 
 

@@ -31,13 +31,15 @@ def test_prototype_head_ranks_classes_by_euclidean_distance():
     assert torch.equal(logits.argmax(-1), distances.argmin(-1))
 
 
-def test_reference_protonet_loss_equals_the_prototype_head_loss():
+def test_reference_protonet_loss_equals_the_prototype_head_loss(monkeypatch):
     """benchmarks/protonet_reference.py checks the framework's Prototypical Network against a
     textbook one; both must optimize the same loss for the comparison to mean anything."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "protonet_reference.py"
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))  # it imports omniglot_small, as a script would
+    path = benchmarks / "protonet_reference.py"
     spec = importlib.util.spec_from_file_location("protonet_reference", path)
     assert spec is not None and spec.loader is not None
     ref = importlib.util.module_from_spec(spec)

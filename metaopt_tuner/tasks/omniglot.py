@@ -316,7 +316,7 @@ class OmniglotSuite(ClassificationSuite):
             if bool(mask.any()):
                 images[mask] = torch.rot90(images[mask], j, dims=(-2, -1))
         x = images.to(torch.float32).div_(255.0)
-        if split == "train" and (self.jitter_degrees or self.jitter_scale or self.jitter_shift):
+        if split == "train":  # the identity when every jitter option is 0
             x = random_affine(x.flatten(0, 2), generator, self.jitter_degrees, self.jitter_scale,
                               self.jitter_shift).view_as(x)
         shape = x.shape[3:]

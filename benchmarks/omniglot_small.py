@@ -41,11 +41,14 @@ episodes) 76.9 / 86.0, 63.9 / 78.7. The 5-way, 20-way preset run (Meta-SGD + pro
 iterations): 20-way random 69.3 / 79.7, within-alphabet 56.9 / 72.0.
 With 64 filters and up to 5,000 episodes (1,500-4,000 s on CPU) the Prototypical Network reaches
 73.5 / 84.5 within an alphabet and Meta-SGD + prototype head 71.6 / 84.8; with ``--jitter
-15,0.15,0.15`` 76.0 / 87.3 and 75.4 / 86.4: the README's table.
+15,0.15,0.15`` 76.0 / 87.3 and 75.4 / 86.4, and after 15,000 / 12,000 episodes (about an hour
+each) 79.1 / 89.3 and 78.6 / 88.7: the README's table.
 
 CPU speed with ``--speed-only --speed-compile`` (64 filters, meta-batch 32, 5 steps, one thread of
 the loaded 2-core machine): batched 0.169 it/s, vmap 0.083, loop 0.157, batched + ``--compile``
-0.177 after a 689 s first step (the compilation): not worth it on a CPU.
+0.177 after a 689 s first step (the compilation): not worth it on a CPU. Since the loop path runs
+the fused batch norm too (2026-11-27, ``--speed-only --threads 1``, one other job on the
+machine): loop 0.160 it/s (0.119 with the primitive-op batch norm), batched 0.159, vmap 0.067.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from typing import Any
 import torch
 
 from metaopt_tuner.evaluation import mean_ci
+from metaopt_tuner.models import BatchNorm2dStats
 from metaopt_tuner.tasks import get_suite
 from metaopt_tuner.training import MetaTrainer, TrainConfig
 
@@ -110,7 +114,9 @@ def ci95(values: torch.Tensor) -> tuple[float, float]:
 def speed(args: argparse.Namespace, train_dir: str) -> dict[str, float]:
     """Meta-iterations/s (sampling, meta-gradient, outer step) of second-order MAML per path."""
     device = torch.device(args.device)
-    modes = ["batched", "vmap", "loop"] if device.type == "cpu" else ["batched", "vmap"]
+    modes = ["batched", "vmap"]
+    if device.type == "cpu":  # and the loop without the fused batch norm, to show what it saves
+        modes += ["loop", "loop, primitive batch norm"]
     if args.speed_compile:
         modes.append("batched, compiled")
     trainers, warmup = {}, {}
@@ -123,6 +129,10 @@ def speed(args: argparse.Namespace, train_dir: str) -> dict[str, float]:
                            "filters": args.speed_filters, "val_fraction": 0, "test_fraction": 0},
         )
         trainers[mode] = MetaTrainer(cfg, None, progress=False)
+        if mode.endswith("primitive batch norm"):
+            for module in trainers[mode].learner.model.modules():
+                if isinstance(module, BatchNorm2dStats):
+                    module.fused = False
         begun = time.perf_counter()
         trainers[mode].step()  # warm-up (and compilation)
         warmup[mode] = time.perf_counter() - begun

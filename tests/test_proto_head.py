@@ -145,3 +145,53 @@ def test_prepare_sets_the_prototype_head_of_a_proto_artifact(tmp_path):
     with torch.no_grad():
         loss = suite.loss_per_example(model(batch.x_query[0]), batch.y_query[0]).mean()
     assert torch.allclose(curve.loss[0, 0], loss)
+
+
+def _counting_batch_norm(monkeypatch):
+    """Patch ``F.batch_norm`` to count its calls (the fused kernel's entry point)."""
+    calls = []
+    real = torch.nn.functional.batch_norm
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "batch_norm", counted)
+    return calls
+
+
+def test_batch_norm_is_fused_on_plain_tensors_and_primitive_under_transforms(monkeypatch):
+    from metaopt_tuner.models import BatchNorm2dStats
+
+    calls = _counting_batch_norm(monkeypatch)
+    norm = BatchNorm2dStats(3).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float64)
+    fused = norm(x)
+    assert len(calls) == 1
+    norm.fused = False
+    primitive = norm(x)
+    assert len(calls) == 1
+    assert torch.allclose(fused, primitive, atol=1e-12)
+    norm.fused = True
+    per_task = torch.func.vmap(norm)(x.unsqueeze(0).expand(2, -1, -1, -1, -1))
+    assert len(calls) == 1  # vmap took the primitive ops
+    assert torch.allclose(per_task[1], fused, atol=1e-12)
+    single = torch.randn(1, 3, 1, 1, dtype=torch.float64)  # the fused kernel refuses this
+    assert torch.equal(norm(single), norm.bias.detach().view(1, 3, 1, 1).expand_as(single))
+
+
+@pytest.mark.parametrize("batching, fused_calls", [("loop", True), ("vmap", False)])
+def test_loop_path_runs_the_fused_norm_with_exact_second_order_gradients(
+        monkeypatch, batching, fused_calls):
+    suite = TinyImageSuite()
+    batch = _batch(suite, n=2)
+    ref = _learner("metasgd", suite, "batched", steps=2).meta_gradient(batch)
+    calls = _counting_batch_norm(monkeypatch)
+    out = _learner("metasgd", suite, batching, steps=2).meta_gradient(batch)
+    assert bool(calls) == fused_calls
+    scale = max(g.abs().max().item() for g in ref.grads.values())
+    for n in ref.grads:
+        assert (out.grads[n] - ref.grads[n]).abs().max() < 1e-10 * scale, n

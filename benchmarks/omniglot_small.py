@@ -92,6 +92,15 @@ def _source(data_dir: Path, name: str) -> str:
     sys.exit(f"error: neither {name}/ nor {name}.zip in {data_dir}")
 
 
+def _data_dir(given: Path | None) -> Path:
+    """``--data-dir``, else ``$METAOPT_DATA/omniglot``; exits with a message when neither is set."""
+    env = os.environ.get("METAOPT_DATA")
+    data_dir = given or (Path(env) / "omniglot" if env else None)
+    if data_dir is None:
+        sys.exit("error: pass --data-dir (or set METAOPT_DATA)")
+    return data_dir
+
+
 def _jitter(text: str) -> tuple[float, float, float]:
     try:
         degrees, scale, shift = (float(v) for v in text.split(","))
@@ -426,10 +435,7 @@ def main(argv: list[str] | None = None) -> None:
     args.baseline_configs = [s for s in args.baseline_configs.split(",") if s]
     args.baseline_names = [s for s in args.baseline_names.split(",") if s]
     torch.set_num_threads(args.threads)
-    env = os.environ.get("METAOPT_DATA")
-    data_dir = args.data_dir or (Path(env) / "omniglot" if env else None)
-    if data_dir is None:
-        sys.exit("error: pass --data-dir (or set METAOPT_DATA)")
+    data_dir = _data_dir(args.data_dir)
     train_dir = _source(data_dir, "images_background_small1")
     test_dir = _source(data_dir, "images_background_small2")
     print(f"preset {args.preset}: " + json.dumps({k: getattr(args, k) for k in PRESETS[args.preset]}))

@@ -17,14 +17,12 @@ episodes with 5 queries per class, 500 test episodes): see the README's Omniglot
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omniglot_small import _source, _test_suites  # the same data and test episodes
+from omniglot_small import _data_dir, _source, _test_suites  # the same data and test episodes
 from torch import Tensor, nn
 
 from metaopt_tuner.evaluation import mean_ci
@@ -67,10 +65,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    env = os.environ.get("METAOPT_DATA")
-    data_dir = args.data_dir or (Path(env) / "omniglot" if env else None)
-    if data_dir is None:
-        sys.exit("error: pass --data-dir (or set METAOPT_DATA)")
+    data_dir = _data_dir(args.data_dir)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 

@@ -1,0 +1,80 @@
+"""benchmarks/omniglot_small.py end to end on a tiny tree: every learner and baseline gives a row.
+
+The README's Omniglot table comes from this script's ``--preset cpu``; a script that only runs on
+the real data would break unnoticed between the hour-long runs that fill that table.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from metaopt_tuner.tasks import image_cache
+
+from .test_omniglot import make_tree
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture()
+def script(monkeypatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("omniglot_small", BENCHMARKS / "omniglot_small.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def data_dir(tmp_path: Path, script: ModuleType) -> Path:
+    """small1 with two training alphabets; small2 with the three test alphabets the script names."""
+    image_cache._MEMO.clear()
+    make_tree(tmp_path / "images_background_small1", {"Train_a": 6, "Train_b": 5}, images=4)
+    make_tree(tmp_path / "images_background_small2", dict.fromkeys(script.TEST_ALPHABETS, 5), images=4)
+    return tmp_path
+
+
+def _run(script: ModuleType, data_dir: Path, out: Path, *extra: str) -> list[dict]:
+    before = torch.get_num_threads()
+    try:
+        script.main(["--data-dir", str(data_dir), "--preset", "cpu", "--configs", "5w1s",
+                     "--filters", "2", "--iterations", "2", "--test-episodes", "3", "--query", "2",
+                     "--eval-chunk", "3", "--baseline-trials", "1", "--baseline-steps", "1",
+                     "--baseline-episodes", "2", "--baseline-tune-tasks", "2", "--pretrain-steps", "1",
+                     "--json-out", str(out), *extra])
+    finally:
+        torch.set_num_threads(before)  # main() sets --threads for the whole process
+    return json.loads(out.read_text())["rows"]
+
+
+def test_cpu_preset_gives_every_learner_and_baseline_a_row(script, data_dir, tmp_path):
+    rows = _run(script, data_dir, tmp_path / "rows.json")
+    learner_rows = [r for r in rows if r["meta_iterations"] > 0]
+    methods = {r["method"] for r in learner_rows}
+    # the cpu preset: jittered training images; a prototype head and cosine meta-lr, except for
+    # Reptile (a learned head, a constant rate)
+    jitter = " (jitter 15 deg, 0.15 scale, 0.15 shift)"
+    assert methods == {f"{name}+proto{jitter}, cosine meta-lr" for name in ("maml", "fomaml", "metasgd")
+                       } | {f"reptile{jitter}"}
+    assert {r["episodes"] for r in learner_rows} == {"random", "within-alphabet"}
+    assert len(learner_rows) == 8 and all(r["meta_iterations"] == 2 for r in learner_rows)
+    assert all(r["test_episodes"] == 3 and 0.0 <= r["accuracy"] <= 1.0 for r in learner_rows)
+    baseline_rows = [r for r in rows if r["meta_iterations"] == 0]
+    assert len(baseline_rows) == 4 and all(r["episodes"] == "random" for r in baseline_rows)
+    assert all(r["test_episodes"] == 2 and r["trials"] == 1 for r in baseline_rows)
+
+
+def test_preset_choices_can_be_overridden(script, data_dir, tmp_path, capsys):
+    rows = _run(script, data_dir, tmp_path / "rows.json", "--learners", "maml", "--head-init", "theta",
+                "--meta-lr-schedule", "constant", "--jitter", "0,0,0", "--baseline-configs", "")
+    assert {r["method"] for r in rows} == {"maml"}
+    for option, value in (("--head-init", "centroids"), ("--jitter", "15")):  # still checked
+        with pytest.raises(SystemExit):
+            script.main([option, value])
+        assert f"argument {option}" in capsys.readouterr().err

@@ -72,16 +72,17 @@ from typing import Any
 import torch
 
 from metaopt_tuner.evaluation import mean_ci
+from metaopt_tuner.learners.proto_head import HEAD_INITS
 from metaopt_tuner.models import BatchNorm2dStats
 from metaopt_tuner.tasks import get_suite
-from metaopt_tuner.training import MetaTrainer, TrainConfig
+from metaopt_tuner.training import META_LR_SCHEDULES, MetaTrainer, TrainConfig
 
 TEST_ALPHABETS = ["Japanese_(katakana)", "Sanskrit", "Tagalog"]
 CONFIGS = {"5w1s": (5, 1), "5w5s": (5, 5), "20w1s": (20, 1)}
 LEARNERS = ("maml", "fomaml", "metasgd", "reptile")
 PRESETS: dict[str, dict[str, Any]] = {
-    # Under an hour on one CPU core: on the shared 2-core machine this was measured on (load 5-8)
-    # its parts summed to about 70 minutes (5w1s learners 12 min, 5w1s baselines 4.5 min each).
+    # Under an hour on one CPU core: 54 minutes on one thread of the shared 2-core machine
+    # (2026-11-27: meta-training and tuning 25 min, evaluation 30; the 5w1s baselines 9 of it).
     # The prototype head and the cosine schedule are what made short runs worth reading (see
     # the docstring); Reptile keeps a learned head and a constant rate whatever these say.
     "cpu": dict(filters=32, iterations=400, meta_batch=4, inner_steps=1, test_episodes=1000,
@@ -94,7 +95,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                 pretrain_steps=5000, head_init="theta", meta_lr_schedule="constant", jitter="0,0,0"),
 }
 #: preset keys that take one of a few values
-_CHOICES = {"head_init": ("theta", "prototypes"), "meta_lr_schedule": ("constant", "cosine")}
+_CHOICES = {"head_init": HEAD_INITS, "meta_lr_schedule": META_LR_SCHEDULES}
 
 
 def _source(data_dir: Path, name: str) -> str:

@@ -53,7 +53,7 @@ def _artifact(args: argparse.Namespace) -> Artifact | str:
     config = TrainConfig(suite="sinusoid", suite_options={"shots": 10}, learner="metasgd",
                          iterations=iterations, meta_batch=25, inner_steps=args.train_inner_steps,
                          per_step_lrs=args.per_step_lrs, clip_grad=args.clip_grad, meta_lr=args.train_meta_lr,
-                         rates_meta_lr=args.rates_meta_lr, nonnegative_lrs=args.nonnegative_lrs,
+                         rates_meta_lr=args.rates_meta_lr,
                          inner_lr=args.train_inner_lr, first_order=True if args.first_order else None,
                          lr_granularity=args.lr_granularity, eval_every=iterations, eval_tasks=100,
                          log_every=max(1, iterations // 10), checkpoint_every=iterations,
@@ -81,7 +81,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-meta-lr", type=float, default=3e-4)
     parser.add_argument("--train-inner-lr", type=float, default=0.01)
     parser.add_argument("--rates-meta-lr", type=float, default=None, help="[default: --train-meta-lr]")
-    parser.add_argument("--nonnegative-lrs", action="store_true", help="learned rates clamped at zero")
     parser.add_argument("--clip-grad", type=float, default=0.1)
     parser.add_argument("--first-order", action="store_true")
     parser.add_argument("--lr-granularity", default="tensor",

@@ -24,6 +24,9 @@ An artifact is a directory with two files::
 ``parameters``         ``[{"name", "shape", "dtype"}, ...]``, in the model's parameter order
 ``rate_steps``         rows of every rate tensor (1, or one per inner step)
 ``inner_steps``        inner steps the rates were meta-trained for
+``tail``               optional: ``{"horizon": H, "decay": d}``; step ``t >= H`` (0-based) uses the
+                       last rates times ``d ** (t - H + 1)`` (absent: ``H = inner_steps``, the
+                       library's default decay); see ``learners.inner.tail_factor``
 ``model``              ``{"name": reference architecture, "kwargs": {...}}`` (see
                        ``models.build_model``) or ``{"factory": "module:attr", "kwargs": {...}}``
 ``suite``              ``{"name", "options", "metric_name", "metric_higher_is_better"}``
@@ -234,6 +237,12 @@ def _check_manifest(manifest: Any, where: str) -> None:
     c.field(suite, "metric_name", str, "suite.metric_name", optional=True)
     c.field(suite, "metric_higher_is_better", bool, "suite.metric_higher_is_better", optional=True)
     c.field(manifest, "learner", dict, "learner")
+    tail = c.field(manifest, "tail", dict, "tail", optional=True)
+    if tail is not None:
+        c.positive_int(tail, "horizon")
+        decay = c.field(tail, "decay", (int, float), "tail.decay")
+        if not 0 <= decay < 1:
+            raise c.fail(f"field 'tail.decay' must be in [0, 1), got {decay}")
     c.field(manifest, "training", dict, "training", optional=True)
     c.field(manifest, "metrics", dict, "metrics")
     c.field(manifest, "provenance", dict, "provenance", optional=True)
@@ -389,6 +398,27 @@ class Artifact:
         return int(self.manifest["inner_steps"])
 
     @property
+    def horizon(self) -> int:
+        """The steps the rates were meta-trained for; past it they shrink (see :meth:`tail_rule`)."""
+        return int(self.manifest.get("tail", {}).get("horizon", self.inner_steps))
+
+    @property
+    def tail_decay(self) -> float:
+        """How much each step past the horizon shrinks the rates of the step before."""
+        from .learners.inner import TAIL_DECAY
+
+        return float(self.manifest.get("tail", {}).get("decay", TAIL_DECAY))
+
+    def tail_rule(self) -> str:
+        """One line that says what the optimizer does after the trained horizon."""
+        d = self.tail_decay
+        return (
+            f"steps 1-{self.horizon} use the learned rates; each later step multiplies the last "
+            f"step's rates by {d:g} once more (all later steps together move the weights at most "
+            f"{d / (1 - d):g}x one learned step)"
+        )
+
+    @property
     def metrics(self) -> dict[str, Any]:
         return dict(self.manifest.get("metrics") or {})
 
@@ -434,6 +464,7 @@ class Artifact:
                 "metric_higher_is_better": bool(suite.metric_higher_is_better),
             },
             "learner": learner.config(),
+            "tail": {"horizon": int(learner.horizon), "decay": float(learner.tail_decay)},
             "training": dict(config_dict) if config_dict is not None else None,
             "metrics": dict(metrics or {}),
         }
@@ -635,6 +666,8 @@ class Artifact:
         learner.to(dtype=self.dtype)
         learner.rates.load_rates(self.rates)
         learner.inner_steps = inner_steps
+        learner.horizon = self.horizon
+        learner.tail_decay = self.tail_decay
         return learner
 
     # ------------------------------------------------------------------ statistics

@@ -89,9 +89,10 @@ class CompiledMetaGradient:
         outcome = learner.adapt_batch(
             TaskBatch(x_support, y_support, x_query, y_query),
             create_graph=not learner.first_order, params=theta, lrs=lrs, functional=True,
+            tail=learner.trains_tail,
         )
-        loss = outcome.loss.mean()
-        return loss, (loss.detach(), outcome.metric.mean().detach())
+        loss = outcome.loss.mean().detach()
+        return learner.meta_loss(outcome), (loss, outcome.metric.mean().detach())
 
     def __call__(self, batch: TaskBatch) -> MetaGradient:
         meta = {n: p.detach() for n, p in self.learner.named_meta_parameters()}

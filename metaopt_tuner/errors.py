@@ -13,6 +13,7 @@ __all__ = [
     "DataError",
     "RunDirError",
     "NonFiniteLossError",
+    "NonFiniteUpdateError",
     "ArtifactError",
     "ModelMismatchError",
     "DistributedError",
@@ -52,6 +53,15 @@ class RunDirError(MetaOptError):
 
 class NonFiniteLossError(MetaOptError, FloatingPointError):
     """Meta-training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+class NonFiniteUpdateError(MetaOptError, FloatingPointError):
+    """An optimizer step would have written NaN or infinity into a parameter; no parameter was
+    changed. ``names`` lists the parameters whose update was not finite."""
+
+    def __init__(self, message: str, names: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.names = list(names or [])
 
 
 class ArtifactError(MetaOptError):

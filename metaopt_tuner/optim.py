@@ -13,6 +13,13 @@ learned rates ``alpha`` (``S`` learned steps; the last one's rates carry on), th
 kernel as the meta-training inner loop (:func:`~metaopt_tuner.learners.inner.metasgd_update`), so
 k optimizer steps from the learned theta reproduce the learner's k-step adaptation. A group's
 ``lr`` multiplies the learned rates (default 1.0): LR schedulers scale them.
+
+Safe for any number of steps: learned rates are positive (never gradient ascent); past the horizon
+``H`` the rates were meta-trained for, each step shrinks the last learned rates once more
+(:func:`~metaopt_tuner.learners.inner.tail_factor`, recorded in the artifact), so the steps after
+``H`` together move a weight a bounded distance, and meta-training taught the rates to lower the
+loss over those steps; and a step whose result would not be finite raises
+:class:`~metaopt_tuner.errors.NonFiniteUpdateError` with every parameter left as it was.
 """
 
 from __future__ import annotations
@@ -33,8 +40,8 @@ from .artifact import (
     pretrained,
     resolve_artifact,
 )
-from .errors import ConfigError, ModelMismatchError
-from .learners.inner import metasgd_update
+from .errors import ConfigError, ModelMismatchError, NonFiniteUpdateError
+from .learners.inner import metasgd_update, tail_factor
 from .learners.proto_head import prototype_head_
 
 __all__ = ["MetaSGD", "prepare", "pretrained", "list_pretrained"]
@@ -57,6 +64,11 @@ class MetaSGD(torch.optim.Optimizer):
             CUDA).
 
     State per parameter: ``rates`` (``(S, *param.shape)``) and ``step`` (updates so far).
+
+    Raises:
+        ConfigError: ``lr`` is negative or not a number.
+        ModelMismatchError: (``strict``) parameters and artifact differ; the message names them.
+        NonFiniteUpdateError: from :meth:`step`, when an update would not be finite.
     """
 
     def __init__(
@@ -77,6 +89,7 @@ class MetaSGD(torch.optim.Optimizer):
         self._positional = 0  # parameters named so far from ``names`` or the artifact's order
         self._median = self.artifact.median_rates()
         self._matched: set[str] = set()
+        self._param_names: dict[Tensor, str] = {}  # for errors that name a parameter
         # unexpected, wrong-shape and fallback (median-rate) parameters found while grouping
         self._issues: tuple[list[str], list[str], list[str]] = ([], [], [])
         self._initialized = False
@@ -135,6 +148,7 @@ class MetaSGD(torch.optim.Optimizer):
         fallback: list[str] = []
         steps = self.artifact.rate_steps
         for name, p in zip(self._group_names(group), group["params"]):
+            self._param_names[p] = name
             rates = self.artifact.rates.get(name)
             if rates is not None and tuple(rates.shape[1:]) == tuple(p.shape):
                 self._matched.add(name)
@@ -146,7 +160,9 @@ class MetaSGD(torch.optim.Optimizer):
                                  "in the artifact")
                 fallback.append(name)
                 rates = self._median.reshape(steps, *[1] * p.dim()).expand(steps, *p.shape)
-            states[p] = {"rates": rates.to(device=p.device, dtype=p.dtype).clone(), "step": 0}
+            # artifacts of older versions could hold negative rates: never step against the gradient
+            rates = rates.to(device=p.device, dtype=p.dtype).clamp(min=0)
+            states[p] = {"rates": rates, "step": 0}
         return states, (unexpected, wrong, fallback)
 
     def _report(self, missing: list[str], unexpected: list[str], wrong: list[str],
@@ -166,11 +182,21 @@ class MetaSGD(torch.optim.Optimizer):
     # ------------------------------------------------------------------ the update
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
-        """One update of every parameter that has a gradient; returns ``closure()``'s loss."""
+        """One update of every parameter that has a gradient; returns ``closure()``'s loss.
+
+        The new values are computed first and written only when all of them are finite.
+
+        Raises:
+            NonFiniteUpdateError: some update would be NaN or infinite (a non-finite gradient or
+                an overflow); it names those parameters, and no parameter or step count changed.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        horizon, decay = self.artifact.horizon, self.artifact.tail_decay
+        names = self._param_names
+        updates: list[tuple[list[Tensor], list[Tensor], bool]] = []
         for group in self.param_groups:
             params: list[Tensor] = []
             grads: list[Tensor] = []
@@ -185,17 +211,39 @@ class MetaSGD(torch.optim.Optimizer):
                 if rates.device != p.device or rates.dtype != p.dtype:  # the model moved
                     rates = state["rates"] = rates.to(device=p.device, dtype=p.dtype)
                 t = int(state["step"])
+                factor = tail_factor(t, horizon, decay)
+                if factor == 0.0:  # the tail has shrunk below the smallest float: nothing moves
+                    continue
+                row = rates[min(t, rates.shape[0] - 1)]
                 params.append(p)
                 grads.append(p.grad)
-                lrs.append(rates[min(t, rates.shape[0] - 1)])
-                state["step"] = t + 1
+                lrs.append(row if factor == 1.0 else row * factor)
             if not params:
                 continue
             foreach = group["foreach"]
             if foreach is None:
                 foreach = all(p.is_cuda for p in params)
-            metasgd_update(params, grads, lrs, scale=group["lr"], inplace=True,
-                           foreach=bool(foreach))
+            new = metasgd_update(params, grads, lrs, scale=group["lr"], foreach=bool(foreach))
+            updates.append((params, new, bool(foreach)))
+        finite = [t.isfinite().all() for _, new, _ in updates for t in new]
+        if finite and not bool(torch.stack(finite).all()):
+            bad = [names[p] for params, new, _ in updates for p, t in zip(params, new)
+                   if not bool(t.isfinite().all())]
+            raise NonFiniteUpdateError(
+                f"MetaSGD: the update of {', '.join(bad)} is not finite (a NaN or infinite "
+                "gradient, or an overflow); no parameter was changed",
+                bad,
+            )
+        for group in self.param_groups:  # every parameter with a gradient counts the step
+            for p in group["params"]:
+                if p.grad is not None:
+                    self.state[p]["step"] = int(self.state[p]["step"]) + 1
+        for params, new, foreach in updates:
+            if foreach:
+                torch._foreach_copy_(params, new)
+            else:
+                for p, v in zip(params, new):
+                    p.copy_(v)
         return loss
 
 

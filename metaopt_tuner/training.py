@@ -55,6 +55,8 @@ _PROGRAM = "metaopt-tuner"
 _OUTER_DEFAULTS = {"reptile": ("sgd", 0.1)}
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _COMPILABLE_LEARNERS = ("maml", "fomaml", "metasgd")
+#: options of older versions that are now always on (learned rates are positive by construction)
+_RETIRED_OPTIONS = frozenset({"nonnegative_lrs"})
 #: how the outer learning rates change over a run (see ``meta_lr_factor``)
 META_LR_SCHEDULES = ("constant", "cosine")
 
@@ -92,7 +94,6 @@ class TrainConfig:
     clip_grad: float | None = None
     first_order: bool | None = None
     per_step_lrs: bool = False
-    nonnegative_lrs: bool = False
     lr_granularity: str | None = None
     batching: str = "auto"
     #: "theta" (the meta-learned head) or "prototypes" (Proto-MAML: from each task's support set)
@@ -194,7 +195,6 @@ class TrainConfig:
             "inner_steps": self.inner_steps,
             "inner_lr": self.inner_lr,
             "per_step_lrs": self.per_step_lrs,
-            "nonnegative_lrs": self.nonnegative_lrs,
             "batching": self.batching,
         }
         if self.head_init != "theta":  # passed only when used: learners registered by users may lack it
@@ -211,6 +211,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k not in _RETIRED_OPTIONS}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")

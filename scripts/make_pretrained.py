@@ -60,7 +60,6 @@ def main(argv: list[str] | None = None) -> None:
         inner_steps=args.inner_steps,
         inner_lr=0.01,
         per_step_lrs=True,
-        nonnegative_lrs=True,
         rates_meta_lr=args.rates_meta_lr,
         clip_grad=args.clip_grad,
         eval_every=max(args.iterations // 4, 1),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import torch
@@ -45,5 +47,5 @@ def small_metasgd(steps: int = 2, per_step: bool = True, dtype: torch.dtype = to
     learner.to(dtype=dtype)
     with torch.no_grad():
         for r in learner.rates.values:
-            r.uniform_(0.01, 0.1)
+            r.uniform_(math.log(0.01), math.log(0.1))  # learned rates are stored as logarithms
     return learner, suite

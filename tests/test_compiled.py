@@ -64,7 +64,7 @@ def test_compiled_follows_every_batched_convolution(conv, fused_norm):
 
 def test_compiled_equals_eager_with_per_step_element_rates():
     suite = get_suite("sinusoid", shots=5)
-    learner = _learner("metasgd", suite, "auto", steps=3, per_step_lrs=True, nonnegative_lrs=True)
+    learner = _learner("metasgd", suite, "auto", steps=3, per_step_lrs=True)
     batch = suite.sample(4, torch.Generator().manual_seed(1)).to(dtype=torch.float64)
     want = learner.meta_gradient(batch)
     got = CompiledMetaGradient(learner, backend="aot_eager")(batch)

@@ -26,7 +26,7 @@ from torch.func import functional_call, vmap
 from ..errors import ConfigError
 from ..models import supports_batched
 from ..tasks.base import TaskBatch
-from .inner import GradFn, Params, adapt, autograd_grads, functorch_grads
+from .inner import TAIL_DECAY, TAIL_STEPS, GradFn, Params, adapt, autograd_grads, functorch_grads
 from .proto_head import HEAD_BIAS, HEAD_INITS, HEAD_WEIGHT, prototype_head, supports_prototype_head
 from .rates import LearningRates
 
@@ -52,6 +52,8 @@ class AdaptationOutcome:
     loss: Tensor
     metric: Tensor
     adapted: Params | None = None
+    #: per-task query loss after the meta-training tail past the horizon (``adapt_batch(tail=True)``)
+    tail_loss: Tensor | None = None
 
 
 class MetaLearner(nn.Module, abc.ABC):
@@ -76,7 +78,6 @@ class MetaLearner(nn.Module, abc.ABC):
         lr_granularity: str = "scalar",
         per_step_lrs: bool = False,
         learn_lrs: bool = False,
-        nonnegative_lrs: bool = False,
         first_order: bool = False,
         batching: str = "auto",
         head_init: str = "theta",
@@ -105,6 +106,11 @@ class MetaLearner(nn.Module, abc.ABC):
         self.loss_fn = loss_fn
         self.metric_fn = metric_fn or loss_fn
         self.inner_steps = int(inner_steps)
+        #: the steps the rates are meta-trained for; past it the rates shrink (``inner.tail_factor``)
+        self.horizon = int(inner_steps)
+        #: steps past the horizon that meta-training adapts through (first order) to train the tail
+        self.tail_steps = TAIL_STEPS
+        self.tail_decay = TAIL_DECAY
         self.first_order = bool(first_order)
         self.batching = batching
         self.head_init = head_init
@@ -125,7 +131,6 @@ class MetaLearner(nn.Module, abc.ABC):
             granularity=lr_granularity,
             steps=self.inner_steps if per_step_lrs else 1,
             learnable=learn_lrs,
-            nonnegative=nonnegative_lrs,
         )
 
     # ----------------------------------------------------------------- meta-parameters
@@ -170,7 +175,6 @@ class MetaLearner(nn.Module, abc.ABC):
             "lr_granularity": self.rates.granularity,
             "per_step_lrs": self.rates.steps > 1,
             "learn_lrs": self.rates.learnable,
-            "nonnegative_lrs": self.rates.nonnegative,
             "first_order": self.first_order,
             "batching": self.batching,
             "head_init": self.head_init,
@@ -232,8 +236,13 @@ class MetaLearner(nn.Module, abc.ABC):
         steps: int,
         create_graph: bool,
         curve: bool,
-    ) -> tuple[Tensor, Tensor, Params]:
-        """Adapt one task (or one hand-batched stack of tasks) and score it on its query set."""
+        tail: bool = False,
+    ) -> tuple[Tensor, Tensor, Params, Tensor]:
+        """Adapt one task (or one hand-batched stack of tasks) and score it on its query set.
+
+        Returns query loss, metric, the adapted parameters and, with ``tail``, the query loss after
+        :attr:`tail_steps` more first-order steps past the horizon (else the query loss again).
+        """
         loss_fn, metric_fn = self.loss_fn, self.metric_fn
         if self.head_init == "prototypes":
             params = self._with_prototype_head(params, xs, ys, forward)
@@ -245,12 +254,21 @@ class MetaLearner(nn.Module, abc.ABC):
             out = forward(p, xq)
             return loss_fn(out, yq).mean(-1), metric_fn(out, yq).mean(-1)
 
+        horizon, decay = self.horizon, self.tail_decay
         if not curve:
             adapted = adapt(
-                params, lrs, support_loss, steps, create_graph=create_graph, grad_fn=grad_fn
+                params, lrs, support_loss, steps, create_graph=create_graph, grad_fn=grad_fn,
+                horizon=horizon, decay=decay,
             )
             q_loss, q_metric = query(adapted)
-            return q_loss, q_metric, adapted
+            tail_loss = q_loss
+            if tail:
+                end = adapt(
+                    adapted, lrs, support_loss, self.tail_steps, create_graph=False,
+                    grad_fn=grad_fn, first_step=steps, horizon=horizon, decay=decay,
+                )
+                tail_loss = query(end)[0]
+            return q_loss, q_metric, adapted, tail_loss
         losses, metrics = [], []
         for t in range(steps + 1):
             q_loss, q_metric = query(params)
@@ -258,12 +276,14 @@ class MetaLearner(nn.Module, abc.ABC):
             metrics.append(q_metric.detach())
             if t < steps:
                 params = adapt(
-                    params, lrs, support_loss, 1, create_graph=False, grad_fn=grad_fn, first_step=t
+                    params, lrs, support_loss, 1, create_graph=False, grad_fn=grad_fn,
+                    first_step=t, horizon=horizon, decay=decay,
                 )
                 params = {k: v.detach() for k, v in params.items()}
                 if grad_fn is autograd_grads:
                     params = {k: v.requires_grad_() for k, v in params.items()}
-        return torch.stack(losses, -1), torch.stack(metrics, -1), params
+        loss_curve = torch.stack(losses, -1)
+        return loss_curve, torch.stack(metrics, -1), params, loss_curve
 
     def adapt_batch(
         self,
@@ -275,6 +295,7 @@ class MetaLearner(nn.Module, abc.ABC):
         params: Params | None = None,
         lrs: dict[str, Tensor] | None = None,
         functional: bool = False,
+        tail: bool = False,
     ) -> AdaptationOutcome:
         """Adapt every task of ``batch`` from ``params`` (default theta) for ``steps`` steps.
 
@@ -283,6 +304,8 @@ class MetaLearner(nn.Module, abc.ABC):
         gradients with ``torch.func.grad`` on every path, so that the whole adaptation can sit
         inside an outer ``torch.func`` transform (:mod:`metaopt_tuner.compiled` needs that); with
         batching ``"auto"`` it then never picks the per-task loop, which a compiler would unroll.
+        ``tail=True`` also scores each task after :attr:`tail_steps` first-order steps past the
+        horizon (``tail_loss``), which meta-training adds to the meta-loss.
         """
         steps = self.inner_steps if steps is None else int(steps)
         params = self.initial_params() if params is None else params
@@ -293,31 +316,46 @@ class MetaLearner(nn.Module, abc.ABC):
         if mode == "batched":
             n = len(batch)
             expanded = {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
-            loss, metric, adapted = self._solve(
+            loss, metric, adapted, tail_loss = self._solve(
                 expanded, lrs, *tensors, self._batched_forward, grad_fn, steps,
-                create_graph, curve,
+                create_graph, curve, tail,
             )
         elif mode == "vmap":
 
             def one_task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor):
                 return self._solve(
                     params, lrs, xs, ys, xq, yq, self._functional_forward, functorch_grads,
-                    steps, create_graph, curve,
+                    steps, create_graph, curve, tail,
                 )
 
-            loss, metric, adapted = vmap(one_task, randomness="different")(*tensors)
+            loss, metric, adapted, tail_loss = vmap(one_task, randomness="different")(*tensors)
         else:
             results = [
                 self._solve(
                     params, lrs, *(t[i] for t in tensors), self._functional_forward,
-                    grad_fn, steps, create_graph, curve,
+                    grad_fn, steps, create_graph, curve, tail,
                 )
                 for i in range(len(batch))
             ]
             loss = torch.stack([r[0] for r in results])
             metric = torch.stack([r[1] for r in results])
             adapted = {k: torch.stack([r[2][k] for r in results]) for k in params}
-        return AdaptationOutcome(loss, metric, adapted)
+            tail_loss = torch.stack([r[3] for r in results])
+        return AdaptationOutcome(loss, metric, adapted, tail_loss if tail else None)
+
+    @property
+    def trains_tail(self) -> bool:
+        """Whether meta-training adds the loss after the tail past the horizon: when the rates are
+        learned (the tail is what teaches them to be safe when repeated)."""
+        return self.rates.learnable and self.tail_steps > 0
+
+    def meta_loss(self, outcome: AdaptationOutcome) -> Tensor:
+        """The meta-objective of an adapted batch: the mean query loss at the horizon, plus the
+        mean query loss after the tail when there is one."""
+        loss = outcome.loss.mean()
+        if outcome.tail_loss is not None:
+            loss = loss + outcome.tail_loss.mean()
+        return loss
 
     # ----------------------------------------------------------------- the learner's own part
     @abc.abstractmethod

@@ -4,6 +4,13 @@ Parameters are dicts ``name -> Tensor``. Learning rates are dicts ``name -> Tens
 dimension indexes the inner step (length 1 when one rate serves every step); the rest broadcasts
 against the parameter (``()`` for one rate per tensor, the parameter's shape for one per element).
 Step ``t`` uses row ``min(t, S - 1)``: the last learned step's rates carry on past the last step.
+
+Past the horizon ``H`` the rates were meta-trained for (the learner's inner steps), step ``t >= H``
+multiplies them by ``TAIL_DECAY ** (t - H + 1)`` (:func:`tail_factor`): all the steps past the horizon
+together move a weight at most ``TAIL_DECAY / (1 - TAIL_DECAY)`` times as far as one last learned step
+would, so no number of steps can run away, and learners meta-train the rates through a short tail of
+such steps (:data:`TAIL_STEPS`) so that those steps keep lowering the loss. Before the horizon nothing
+changes: ``H`` optimizer steps reproduce the learner's ``H``-step adaptation exactly.
 """
 
 from __future__ import annotations
@@ -18,12 +25,20 @@ __all__ = [
     "GradFn",
     "metasgd_update",
     "rates_at_step",
+    "tail_factor",
+    "TAIL_DECAY",
+    "TAIL_STEPS",
     "autograd_grads",
     "functorch_grads",
     "adapt",
 ]
 
 Params = dict[str, Tensor]
+
+#: the factor by which each step past the trained horizon shrinks the rates of the one before
+TAIL_DECAY = 0.5
+#: steps past the horizon that meta-training adapts through (first order) to train the tail
+TAIL_STEPS = 4
 #: ``grad_fn(loss_of_params, params, create_graph) -> grads``: how the inner loop differentiates.
 GradFn = Callable[[Callable[[Params], Tensor], Params, bool], Params]
 
@@ -39,8 +54,9 @@ def metasgd_update(
 ) -> list[Tensor]:
     """``p <- p - scale * lr * g`` for every parameter: the inner loop's and MetaSGD's update.
 
-    Out of place it builds new tensors (differentiable, the inner loop); in place it updates the
-    parameters (the optimizer), with one fused foreach call when ``foreach`` is set.
+    Out of place it builds new tensors (differentiable: the inner loop; MetaSGD, which checks them
+    before it writes them), with fused foreach calls when ``foreach`` is set; in place it updates
+    the parameters.
     """
     if inplace:
         if foreach and len(params) > 0:
@@ -49,23 +65,43 @@ def metasgd_update(
             for p, g, lr in zip(params, grads, lrs):
                 p.addcmul_(g, lr, value=-scale)
         return list(params)
+    if foreach and len(params) > 0:
+        steps = torch._foreach_mul(list(lrs), list(grads))
+        if scale != 1.0:
+            torch._foreach_mul_(steps, scale)
+        return list(torch._foreach_sub(list(params), steps))
     if scale == 1.0:
         return [p - lr * g for p, g, lr in zip(params, grads, lrs)]
     return [p - scale * (lr * g) for p, g, lr in zip(params, grads, lrs)]
 
 
-def rates_at_step(lrs: Mapping[str, Tensor], step: int) -> dict[str, Tensor]:
-    """The rates for inner step ``step`` (the last row once past the learned steps).
+def tail_factor(step: int, horizon: int | None, decay: float = TAIL_DECAY) -> float:
+    """The multiplier of the rates at 0-based ``step``: 1 before ``horizon``, then ``decay ** k``
+    for the ``k``-th step past it (``horizon=None``: always 1)."""
+    if horizon is None or step < horizon:
+        return 1.0
+    return float(decay) ** (step - horizon + 1)
+
+
+def rates_at_step(
+    lrs: Mapping[str, Tensor], step: int, horizon: int | None = None, decay: float = TAIL_DECAY
+) -> dict[str, Tensor]:
+    """The rates for inner step ``step``: the last row once past the learned steps, shrunk by
+    :func:`tail_factor` once past ``horizon``.
 
     A tensor shared by several parameters (one scalar rate for all) is indexed once, which keeps
     one node instead of one per parameter in the graph that second-order learners differentiate.
     """
+    factor = tail_factor(step, horizon, decay)
     rows: dict[int, Tensor] = {}
     out = {}
     for name, r in lrs.items():
         row = rows.get(id(r))
         if row is None:
-            row = rows[id(r)] = r[min(step, r.shape[0] - 1)]
+            row = r[min(step, r.shape[0] - 1)]
+            if factor != 1.0:
+                row = row * factor
+            rows[id(r)] = row
         out[name] = row
     return out
 
@@ -98,17 +134,22 @@ def adapt(
     create_graph: bool = True,
     grad_fn: GradFn = autograd_grads,
     first_step: int = 0,
+    horizon: int | None = None,
+    decay: float = TAIL_DECAY,
 ) -> Params:
     """Take ``steps`` gradient steps on ``support_loss`` from ``params``; return the new params.
 
     ``create_graph=True`` keeps the graph through the gradients (second order: MAML, Meta-SGD);
     ``False`` treats each gradient as a constant (first order), while the adapted parameters stay
-    differentiable in the initial parameters and in the rates.
+    differentiable in the initial parameters and in the rates. Steps numbered from ``first_step``
+    at or past ``horizon`` use the shrinking tail rates (:func:`rates_at_step`).
     """
     names = list(params)
     for t in range(first_step, first_step + steps):
+        if tail_factor(t, horizon, decay) == 0.0:  # the tail has shrunk below the smallest float
+            break
         grads = grad_fn(support_loss, params, create_graph)
-        rates = rates_at_step(lrs, t)
+        rates = rates_at_step(lrs, t, horizon, decay)
         new = metasgd_update(
             [params[n] for n in names], [grads[n] for n in names], [rates[n] for n in names]
         )

@@ -20,12 +20,12 @@ class GradientMetaLearner(MetaLearner):
     """
 
     def meta_gradient(self, batch: TaskBatch) -> MetaGradient:
-        outcome = self.adapt_batch(batch, create_graph=not self.first_order)
-        meta_loss = outcome.loss.mean()
+        outcome = self.adapt_batch(batch, create_graph=not self.first_order, tail=self.trains_tail)
+        meta_loss = self.meta_loss(outcome)
         named = self.named_meta_parameters()
         grads = torch.autograd.grad(meta_loss, [p for _, p in named], allow_unused=True)
         return MetaGradient(
-            loss=meta_loss.detach(),
+            loss=outcome.loss.mean().detach(),
             metric=outcome.metric.mean().detach(),
             grads={
                 n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(named, grads)

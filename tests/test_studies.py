@@ -88,10 +88,26 @@ def test_paths_become_sqlite_urls(tmp_path):
 def test_bad_storage_urls_are_one_sentence_errors():
     with pytest.raises(StudyStorageError, match="unsupported URL scheme 'redis'"):
         studies.open_storage("redis://localhost/0")
-    with pytest.raises(StudyStorageError, match=r"cannot open Optuna storage postgresql\+psycopg2://u:\*\*\*@127"):
-        studies.open_storage("postgresql://u:secret@127.0.0.1:1/nothing")
     with pytest.raises(ConfigError, match="grace period"):
         studies.open_storage("sqlite:///:memory:", heartbeat_interval=5, grace_period=5)
+
+
+def test_unreachable_postgres_is_a_one_sentence_error_without_the_password():
+    pytest.importorskip("psycopg2", reason="the PostgreSQL driver comes with the `postgres` extra")
+    with pytest.raises(StudyStorageError, match=r"cannot open Optuna storage postgresql\+psycopg2://u:\*\*\*@127"):
+        studies.open_storage("postgresql://u:secret@127.0.0.1:1/nothing")
+
+
+def test_postgres_without_a_driver_names_the_extra_to_install(monkeypatch):
+    """What a user without the ``postgres`` extra gets (simulated, so it runs everywhere)."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    drivers = ("psycopg2", "psycopg")
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name in drivers else real_find_spec(name, *a, **k))
+    with pytest.raises(StudyStorageError, match=r"pip install 'metaopt-tuner\[postgres\]'"):
+        studies.open_storage("postgresql://u:secret@127.0.0.1:1/nothing")
 
 
 # ---------------------------------------------------------------------- one process

@@ -24,7 +24,8 @@ from metaopt_tuner.report import _figures  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", type=Path, nargs="?", default=REPO / "benchmarks/results/sinusoid-compare.json")
+    parser.add_argument("results", type=Path, nargs="?",
+                        default=REPO / "benchmarks/results/sinusoid-compare.json")
     parser.add_argument("png", type=Path, nargs="?", default=REPO / "docs/img/sinusoid-curves.png")
     args = parser.parse_args()
     data = json.loads(args.results.read_text())

@@ -93,15 +93,17 @@ def test_every_page_has_a_checked_block_or_none_to_check():
 
 
 def test_how_to_shell_commands_are_tiny_after_the_cuts():
-    assert tiny_shell("metaopt train --iterations 2000 --trials 50") == "metaopt train --iterations 3 --trials 3"
-    assert tiny_python("train(iterations=2_000)\nfor i in range(2000):") == "train(iterations=3)\nfor i in range(3):"
+    shell = tiny_shell("metaopt train --iterations 2000 --trials 50")
+    assert shell == "metaopt train --iterations 3 --trials 3"
+    python = tiny_python("train(iterations=2_000)\nfor i in range(2000):")
+    assert python == "train(iterations=3)\nfor i in range(3):"
 
 
 def test_docs_site_builds_strictly(tmp_path):
     pytest.importorskip("mkdocs", reason="the `docs` extra installs MkDocs (.ci/run builds the site)")
     pytest.importorskip("mkdocstrings", reason="the `docs` extra installs mkdocstrings")
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True)
+    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "api" / "index.html").read_text().count('id="metaopt_tuner.MetaSGD"') == 1
 
@@ -122,4 +124,5 @@ def test_how_to_shell_commands_run(page, in_tmp):
             continue
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", tiny_shell(block.code)], cwd=in_tmp, env=env,
                               capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, f"{page.name}:\n{block.code}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        output = f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        assert done.returncode == 0, f"{page.name}:\n{block.code}\n{output}"

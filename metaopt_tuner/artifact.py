@@ -698,6 +698,16 @@ def load_artifact(path: str | os.PathLike[str], trust_factory: bool = False) -> 
 
     Raises :class:`ArtifactError` with a plain sentence for anything missing, altered or
     inconsistent. ``trust_factory`` allows :meth:`Artifact.build_model` to import a factory path.
+
+    Args:
+        path: the artifact folder, or its ``manifest.json``.
+        trust_factory: allow :meth:`Artifact.build_model` to import the model factory it names.
+
+    Returns:
+        The verified artifact (loading never unpickles).
+
+    Raises:
+        ArtifactError: anything missing, altered, of an unsupported version or inconsistent.
     """
     root = Path(path)
     if root.is_file() and root.name == MANIFEST:
@@ -760,7 +770,17 @@ def list_pretrained() -> list[str]:
 
 
 def pretrained(name: str = "sinusoid") -> Artifact:
-    """Load the artifact ``name`` shipped in the package (``metaopt_tuner/pretrained/<name>/``)."""
+    """Load the artifact ``name`` shipped in the package (``metaopt_tuner/pretrained/<name>/``).
+
+    Args:
+        name: one of :func:`list_pretrained`.
+
+    Returns:
+        The shipped artifact.
+
+    Raises:
+        ArtifactError: no shipped artifact has that name, or it is damaged.
+    """
     available = list_pretrained()
     if not isinstance(name, str) or not _NAME.match(name) or name not in available:
         raise ArtifactError(

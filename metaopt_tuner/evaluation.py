@@ -32,6 +32,13 @@ def mean_ci(values: Tensor, dim: int = 0) -> tuple[Tensor, Tensor]:
 
     The half-width is ``1.96 * std / sqrt(n)`` with the unbiased standard deviation; it is NaN
     when there is a single value.
+
+    Args:
+        values: the samples.
+        dim: the dimension to reduce.
+
+    Returns:
+        ``(mean, half_width)``, each with ``dim`` reduced.
     """
     values = values.double()
     n = values.shape[dim]
@@ -82,6 +89,23 @@ def evaluate(
     ``suite`` is required). ``suite`` defaults to the artifact's suite; ``steps`` to the number of
     inner steps it was trained for. ``device`` defaults to the learner's (the CPU for an
     artifact); a learner passed in is moved there.
+
+    Args:
+        source: an Artifact, an artifact path or pretrained name, or a MetaLearner.
+        suite: the task suite (required with a MetaLearner).
+        num_tasks: held-out tasks to adapt.
+        steps: inner steps (default: the artifact's).
+        split: ``"test"`` or ``"val"``.
+        seed: which fixed set of held-out tasks.
+        device: where to adapt.
+        chunk: tasks adapted per batched computation (memory bound).
+
+    Returns:
+        Per-step query loss and metric, mean and 95% CI half-width over the tasks.
+
+    Raises:
+        ArtifactError: the artifact cannot be loaded.
+        ConfigError: a MetaLearner without a suite, or an invalid count or split.
     """
     if not isinstance(num_tasks, int) or isinstance(num_tasks, bool) or num_tasks < 1:
         raise ConfigError(f"the number of tasks must be a positive integer, got {num_tasks}")

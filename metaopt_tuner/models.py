@@ -271,7 +271,17 @@ def register_model(name: str, factory: Callable[..., nn.Module] | str) -> None:
 
 
 def build_model(spec: Mapping[str, Any]) -> nn.Module:
-    """Build ``{"name": "mlp", "kwargs": {...}}`` from the registry of reference architectures."""
+    """Build ``{"name": "mlp", "kwargs": {...}}`` from the registry of reference architectures.
+
+    Args:
+        spec: ``{"name": ..., "kwargs": {...}}`` (``mlp``, ``convnet``, ``feature_classifier``, ...).
+
+    Returns:
+        The model.
+
+    Raises:
+        ConfigError: an unknown architecture, or invalid sizes for a reference one.
+    """
     name = spec.get("name")
     if name not in _MODELS:
         raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(_MODELS))}")

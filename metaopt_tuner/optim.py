@@ -264,6 +264,25 @@ def prepare(
     with a prototype head (``head_init="prototypes"``) needs the new task's ``support=(x, y)``:
     its head starts from their class means (see :func:`~metaopt_tuner.learners.proto_head.
     prototype_head_`).
+
+    Args:
+        model: your model, or None to build the artifact's reference model.
+        artifact: an :class:`~metaopt_tuner.artifact.Artifact`, an artifact folder, or the name of
+            a pretrained artifact.
+        lr: multiplier on the learned rates (what LR schedulers change).
+        strict: raise on parameters that differ from the artifact's; ``False`` warns and gives
+            unmatched parameters the median learned rate.
+        trust_factory: allow importing the model factory an artifact names.
+        foreach: one fused multi-tensor update per group (default: when on CUDA).
+        support: the new task's support set ``(x, y)``, for a prototype-head artifact.
+
+    Returns:
+        The model, holding the learned initial weights, and its :class:`MetaSGD` optimizer.
+
+    Raises:
+        ArtifactError: the artifact is missing, corrupted or needs ``trust_factory``.
+        ModelMismatchError: ``strict`` and the model's parameters differ (they are named).
+        ConfigError: a prototype-head artifact without ``support``, or an invalid ``lr``.
     """
     art = resolve_artifact(artifact, trust_factory=trust_factory)
     if model is None:

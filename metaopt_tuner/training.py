@@ -688,6 +688,25 @@ def train(
     """Meta-train in one call: ``train(learner="metasgd", iterations=2000, out_dir="runs/a")``.
 
     Under torchrun the process group this call joins is left again when it returns or fails.
+
+    Args:
+        config: the run's configuration (default: ``TrainConfig()``, the sinusoid suite).
+        out_dir: folder for ``run.json``, checkpoints, ``metrics.jsonl`` and the artifact; None
+            trains in memory.
+        resume: continue the run saved in ``out_dir`` from its last checkpoint.
+        progress: show a progress bar.
+        **overrides: :class:`TrainConfig` fields that replace ``config``'s.
+
+    Returns:
+        The trained learner, its suite, the configuration and the logged history.
+
+    Raises:
+        ConfigError: an option has an invalid value.
+        SuiteError: an unknown suite or a suite option it does not accept.
+        DataError: the suite's data folder is missing or malformed.
+        RunDirError: ``out_dir`` cannot hold this run (another run, not ours, not writable).
+        NonFiniteLossError: the meta-loss became NaN or infinite (the last good checkpoint is kept).
+        DistributedError: under torchrun, a peer died or the process group could not form.
     """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     ok = False

@@ -1,7 +1,8 @@
 """Shared Optuna studies: exact trial counts across worker processes, dead workers retried.
 
-PostgreSQL tests need a server: ``.ci/run`` starts one (``scripts/start_postgres.sh``) and exports
-``METAOPT_TEST_POSTGRES_URL``; without it they skip, saying so.
+PostgreSQL tests (marker ``postgres``) need a server: ``.ci/run`` starts one
+(``scripts/start_postgres.sh``), exports ``METAOPT_TEST_POSTGRES_URL`` and runs them with
+``METAOPT_REQUIRE_POSTGRES=1``; without a server they skip, saying so.
 """
 
 from __future__ import annotations
@@ -88,10 +89,27 @@ def test_paths_become_sqlite_urls(tmp_path):
 def test_bad_storage_urls_are_one_sentence_errors():
     with pytest.raises(StudyStorageError, match="unsupported URL scheme 'redis'"):
         studies.open_storage("redis://localhost/0")
-    with pytest.raises(StudyStorageError, match=r"cannot open Optuna storage postgresql\+psycopg2://u:\*\*\*@127"):
-        studies.open_storage("postgresql://u:secret@127.0.0.1:1/nothing")
     with pytest.raises(ConfigError, match="grace period"):
         studies.open_storage("sqlite:///:memory:", heartbeat_interval=5, grace_period=5)
+
+
+@pytest.mark.postgres
+def test_unreachable_postgres_is_a_one_sentence_error_without_the_password():
+    pytest.importorskip("psycopg2", reason="the PostgreSQL driver comes with the `postgres` extra")
+    with pytest.raises(StudyStorageError, match=r"cannot open Optuna storage postgresql\+psycopg2://u:\*\*\*@127"):
+        studies.open_storage("postgresql://u:secret@127.0.0.1:1/nothing")
+
+
+def test_postgres_without_a_driver_names_the_extra_to_install(monkeypatch):
+    """What a user without the ``postgres`` extra gets (simulated, so it runs everywhere)."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    drivers = ("psycopg2", "psycopg")
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name in drivers else real_find_spec(name, *a, **k))
+    with pytest.raises(StudyStorageError, match=r"pip install 'metaopt-tuner\[postgres\]'"):
+        studies.open_storage("postgresql://u:secret@127.0.0.1:1/nothing")
 
 
 # ---------------------------------------------------------------------- one process
@@ -179,6 +197,7 @@ def test_three_sqlite_workers_finish_exactly_the_target(tmp_path):
     assert {t.user_attrs["worker"] for t in complete} <= {0, 1, 2}
 
 
+@pytest.mark.postgres
 def test_three_postgres_workers_finish_exactly_30_trials(postgres_url):
     study = _new_study(postgres_url)
     try:
@@ -191,6 +210,7 @@ def test_three_postgres_workers_finish_exactly_30_trials(postgres_url):
         optuna.delete_study(study_name=study.study_name, storage=study._storage)
 
 
+@pytest.mark.postgres
 def test_killed_postgres_worker_trial_is_retried_and_study_completes(postgres_url):
     study = _new_study(postgres_url)
     name = study.study_name
@@ -221,6 +241,7 @@ def test_killed_postgres_worker_trial_is_retried_and_study_completes(postgres_ur
         optuna.delete_study(study_name=name, storage=study._storage)
 
 
+@pytest.mark.postgres
 def test_tune_cli_workers_share_a_postgres_study(postgres_url):
     """``metaopt tune --workers 2 --storage postgresql://...`` finishes exactly --trials trials."""
     from typer.testing import CliRunner

@@ -43,13 +43,31 @@ LEARNERS: dict[str, type[MetaLearner]] = {
 
 
 def list_learners() -> list[str]:
+    """Names :func:`build_learner` accepts, sorted.
+
+    Returns:
+        The learner names.
+    """
     return sorted(LEARNERS)
 
 
 def build_learner(
     name: str, suite: TaskSuite, model: nn.Module | None = None, **options: Any
 ) -> MetaLearner:
-    """Build learner ``name`` for ``suite``'s model (or ``model``), loss and metric."""
+    """Build learner ``name`` for ``suite``'s model (or ``model``), loss and metric.
+
+    Args:
+        name: ``maml``, ``fomaml``, ``metasgd`` or ``reptile`` (see :func:`list_learners`).
+        suite: the task suite whose loss and metric (and, without ``model``, model) are used.
+        model: your own ``nn.Module`` instead of the suite's reference architecture.
+        **options: learner options (``inner_steps``, ``inner_lr``, ``lr_granularity``, ...).
+
+    Returns:
+        The learner, holding theta (the model) and the inner rates.
+
+    Raises:
+        ConfigError: an unknown learner or an invalid option.
+    """
     if name not in LEARNERS:
         raise ConfigError(f"unknown learner {name!r}; available: {', '.join(list_learners())}")
     model = suite.build_model() if model is None else model

@@ -29,14 +29,23 @@ _REGISTRY: dict[str, str] = {
 
 
 def register_suite(name: str, target: str | type[TaskSuite]) -> None:
-    """Register a suite class (or its ``"module:Class"`` path) under ``name``."""
+    """Register a suite class (or its ``"module:Class"`` path) under ``name``.
+
+    Args:
+        name: the name ``get_suite`` and ``metaopt train --suite`` take.
+        target: a :class:`TaskSuite` subclass, or its ``"module:Class"`` path (imported lazily).
+    """
     if isinstance(target, type):
         target = f"{target.__module__}:{target.__qualname__}"
     _REGISTRY[name] = target
 
 
 def list_suites() -> list[str]:
-    """Names of every registered suite, sorted."""
+    """Names of every registered suite, sorted.
+
+    Returns:
+        The suite names.
+    """
     return sorted(_REGISTRY)
 
 
@@ -48,7 +57,19 @@ def _suite_class(name: str) -> type[TaskSuite]:
 
 
 def get_suite(name: str, **options: Any) -> TaskSuite:
-    """Build the suite registered as ``name`` with ``options``; unknown options are an error."""
+    """Build the suite registered as ``name`` with ``options``; unknown options are an error.
+
+    Args:
+        name: a registered suite (see :func:`list_suites`).
+        **options: the suite's constructor arguments (``shots``, ``data_dir``, ...).
+
+    Returns:
+        The suite.
+
+    Raises:
+        SuiteError: an unknown suite, an option it does not accept, or an invalid value.
+        DataError: a file-backed suite's data is missing or malformed (when it reads them early).
+    """
     cls = _suite_class(name)
     accepted = inspect.signature(cls.__init__).parameters
     has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 import torch
 
-from metaopt_tuner.tasks.base import ClassificationSuite, TaskBatch
+from metaopt_tuner.tasks.base import ClassificationSuite, TaskBatch, TaskSuite
 
 
 class TinyImageSuite(ClassificationSuite):
@@ -49,3 +48,37 @@ def small_metasgd(steps: int = 2, per_step: bool = True, dtype: torch.dtype = to
         for r in learner.rates.values:
             r.uniform_(math.log(0.01), math.log(0.1))  # learned rates are stored as logarithms
     return learner, suite
+
+
+class LeastSquaresSuite(TaskSuite):
+    """Linear least squares ``y = x . w`` with one feature ``scale`` times larger than the others:
+    the support loss's largest curvature is about ``2 * scale**2``, so a constant rate above
+    ``1 / scale**2`` provably diverges."""
+
+    name = "least-squares"
+    metric_name = "mse"
+    metric_higher_is_better = False
+
+    def __init__(self, features: int = 4, shots: int = 8, scale: float = 8.0) -> None:
+        self.features, self.shots, self.scale = features, shots, scale
+
+    def sample(self, num_tasks: int, generator: torch.Generator, split: str = "train") -> TaskBatch:
+        n = 2 * self.shots
+        x = torch.randn(num_tasks, n, self.features, generator=generator)
+        x[..., -1] *= self.scale
+        w = torch.randn(num_tasks, self.features, 1, generator=generator)
+        y = x @ w
+        k = self.shots
+        return TaskBatch(x[:, :k], y[:, :k], x[:, k:], y[:, k:])
+
+    def model_spec(self) -> dict[str, Any]:
+        return {"name": "mlp", "kwargs": {"sizes": [self.features, 1]}}
+
+    def loss_per_example(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (prediction - target).square().squeeze(-1)
+
+    def metric_per_example(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (prediction - target).square().squeeze(-1)
+
+    def options(self) -> dict[str, Any]:
+        return {"features": self.features, "shots": self.shots, "scale": self.scale}

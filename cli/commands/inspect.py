@@ -52,6 +52,7 @@ def inspect(artifact: ArtifactArg, json_out: JsonOut = False) -> None:
         ("suite", f"{art.suite_name} ({_fmt(art.suite_options)})"),
         ("learner", _fmt(art.learner_config)),
         ("inner steps", f"{art.inner_steps} (rates learned for {art.rate_steps} step(s))"),
+        ("after the horizon", art.tail_rule()),
         ("training", _fmt(art.training_config) if art.training_config is not None else "-"),
         ("metrics", _fmt(art.metrics)),
     ]

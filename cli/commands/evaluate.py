@@ -50,7 +50,7 @@ def evaluate(
     console = Console(highlight=False)
     if result.num_classes is not None:
         console.print(f"{result.num_classes} classes, {result.num_examples} examples from the "
-                      f"{result.split} split of {_data_of(suite)}")
+                      f"{result.split} split of {_data_of(suite)}", soft_wrap=True)
     console.print(f"{artifact}: adapted on {result.num_tasks} {result.split} tasks of {art.suite_name} "
                   f"(seed {result.seed}); mean ± 95% CI over tasks")
     table = Table()

@@ -10,7 +10,11 @@ import typer
 
 from metaopt_tuner.errors import ConfigError
 
-Suite = Annotated[str, typer.Option("--suite", "-s", help="Task suite name (see `metaopt suites`).")]
+Suite = Annotated[
+    str,
+    typer.Option("--suite", "-s",
+                 help="Task suite: a name (see `metaopt suites`) or module:Class (your own TaskSuite)."),
+]
 DataDir = Annotated[
     Path | None,
     typer.Option("--data-dir", help="Folder with the suite's data (image or text suites)."),
@@ -31,6 +35,14 @@ TrustFactory = Annotated[
     ),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads", min=1,
+        help="CPU threads for torch [default: 1 for models under 200,000 parameters (every "
+             "built-in suite's), else torch's].",
+    ),
+]
 
 
 def parse_suite_options(pairs: list[str] | None, data_dir: Path | None = None) -> dict[str, Any]:

@@ -448,6 +448,8 @@ class Artifact:
         ``model_spec`` defaults to the suite's reference model; pass ``{"factory": "mod:attr",
         "kwargs": {...}}`` when the learner's model is built by your own code.
         """
+        from .tasks import suite_ref
+
         params = {n: p.detach() for n, p in learner.initial_params().items()}
         theta = {n: p.to("cpu").contiguous().clone() for n, p in params.items()}
         rates = _expand_rates(learner.learning_rates(), theta)
@@ -458,7 +460,7 @@ class Artifact:
             "inner_steps": int(learner.inner_steps),
             "model": dict(model_spec if model_spec is not None else suite.model_spec()),
             "suite": {
-                "name": suite.name,
+                "name": suite_ref(suite),  # a user's suite as module:Class
                 "options": suite.options(),
                 "metric_name": suite.metric_name,
                 "metric_higher_is_better": bool(suite.metric_higher_is_better),

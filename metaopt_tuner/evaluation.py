@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .learners.base import MetaLearner
 from .tasks.base import TaskSuite
 
-__all__ = ["EvaluationResult", "evaluate", "mean_ci"]
+__all__ = ["EvaluationResult", "evaluate", "mean_ci", "suite_for_split"]
 
 Z_95 = 1.96
 
@@ -63,6 +63,9 @@ class EvaluationResult:
     split: str = "test"
     seed: int = 0
     metric_higher_is_better: bool = False
+    #: classes and examples the tasks were drawn from (None for generated tasks: the sinusoid)
+    num_classes: int | None = None
+    num_examples: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (non-finite numbers become None)."""
@@ -70,6 +73,20 @@ class EvaluationResult:
         for key in ("loss_mean", "loss_ci", "metric_mean", "metric_ci"):
             data[key] = [v if math.isfinite(v) else None for v in data[key]]
         return data
+
+
+def suite_for_split(artifact: Artifact, split: str, **overrides: Any) -> TaskSuite:
+    """The artifact's suite with ``overrides`` (e.g. a new ``data_dir``) for held-out ``split``.
+
+    For ``split="all"`` (every class of the data: data the artifact was not trained on) the
+    options that named or sized the training data's splits take the values the suite declares
+    for that case (``TaskSuite.split_options``), unless given again in ``overrides``.
+    """
+    if split != "all":
+        return artifact.build_suite(**overrides)
+    from .tasks import suite_class
+
+    return artifact.build_suite(**{**suite_class(artifact.suite_name).split_options, **overrides})
 
 
 def evaluate(
@@ -87,15 +104,16 @@ def evaluate(
 
     ``source``: an Artifact, an artifact path (or pretrained name), or a MetaLearner (then
     ``suite`` is required). ``suite`` defaults to the artifact's suite; ``steps`` to the number of
-    inner steps it was trained for. ``device`` defaults to the learner's (the CPU for an
-    artifact); a learner passed in is moved there.
+    inner steps it was trained for; ``split`` is "test", "val", or "all" (every class of the
+    data, for data the artifact was not trained on; see :func:`suite_for_split`). ``device``
+    defaults to the learner's (the CPU for an artifact); a learner passed in is moved there.
 
     Args:
         source: an Artifact, an artifact path or pretrained name, or a MetaLearner.
         suite: the task suite (required with a MetaLearner).
         num_tasks: held-out tasks to adapt.
         steps: inner steps (default: the artifact's).
-        split: ``"test"`` or ``"val"``.
+        split: ``"test"``, ``"val"`` or ``"all"`` (every class, for new data).
         seed: which fixed set of held-out tasks.
         device: where to adapt.
         chunk: tasks adapted per batched computation (memory bound).
@@ -117,7 +135,7 @@ def evaluate(
         learner = source
     else:
         artifact = resolve_artifact(source)
-        suite = artifact.build_suite() if suite is None else suite
+        suite = suite_for_split(artifact, split) if suite is None else suite
         learner = artifact.to_learner(suite=suite)
     steps = learner.inner_steps if steps is None else steps
     theta = next(iter(learner.initial_params().values()))
@@ -129,6 +147,7 @@ def evaluate(
     curve = learner.adaptation_curve(tasks, steps, chunk=chunk)
     loss_mean, loss_ci = mean_ci(curve.loss)
     metric_mean, metric_ci = mean_ci(curve.metric)
+    summary = suite.split_summary(split) or {}
     return EvaluationResult(
         steps=steps,
         num_tasks=num_tasks,
@@ -140,4 +159,6 @@ def evaluate(
         split=split,
         seed=seed,
         metric_higher_is_better=bool(suite.metric_higher_is_better),
+        num_classes=summary.get("num_classes"),
+        num_examples=summary.get("num_examples"),
     )

@@ -47,6 +47,7 @@ from .errors import ConfigError
 from .evaluation import mean_ci as _mean_ci
 from .models import supports_batched
 from .pretraining import load_or_pretrain
+from .tasks import suite_ref
 from .tasks.base import TaskSuite
 
 __all__ = [
@@ -229,8 +230,9 @@ def compare(
         raise ConfigError("oracle-tasks must be >= 0 and pretrain-steps positive")
     art = resolve_artifact(artifact)
     suite = suite if suite is not None else art.build_suite()
-    if suite.name != art.suite_name:
-        raise ConfigError(f"the artifact was meta-trained on suite {art.suite_name!r}, not {suite.name!r}")
+    if suite_ref(suite) != art.suite_name:
+        raise ConfigError(f"the artifact was meta-trained on suite {art.suite_name!r}, not "
+                          f"{suite_ref(suite)!r}")
     names = list(baselines) if baselines is not None else default_baselines()
     chosen = [get_baseline(n) for n in names]
     out = Path(out)

@@ -18,12 +18,13 @@ process takes the same outer step, and rank 0 alone writes the folder.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ import torch
 from . import distributed
 from .artifact import Artifact
 from .atomic import atomic_write, atomic_write_text
+from .budget import MIN_TIMED_STEPS, BudgetPlan, iterations_for_budget, warmup_seconds
 from .compiled import CompiledMetaGradient
 from .cuda_graphs import GraphedMetaGradient
 from .devices import resolve_device
@@ -82,6 +84,9 @@ class TrainConfig:
     suite_options: dict[str, Any] = field(default_factory=dict)
     learner: str = "metasgd"
     iterations: int = 1000
+    #: train for this many seconds instead: ``iterations`` is fixed from a timed warm-up before
+    #: the first step (the rule is in ``metaopt_tuner.budget``) and recorded for a resume
+    budget_seconds: float | None = None
     meta_batch: int = 25
     inner_steps: int = 1
     inner_lr: float = 0.01
@@ -142,7 +147,7 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown batching {self.batching!r}; expected one of {', '.join(BATCHING_MODES)}"
             )
-        for name in ("inner_lr", "meta_lr", "rates_meta_lr", "clip_grad"):
+        for name in ("inner_lr", "meta_lr", "rates_meta_lr", "clip_grad", "budget_seconds"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive number, got {value}")
@@ -255,7 +260,9 @@ class MetaTrainer:
     ``out_dir=None`` trains in memory (no checkpoints). ``progress`` shows a rich progress bar;
     ``callback(record)`` receives every logged record (dict) as it is produced (on rank 0 only
     under torchrun). ``dist_timeout`` bounds every collective in seconds (default
-    ``$METAOPT_DIST_TIMEOUT`` or 300).
+    ``$METAOPT_DIST_TIMEOUT`` or 300). ``sources`` (field -> "default", "recipe" or "flag", see
+    ``recipes``) is recorded in run.json. ``clock`` times the warm-up of a budget run (tests
+    inject one).
     """
 
     def __init__(
@@ -266,6 +273,8 @@ class MetaTrainer:
         progress: bool = True,
         callback: Callable[[dict[str, Any]], None] | None = None,
         dist_timeout: float | None = None,
+        sources: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         config.validate()
         self.config = config
@@ -273,6 +282,10 @@ class MetaTrainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.callback = callback
+        self.sources = dict(sources) if sources is not None else None
+        self.clock = clock
+        self.budget_plan: BudgetPlan | None = None
+        self._budget_iterations: int | None = None  # fixed by a budget (restored on resume)
         self.dtype = _DTYPES[config.dtype]
         self.suite = get_suite(config.suite, **config.suite_options).load()
         torch.manual_seed(config.seed)
@@ -338,11 +351,20 @@ class MetaTrainer:
             raise RunDirError(f"--out {out} exists, is not empty and is not a metaopt run")
         try:
             out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(marker, json.dumps(
-                {"program": _PROGRAM, "kind": "run", "format": 1,
-                 "config": self.config.to_dict()}, indent=2))
+            self._write_marker()
         except OSError as exc:
             raise RunDirError(f"cannot write to {out}: {exc.strerror or exc}") from None
+
+    def _write_marker(self) -> None:
+        """run.json: the configuration, where each value came from, and a budget's plan."""
+        assert self.out_dir is not None
+        record: dict[str, Any] = {"program": _PROGRAM, "kind": "run", "format": 1,
+                                  "config": self.config.to_dict()}
+        if self.sources is not None:
+            record["sources"] = self.sources
+        if self.budget_plan is not None:
+            record["budget"] = dataclasses.asdict(self.budget_plan)
+        atomic_write_text(self.out_dir / RUN_MARKER, json.dumps(record, indent=2))
 
     def _check_same_run(self, marker: Path) -> None:
         try:
@@ -356,7 +378,7 @@ class MetaTrainer:
         defaults = TrainConfig().to_dict()  # options newer than the saved run take their default
         # The number of iterations may grow on resume, and how the GPU executes the same
         # arithmetic may change; everything else must match.
-        free = {"iterations", "cuda_graph", "tf32", "compile"}
+        free = {"iterations", "budget_seconds", "cuda_graph", "tf32", "compile"}
         differ = sorted(
             k for k in current
             if k not in free and saved_config.get(k, defaults.get(k)) != current[k]
@@ -374,6 +396,7 @@ class MetaTrainer:
             "learner": self.learner.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
+            "budget_iterations": self._budget_iterations,
             # a batch sampled ahead (see ``step``) is not saved: its streams are saved as before it
             "generators": self._prefetch_states or [g.get_state() for g in self.generators],
             "config": self.config.to_dict(),
@@ -395,6 +418,7 @@ class MetaTrainer:
             generator.set_state(saved)
         self._prefetched = self._prefetch_states = None
         self.iteration = int(state["iteration"])
+        self._budget_iterations = state.get("budget_iterations")
         self.train_seconds = float(state.get("train_seconds", 0.0))
 
     def save_checkpoint(self) -> None:
@@ -594,6 +618,33 @@ class MetaTrainer:
             self.load_state_dict(state)
             self.history = list(history)
 
+    def _fix_budget_iterations(self) -> None:
+        """Fix ``iterations`` for ``budget_seconds`` (see ``budget``): the count a resumed run
+        recorded, else one measured on a warm-up whose steps are undone afterwards."""
+        budget = self.config.budget_seconds
+        if budget is None:
+            return
+        if self._budget_iterations is None:
+            snapshot = copy.deepcopy(self.state_dict())
+            began = self.clock()
+            self.step()  # untimed: allocation, compilation, graph capture
+            timed_from, timed = self.clock(), 0
+            while True:
+                self.step()
+                timed += 1
+                now = self.clock()
+                if timed >= MIN_TIMED_STEPS and now - timed_from >= warmup_seconds(budget):
+                    break
+            plan = iterations_for_budget(budget, now - began, timed, now - timed_from)
+            self.load_state_dict(snapshot)
+            self.budget_plan = distributed.broadcast_object(plan, self.dist, "the budget plan")
+            self._budget_iterations = self.budget_plan.iterations
+        self.config = dataclasses.replace(self.config, iterations=self._budget_iterations)
+        if self.sources is not None:
+            self.sources["iterations"] = "budget"
+        if self.out_dir is not None and self.dist.is_main and self.budget_plan is not None:
+            self._write_marker()
+
     def _kept_checkpoint_note(self) -> str:
         if self.out_dir is not None and (self.out_dir / CHECKPOINT).is_file():
             return f"; the last good checkpoint is kept in {self.out_dir / CHECKPOINT}"
@@ -608,6 +659,7 @@ class MetaTrainer:
 
     def _run(self, resume: bool) -> TrainResult:
         self._start(resume)
+        self._fix_budget_iterations()
         cfg = self.config
         from rich.progress import (
             BarColumn,
@@ -685,17 +737,21 @@ def train(
     progress: bool = False,
     **overrides: Any,
 ) -> TrainResult:
-    """Meta-train in one call: ``train(learner="metasgd", iterations=2000, out_dir="runs/a")``.
+    """Meta-train in one call: ``train(suite="sinusoid", budget_seconds=90, out_dir="runs/a")``.
 
-    Under torchrun the process group this call joins is left again when it returns or fails.
+    Without ``config`` the configuration resolves as on the command line: TrainConfig's defaults,
+    then the suite's recipe, then ``overrides`` (each keyword counts as a flag; see ``recipes``),
+    and run.json records where each value came from. With ``config``, that configuration is used
+    as it is, with ``overrides`` applied. Under torchrun the process group this call joins is left
+    again when it returns or fails.
 
     Args:
-        config: the run's configuration (default: ``TrainConfig()``, the sinusoid suite).
+        config: the run's configuration, used as it is (default: resolved from the suite's recipe).
         out_dir: folder for ``run.json``, checkpoints, ``metrics.jsonl`` and the artifact; None
             trains in memory.
         resume: continue the run saved in ``out_dir`` from its last checkpoint.
         progress: show a progress bar.
-        **overrides: :class:`TrainConfig` fields that replace ``config``'s.
+        **overrides: :class:`TrainConfig` fields: flags over the recipe, or replacements of ``config``'s.
 
     Returns:
         The trained learner, its suite, the configuration and the logged history.
@@ -708,10 +764,17 @@ def train(
         NonFiniteLossError: the meta-loss became NaN or infinite (the last good checkpoint is kept).
         DistributedError: under torchrun, a peer died or the process group could not form.
     """
-    config = dataclasses.replace(config or TrainConfig(), **overrides)
+    sources = None
+    if config is None:
+        from .recipes import resolve_train_config
+
+        resolved = resolve_train_config(flags=overrides, suite_options=overrides.get("suite_options"))
+        config, sources = resolved.config, resolved.sources
+    else:
+        config = dataclasses.replace(config, **overrides)
     ok = False
     try:
-        result = MetaTrainer(config, out_dir, progress=progress).run(resume=resume)
+        result = MetaTrainer(config, out_dir, progress=progress, sources=sources).run(resume=resume)
         ok = True
         return result
     finally:

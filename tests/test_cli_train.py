@@ -128,3 +128,65 @@ def test_missing_data_folder_is_reported_before_the_run_folder_is_created(tmp_pa
 def test_wrongly_typed_suite_option_is_one_line(tmp_path, capsys):
     code, _, err = _run(capsys, "train", "--out", str(tmp_path / "o"), "-o", "shots=abc", "--no-progress")
     assert code == 2 and "invalid option value" in err and err.strip().count("\n") == 0
+
+
+def test_show_config_prints_sources_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "o"
+    text = _ok(capsys, "train", "--out", str(out), "--inner-steps", "3", "-o", "shots=5",
+               "--show-config").out
+    lines = {line.split("=")[0].strip(): line for line in text.splitlines()}
+    assert lines["learner"].endswith("(recipe)") and lines["inner_steps"].endswith("3  (flag)")
+    assert lines["meta_batch"].endswith("(default)") and lines["suite_options.shots"].endswith("(flag)")
+    assert not out.exists()
+
+
+def test_help_shows_the_common_options_first(capsys):
+    out = _ok(capsys, "train", "--help").out
+    advanced = out.index("Advanced")
+    for option in ("--suite", "--data-dir", "--out", "--budget", "--iterations", "--resume",
+                   "--show-config", "--threads"):
+        assert out.index(option) < advanced, option
+    for option in ("--learner", "--meta-batch", "--inner-lr", "--seed", "--suite-option"):
+        assert out.index(option) > advanced, option
+
+
+def test_run_json_records_the_sources(tmp_path, capsys):
+    out = tmp_path / "run"
+    _ok(capsys, "train", "--out", str(out), "--iterations", "3", "--meta-batch", "2",
+        "--inner-steps", "2", "--eval-tasks", "2", "--no-progress", "-o", "hidden=[8]")
+    sources = json.loads((out / "run.json").read_text())["sources"]
+    assert sources["iterations"] == "flag" and sources["per_step_lrs"] == "recipe"
+    assert sources["seed"] == "default" and sources["suite_options.hidden"] == "flag"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--budget", "5parsecs"], "cannot read the budget '5parsecs'"),
+        (["--budget", "5s", "--iterations", "3"], "give --budget or --iterations, not both"),
+        (["--suite", "a.b:C"], "cannot import suite 'a.b:C'"),
+        (["--suite", "metaopt_tuner.models:MLP"], "is not a TaskSuite subclass"),
+    ],
+)
+def test_bad_budget_or_suite_path_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, "train", "--out", str(out), "--no-progress", *extra)
+    assert code == 2 and err.strip().count("\n") == 0 and message in err, err
+    assert not out.exists()
+
+
+def test_a_user_suite_works_in_every_command(tmp_path, capsys):
+    suite, out = "tests.helpers:TinyImageSuite", tmp_path / "run"
+    _ok(capsys, "train", "--suite", suite, "--out", str(out), "--iterations", "2", "--meta-batch",
+        "2", "--eval-tasks", "2", "--no-progress", "--threads", "1")
+    artifact = str(out / "artifact")
+    data = json.loads(_ok(capsys, "evaluate", artifact, "--tasks", "3", "--json", "--threads", "1").out)
+    assert data["num_tasks"] == 3
+    _ok(capsys, "tune", "--suite", suite, "--trials", "1", "--steps", "1", "--val-tasks", "2",
+        "--threads", "1")
+    _ok(capsys, "compare", "--artifact", artifact, "--suite", suite, "--out", str(tmp_path / "cmp"),
+        "--trials", "1", "--steps", "1", "--tasks", "3", "--val-tasks", "2", "--oracle-tasks", "0",
+        "--baselines", "adam", "--pretrain-steps", "1", "--no-progress", "--threads", "1")
+    code, _, err = _run(capsys, "compare", "--artifact", artifact, "--suite", "a.b:C",
+                        "--out", str(tmp_path / "c2"))
+    assert code == 2 and "cannot import suite" in err and not (tmp_path / "c2").exists()

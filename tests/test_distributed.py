@@ -21,6 +21,7 @@ import torch
 
 from metaopt_tuner import distributed
 from metaopt_tuner.errors import ConfigError, DistributedError
+from metaopt_tuner.recipes import resolve_train_config
 from metaopt_tuner.training import CHECKPOINT, MetaTrainer, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +32,11 @@ CLI_BASE = ["--meta-batch", "5", "--eval-every", "6", "--eval-tasks", "4", "--ch
 # A run that only ends when a process is lost; a checkpoint every 20 iterations.
 LONG_RUN = ["-n", "1000000", "--meta-batch", "5", "--eval-every", "1000000", "--eval-tasks", "4",
             "--checkpoint-every", "20", "--log-every", "50", "--no-progress"]
+
+
+def _resolved(**flags) -> TrainConfig:
+    """The configuration ``metaopt train`` runs for BASE and ``flags`` (the recipe beneath)."""
+    return resolve_train_config("sinusoid", {**BASE, **flags}).config
 
 
 def _free_port() -> int:
@@ -171,7 +177,8 @@ def test_multi_stream_resume_is_exact(tmp_path):
 # ---------------------------------------------------------------------- several processes
 def test_two_processes_match_one_process_and_resume(tmp_path, launch):
     """2 gloo processes (6 iterations, then a distributed resume to 12) equal 1 process, 2 streams."""
-    one = MetaTrainer(TrainConfig(**BASE, seed=1, task_streams=2), tmp_path / "one", progress=False).run()
+    # the CLI resolves the sinusoid recipe under the flags: the in-process runs resolve the same way
+    one = MetaTrainer(_resolved(seed=1, task_streams=2), tmp_path / "one", progress=False).run()
     two = tmp_path / "two"
     first = _finish(launch(2, ["--out", str(two), "-n", "6", "--seed", "1", *CLI_BASE]))
     assert [rc for rc, _, _ in first] == [0, 0], first
@@ -192,7 +199,7 @@ def test_two_processes_match_one_process_and_resume(tmp_path, launch):
     assert len(state["generators"]) == 2 and state["iteration"] == 12
 
     # the checkpoint of a 2-process run resumes in one process with its 2 streams, exactly
-    alone = MetaTrainer(TrainConfig(**BASE, seed=1), tmp_path / "two_then_one", progress=False)
+    alone = MetaTrainer(_resolved(seed=1), tmp_path / "two_then_one", progress=False)
     alone_result = alone.run(resume=True)
     assert _max_rel_diff(expected, alone_result.learner.state_dict()) < 1e-6
 

@@ -293,6 +293,28 @@ def test_cli_train(tmp_path: Path, capsys) -> None:
     assert exc.value.code == 2 and "does not exist" in err and err.count("\n") == 1
 
 
+def test_evaluate_split_all_uses_every_class_of_new_data(tmp_path: Path, capsys) -> None:
+    root = make_clinc(tmp_path / "c")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "train", "--suite", "intents", "--data-dir", str(root), "-o", "ways=3", "-o", "query=2",
+        "-o", "buckets=256", "-o", 'test_domains=["dom3"]', "-o", "val_domains=dom2",
+        "--iterations", "2", "--meta-batch", "2", "--eval-tasks", "2", "--out", str(out),
+        "--no-progress",
+    ])
+    assert result.exit_code == 0, result.output
+    new = make_csv(tmp_path / "new.csv", labels=WORDS, n=6)  # 12 classes, no domains
+    args = ["evaluate", str(out / "artifact"), "--data-dir", str(new), "--tasks", "5"]
+    shown = CliRunner().invoke(app, [*args, "--split", "all"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[0] == f"12 classes, 72 examples from the all split of {new}"
+    data = json.loads(CliRunner().invoke(app, [*args, "--split", "all", "--json"]).output)
+    assert data["num_classes"] == 12 and data["num_examples"] == 72 and data["split"] == "all"
+    # the default test split holds out a share of the classes, and says so
+    test = json.loads(CliRunner().invoke(app, [*args, "-o", "val_fraction=0", "--json"]).output)
+    assert test["num_classes"] == 4 and test["split"] == "test"
+
+
 # ---------------------------------------------------------------------------------- real data
 
 

@@ -136,6 +136,15 @@ def test_explicit_splits_are_disjoint_and_train_takes_the_rest(tree, tmp_path):
         suite(tree, tmp_path, test_alphabets=["Omega"]).load()
 
 
+def test_the_all_split_draws_from_every_class(tree, tmp_path):
+    s = suite(tree, tmp_path, val_alphabets=["Beta"], test_alphabets="Gamma,Delta", ways=2)
+    assert s.split_summary("test") == {"num_classes": 7, "num_examples": 7 * IMAGES}
+    assert s.split_summary("all") == {"num_classes": 14, "num_examples": 14 * IMAGES}
+    every = {_level(a, c) for a, n in enumerate(ALPHABETS[k] for k in sorted(ALPHABETS)) for c in range(n)}
+    drawn = s.sample(200, torch.Generator().manual_seed(0), split="all")
+    assert set(class_levels(drawn.x_support).flatten().tolist()) == every
+
+
 def test_fraction_split_is_seeded(tree, tmp_path):
     a = suite(tree, tmp_path, val_fraction=0.25, test_fraction=0.25, split_seed=0).split_alphabets()
     b = suite(tree, tmp_path, val_fraction=0.25, test_fraction=0.25, split_seed=0).split_alphabets()

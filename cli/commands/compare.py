@@ -13,8 +13,10 @@ from metaopt_tuner.artifact import resolve_artifact
 from metaopt_tuner.errors import ConfigError
 from metaopt_tuner.report import compare as run_compare
 from metaopt_tuner.report import table_rows
+from metaopt_tuner.tasks import suite_class
+from metaopt_tuner.threads import use_threads
 
-from ..options import DataDir, Seed, SuiteOption, TrustFactory, parse_suite_options
+from ..options import DataDir, Seed, SuiteOption, Threads, TrustFactory, parse_suite_options
 
 
 def _num(x: float | None) -> str:
@@ -41,9 +43,13 @@ def compare(
     suite_option: SuiteOption = None,
     trust_factory: TrustFactory = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    threads: Threads = None,
 ) -> None:
     """Tune baselines with Optuna, adapt held-out tasks with every method, write the report to --out."""
     art = resolve_artifact(artifact, trust_factory=trust_factory)
+    use_threads(threads, art.theta.values())
+    if suite is not None:
+        suite_class(suite)  # an unknown or unimportable suite is its own error
     if suite is not None and art.suite_name != suite:
         raise ConfigError(f"the artifact was meta-trained on suite {art.suite_name!r}, not {suite!r}")
     task_suite = art.build_suite(**parse_suite_options(suite_option, data_dir))

@@ -11,27 +11,36 @@ from rich.table import Table
 
 from metaopt_tuner.artifact import resolve_artifact
 from metaopt_tuner.evaluation import evaluate as evaluate_artifact
+from metaopt_tuner.evaluation import suite_for_split
+from metaopt_tuner.threads import use_threads
 
-from ..options import DataDir, Device, JsonOut, Seed, SuiteOption, TrustFactory, parse_suite_options
+from ..options import DataDir, Device, JsonOut, Seed, SuiteOption, Threads, TrustFactory, parse_suite_options
 
 ArtifactArg = Annotated[str, typer.Argument(help="Artifact folder (e.g. runs/x/artifact) or a pretrained name.", show_default=False)]
+
+
+def _data_of(suite) -> str:
+    data_dir = suite.options().get("data_dir")
+    return str(data_dir) if data_dir else suite.name
 
 
 def evaluate(
     artifact: ArtifactArg,
     tasks: Annotated[int, typer.Option("--tasks", "-t", help="Number of held-out tasks.")] = 600,
     steps: Annotated[int | None, typer.Option("--steps", "-k", help="Inner steps to adapt for [default: the artifact's].")] = None,
-    split: Annotated[str, typer.Option("--split", help="Held-out split: test or val.")] = "test",
+    split: Annotated[str, typer.Option("--split", help="Held-out split: test, val, or all (every class of the data: for a --data-dir the artifact was not trained on).")] = "test",
     seed: Seed = 0,
     device: Device = "cpu",
     data_dir: DataDir = None,
     suite_option: SuiteOption = None,
     trust_factory: TrustFactory = False,
     json_out: JsonOut = False,
+    threads: Threads = None,
 ) -> None:
     """Adapt ARTIFACT on held-out tasks; print query loss and metric per step (mean ± 95% CI)."""
     art = resolve_artifact(artifact, trust_factory=trust_factory)
-    suite = art.build_suite(**parse_suite_options(suite_option, data_dir))
+    use_threads(threads, art.theta.values())
+    suite = suite_for_split(art, split, **parse_suite_options(suite_option, data_dir))
     result = evaluate_artifact(art, suite, num_tasks=tasks, steps=steps, split=split, seed=seed,
                                device=device)
     if json_out:
@@ -39,6 +48,9 @@ def evaluate(
         return
     metric = result.metric_name
     console = Console(highlight=False)
+    if result.num_classes is not None:
+        console.print(f"{result.num_classes} classes, {result.num_examples} examples from the "
+                      f"{result.split} split of {_data_of(suite)}", soft_wrap=True)
     console.print(f"{artifact}: adapted on {result.num_tasks} {result.split} tasks of {art.suite_name} "
                   f"(seed {result.seed}); mean ± 95% CI over tasks")
     table = Table()

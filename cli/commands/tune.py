@@ -9,8 +9,9 @@ import typer
 
 from metaopt_tuner.baselines import tune_on_suite
 from metaopt_tuner.tasks import get_suite
+from metaopt_tuner.threads import use_threads
 
-from ..options import DataDir, JsonOut, Seed, Suite, SuiteOption, parse_suite_options
+from ..options import DataDir, JsonOut, Seed, Suite, SuiteOption, Threads, parse_suite_options
 
 
 def tune(
@@ -28,9 +29,11 @@ def tune(
     data_dir: DataDir = None,
     suite_option: SuiteOption = None,
     json_out: JsonOut = False,
+    threads: Threads = None,
 ) -> None:
     """Tune OPTIMIZER on SUITE's meta-validation tasks; print the best configuration."""
     task_suite = get_suite(suite, **parse_suite_options(suite_option, data_dir))
+    use_threads(threads, task_suite.build_model().parameters())
     baseline, result = tune_on_suite(task_suite, optimizer, init=init, steps=steps, trials=trials,
                                      val_tasks=val_tasks, pretrain_steps=pretrain_steps, storage=storage,
                                      study_name=study_name, seed=seed, workers=workers)

@@ -1,4 +1,8 @@
-"""Task distributions, registered by name: ``get_suite("sinusoid", shots=10)``."""
+"""Task distributions, registered by name: ``get_suite("sinusoid", shots=10)``.
+
+Wherever a suite name is accepted, ``"package.module:Class"`` names a :class:`TaskSuite`
+subclass importable in the environment (a user's own suite) just as well.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ __all__ = [
     "get_suite",
     "list_suites",
     "register_suite",
+    "suite_class",
+    "suite_ref",
 ]
 
 # name -> "module:Class", imported lazily so a suite's optional dependencies load only when used.
@@ -49,18 +55,45 @@ def list_suites() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _suite_class(name: str) -> type[TaskSuite]:
-    if name not in _REGISTRY:
-        raise SuiteError(f"unknown suite {name!r}; available: {', '.join(list_suites())}")
-    module_name, _, cls_name = _REGISTRY[name].partition(":")
-    return getattr(importlib.import_module(module_name), cls_name)
+def suite_class(name: str) -> type[TaskSuite]:
+    """The class of the suite registered as ``name``, or imported from ``"module:Class"``.
+
+    Raises:
+        SuiteError: an unknown name, a path that cannot be imported, or not a TaskSuite.
+    """
+    if name in _REGISTRY:
+        target = _REGISTRY[name]
+    elif ":" in name:
+        target = name
+    else:
+        raise SuiteError(f"unknown suite {name!r}; available: {', '.join(list_suites())} "
+                         "(or module:Class for your own)")
+    module_name, _, cls_name = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in cls_name.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:  # ImportError, AttributeError, or the module's own failure
+        raise SuiteError(f"cannot import suite {name!r}: {type(exc).__name__}: {exc}") from None
+    if not (isinstance(obj, type) and issubclass(obj, TaskSuite)):
+        raise SuiteError(f"suite {name!r} is not a TaskSuite subclass")
+    return obj
+
+
+def suite_ref(suite: TaskSuite) -> str:
+    """The name that rebuilds ``suite`` with :func:`get_suite`: its registered name, or
+    ``"module:Class"`` for a suite that is not registered under its ``name``."""
+    cls = type(suite)
+    if suite.name in _REGISTRY and _REGISTRY[suite.name] == f"{cls.__module__}:{cls.__qualname__}":
+        return suite.name
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def get_suite(name: str, **options: Any) -> TaskSuite:
     """Build the suite registered as ``name`` with ``options``; unknown options are an error.
 
     Args:
-        name: a registered suite (see :func:`list_suites`).
+        name: a registered suite (see :func:`list_suites`) or ``module:Class``.
         **options: the suite's constructor arguments (``shots``, ``data_dir``, ...).
 
     Returns:
@@ -70,7 +103,7 @@ def get_suite(name: str, **options: Any) -> TaskSuite:
         SuiteError: an unknown suite, an option it does not accept, or an invalid value.
         DataError: a file-backed suite's data is missing or malformed (when it reads them early).
     """
-    cls = _suite_class(name)
+    cls = suite_class(name)
     accepted = inspect.signature(cls.__init__).parameters
     has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     unknown = sorted(k for k in options if k not in accepted and not has_var_kw)

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Task", "TaskBatch", "TaskSuite", "ClassificationSuite", "SPLITS"]
+if TYPE_CHECKING:
+    from ..recipes import Recipe
+
+__all__ = ["Task", "TaskBatch", "TaskSuite", "ClassificationSuite", "SPLITS", "EVAL_SPLITS"]
 
 #: the splits every suite understands
 SPLITS = ("train", "val", "test")
+#: the splits held-out tasks may come from: ``all`` is every class of the data (for data the
+#: artifact was not trained on)
+EVAL_SPLITS = (*SPLITS, "all")
 _SPLIT_STREAMS = {name: i for i, name in enumerate(SPLITS)}
 
 
@@ -104,6 +112,12 @@ class TaskSuite(abc.ABC):
     metric_name: str = "loss"
     #: whether a larger metric is better (accuracy) or worse (mse)
     metric_higher_is_better: bool = False
+    #: the recommended training configuration (see ``metaopt_tuner.recipes``); None: defaults
+    recipe: ClassVar[Recipe | None] = None
+    #: options that name or size the splits of one data set, with the values they take when
+    #: every class of new data is evaluated (``split="all"``): names of the old data's
+    #: alphabets or domains mean nothing there
+    split_options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 
     def load(self) -> TaskSuite:
         """Read and check the suite's data now (suites backed by files override it); returns self.
@@ -127,6 +141,11 @@ class TaskSuite(abc.ABC):
         """
         stream = 1_000_003 * (_SPLIT_STREAMS.get(split, 3) + 1) + int(seed)
         return self.sample(num_tasks, torch.Generator().manual_seed(stream), split=split)
+
+    def split_summary(self, split: str) -> dict[str, int] | None:
+        """``{"num_classes": ..., "num_examples": ...}`` that ``split``'s tasks draw from, for
+        suites of finite data; None for generated tasks (the sinusoid)."""
+        return None
 
     @abc.abstractmethod
     def model_spec(self) -> dict[str, Any]:

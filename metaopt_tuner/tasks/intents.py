@@ -23,16 +23,25 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
+from ..recipes import Recipe
 from ..text import PAD_ID, HashedNgrams
-from .base import SPLITS, ClassificationSuite, TaskBatch
+from .base import EVAL_SPLITS, SPLITS, ClassificationSuite, TaskBatch
 
-__all__ = ["IntentSuite", "IntentData", "load_intent_data"]
+__all__ = ["IntentSuite", "IntentData", "load_intent_data", "RECIPE"]
+
+#: README, intents: Meta-SGD at inner lr 0.5, meta-batch 16, 500 iterations (CLINC150, 5-way,
+#: held-out domains: 72.9 1-shot, 91.9 5-shot)
+RECIPE = Recipe(
+    config={"learner": "metasgd", "inner_lr": 0.5, "meta_batch": 16, "iterations": 500},
+    source="README: intents, Meta-SGD, inner lr 0.5, meta-batch 16, 500 iterations",
+)
 
 _CLINC_FILE = "data_full.json"
 _DOMAINS_FILE = "domains.json"
@@ -257,6 +266,10 @@ class IntentSuite(ClassificationSuite):
     """
 
     name = "intents"
+    recipe = RECIPE
+    split_options = MappingProxyType({
+        **{f"{s}_{kind}": None for kind in ("domains", "classes") for s in SPLITS},
+        "val_fraction": 0.0})
 
     def __init__(
         self,
@@ -371,7 +384,8 @@ class IntentSuite(ClassificationSuite):
             members.setdefault(label, []).append(i)
         need = self.shots + self.query
         index = {}
-        for split, classes in self.split_classes.items():
+        # "all": every class, to evaluate on data the artifact was not trained on
+        for split, classes in {**self.split_classes, "all": sorted(set(self.data.labels))}.items():
             for c in classes:
                 if len(members[c]) < need:
                     raise DataError(
@@ -397,10 +411,16 @@ class IntentSuite(ClassificationSuite):
         rows = [i for i, label in enumerate(self.data.labels) if label in keep]
         return self.token_ids[rows], [self.data.labels[i] for i in rows]
 
+    def split_summary(self, split: str) -> dict[str, int]:
+        """Classes and utterances of ``split``."""
+        self._check_split(split)
+        counts = self._index[split][1]
+        return {"num_classes": len(counts), "num_examples": int(counts.sum())}
+
     def _check_split(self, split: str) -> None:
-        if split not in SPLITS:
-            raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        if not self.split_classes[split]:
+        if split not in EVAL_SPLITS:
+            raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(EVAL_SPLITS)}")
+        if split != "all" and not self.split_classes[split]:
             raise ConfigError(f"the {split} split has no classes (see val_fraction / test_fraction)")
 
     # ------------------------------------------------------------------ tasks

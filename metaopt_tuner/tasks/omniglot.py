@@ -9,16 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
 
 from ..errors import ConfigError, DataError
+from ..recipes import Recipe
 from .augment import check_jitter, random_affine
-from .base import SPLITS, ClassificationSuite, TaskBatch
+from .base import EVAL_SPLITS, SPLITS, ClassificationSuite, TaskBatch
 from .image_cache import ImageCollection, load_image_collection
 
-__all__ = ["OmniglotSuite", "ImageFolderSuite"]
+__all__ = ["OmniglotSuite", "ImageFolderSuite", "RECIPE"]
+
+#: README, Omniglot: Meta-SGD + prototype head, one step at 0.05, cosine meta-lr, 64 filters,
+#: jittered training images, meta-batch 4, 2,000 iterations (5-way 1-shot held-out alphabets:
+#: 93.2 / 88.0 random / within-alphabet on CPU)
+RECIPE = Recipe(
+    config={"learner": "metasgd", "head_init": "prototypes", "inner_lr": 0.05, "inner_steps": 1,
+            "meta_batch": 4, "meta_lr_schedule": "cosine", "iterations": 2000},
+    suite_options={"filters": 64, "jitter_degrees": 15.0, "jitter_scale": 0.15,
+                   "jitter_shift": 0.15},
+    source="README: Omniglot, Meta-SGD + prototype head, cosine, jitter, 64 filters, 2,000 iterations",
+)
 
 
 def _names(value: str | Sequence[str] | None, option: str) -> list[str] | None:
@@ -85,6 +98,10 @@ class OmniglotSuite(ClassificationSuite):
     """
 
     name = "omniglot"
+    recipe = RECIPE
+    split_options = MappingProxyType({"train_alphabets": None, "val_alphabets": None,
+                                      "test_alphabets": None, "val_fraction": 0.0,
+                                      "test_fraction": 0.0})
 
     # defaults that differ between the Omniglot suite and the generic image-folder one
     _channels, _invert, _rotations = 1, True, True
@@ -181,7 +198,7 @@ class OmniglotSuite(ClassificationSuite):
         self._splits = {
             split: _SplitIndex(coll, ids, 4 if (self.eval_rotations if split != "train"
                                                 else self.rotations) else 1)
-            for split, ids in assignment.items()
+            for split, ids in {**assignment, "all": keep}.items()
         }
         self._coll = coll
         return self
@@ -254,17 +271,24 @@ class OmniglotSuite(ClassificationSuite):
         """The alphabets (groups) of every split, after loading."""
         self.load()
         assert self._splits is not None
-        return {s: list(ix.group_names) for s, ix in self._splits.items()}
+        return {s: list(self._splits[s].group_names) for s in SPLITS}
 
     def split_sizes(self) -> dict[str, int]:
         """Number of classes of every split (rotated copies included)."""
         self.load()
         assert self._splits is not None
-        return {s: ix.num_classes for s, ix in self._splits.items()}
+        return {s: self._splits[s].num_classes for s in SPLITS}
+
+    def split_summary(self, split: str) -> dict[str, int]:
+        """Classes (rotated copies included) and images of ``split``."""
+        ix = self._index(split)
+        assert self._coll is not None
+        images = int(self._coll.counts[ix.class_ids].sum()) * ix.rotations
+        return {"num_classes": ix.num_classes, "num_examples": images}
 
     def _index(self, split: str) -> _SplitIndex:
-        if split not in SPLITS:
-            raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        if split not in EVAL_SPLITS:
+            raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(EVAL_SPLITS)}")
         self.load()
         assert self._splits is not None
         ix = self._splits[split]

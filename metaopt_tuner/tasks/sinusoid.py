@@ -9,10 +9,19 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .base import SPLITS, TaskBatch, TaskSuite
+from ..recipes import Recipe
+from .base import EVAL_SPLITS, TaskBatch, TaskSuite
 
-__all__ = ["SinusoidSuite"]
+__all__ = ["SinusoidSuite", "RECIPE"]
 
+#: README, "Compare with Optuna-tuned optimizers": the shipped artifact's settings, 0.033 MSE
+#: after 10 steps (and after 30) on held-out curves, about 70 s on one CPU thread
+RECIPE = Recipe(
+    config={"learner": "metasgd", "inner_steps": 10, "per_step_lrs": True,
+            "lr_granularity": "element", "clip_grad": 1.0,
+            "iterations": 5000},
+    source="README: the 10-step sinusoid artifact (0.033 MSE after 10 steps, 5,000 iterations)",
+)
 
 
 class SinusoidSuite(TaskSuite):
@@ -26,6 +35,7 @@ class SinusoidSuite(TaskSuite):
     name = "sinusoid"
     metric_name = "mse"
     metric_higher_is_better = False
+    recipe = RECIPE
 
     def __init__(
         self,
@@ -50,8 +60,8 @@ class SinusoidSuite(TaskSuite):
     def sample(
         self, num_tasks: int, generator: torch.Generator, split: str = "train"
     ) -> TaskBatch:
-        if split not in SPLITS:
-            raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        if split not in EVAL_SPLITS:
+            raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(EVAL_SPLITS)}")
         if num_tasks < 1:
             raise ConfigError(f"num_tasks must be positive, got {num_tasks}")
         n = self.shots + self.query

@@ -1,0 +1,168 @@
+"""Recipes, budgets, the thread rule and user suites: resolution order, sources, exact resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from metaopt_tuner.budget import iterations_for_budget, parse_duration
+from metaopt_tuner.errors import ConfigError, SuiteError
+from metaopt_tuner.recipes import Recipe, recipe_for, resolve_train_config
+from metaopt_tuner.tasks import get_suite, list_suites, suite_class, suite_ref
+from metaopt_tuner.threads import SMALL_MODEL_PARAMETERS, choose_threads
+from metaopt_tuner.training import MetaTrainer, TrainConfig, train
+
+
+def test_flags_override_the_recipe_which_overrides_the_defaults():
+    resolved = resolve_train_config("sinusoid", {"inner_steps": 3, "meta_batch": None}, {"shots": 5})
+    cfg, src = resolved.config, resolved.sources
+    assert (cfg.learner, src["learner"]) == ("metasgd", "recipe")
+    assert (cfg.per_step_lrs, src["per_step_lrs"]) == (True, "recipe")
+    assert (cfg.inner_steps, src["inner_steps"]) == (3, "flag")
+    assert (cfg.meta_batch, src["meta_batch"]) == (25, "default")  # None means "not given"
+    assert (cfg.suite_options, src["suite_options.shots"]) == ({"shots": 5}, "flag")
+    assert src["suite"] == "flag" and resolve_train_config().sources["suite"] == "default"
+    assert any(line.startswith("inner_steps") and line.endswith("(flag)") for line in resolved.lines())
+
+
+def test_suite_options_merge_key_by_key():
+    resolved = resolve_train_config("omniglot", {}, {"filters": 32, "ways": 20})
+    opts, src = resolved.config.suite_options, resolved.sources
+    assert opts["filters"] == 32 and opts["ways"] == 20 and opts["jitter_degrees"] == 15.0
+    assert src["suite_options.filters"] == "flag" and src["suite_options.jitter_degrees"] == "recipe"
+
+
+def test_budget_and_iterations_are_one_choice():
+    with pytest.raises(ConfigError, match="not both"):
+        resolve_train_config("sinusoid", {"iterations": 5, "budget_seconds": 60.0})
+    by_budget = resolve_train_config("sinusoid", {"budget_seconds": 60.0})  # recipe: iterations
+    assert by_budget.config.budget_seconds == 60.0 and by_budget.sources["iterations"] == "default"
+    assert any("fixed from the budget" in line for line in by_budget.lines())
+    budget_recipe = Recipe(budget="20m")
+    assert resolve_train_config("sinusoid", recipe=budget_recipe).config.budget_seconds == 1200.0
+    exact = resolve_train_config("sinusoid", {"iterations": 7}, recipe=budget_recipe)
+    assert exact.config.budget_seconds is None and exact.config.iterations == 7
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"config": {"inner_stepz": 3}}, "unknown key(s) in a recipe: inner_stepz"),
+    ({"config": {"suite": "omniglot"}}, "unknown key(s) in a recipe: suite"),
+    ({"config": {"iterations": 3}, "budget": "1m"}, "not both"),
+    ({"budget": "5parsecs"}, "cannot read the budget"),
+])
+def test_bad_recipes_are_refused(kwargs, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Recipe(**kwargs)
+
+
+@pytest.mark.parametrize("name", list_suites())
+def test_every_registered_recipe_resolves_to_a_valid_config(name):
+    recipe = recipe_for(name)
+    resolved = resolve_train_config(name)
+    for key, value in recipe.config.items():
+        assert getattr(resolved.config, key) == value and resolved.sources[key] == "recipe"
+
+
+def test_recipes_are_frozen_values():
+    recipe = recipe_for("sinusoid")
+    with pytest.raises(TypeError):
+        recipe.config["inner_steps"] = 1  # type: ignore[index]
+    assert "inner_steps" in repr(recipe)
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("20m", 1200), ("2h", 7200), ("1.5m", 90)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["5parsecs", "90", "", "0s", "-3m", "m"])
+def test_bad_durations(text):
+    with pytest.raises(ConfigError):
+        parse_duration(text)
+
+
+def test_iteration_count_for_a_budget():
+    plan = iterations_for_budget(10.0, warmup_total=1.0, timed_steps=4, timed_seconds=0.4)
+    assert plan.iterations == 90 and plan.seconds_per_iteration == pytest.approx(0.1)
+    assert iterations_for_budget(1.0, 5.0, 2, 2.0).iterations == 1  # spent in the warm-up
+
+
+class FakeClock:
+    """A clock that advances ``tick`` seconds per reading: a step takes exactly one tick."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+class Stop(Exception):
+    pass
+
+
+def _config(**overrides) -> TrainConfig:
+    base = dict(iterations=1000, meta_batch=4, inner_steps=2, per_step_lrs=True,
+                meta_lr_schedule="cosine", suite_options={"hidden": [8, 8], "shots": 5},
+                eval_every=1000, eval_tasks=4, log_every=1, checkpoint_every=5)
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_a_budget_run_resumed_midway_equals_the_same_count_uninterrupted(tmp_path):
+    full = MetaTrainer(_config(budget_seconds=0.5), tmp_path / "full", progress=False,
+                       clock=FakeClock(0.01)).run()
+    count = full.config.iterations
+    marker = json.loads((tmp_path / "full" / "run.json").read_text())
+    assert marker["budget"]["iterations"] == count == marker["config"]["iterations"]
+    assert 10 < count < 50  # (0.5 s - warm-up) / 0.01 s per step
+    plain = MetaTrainer(_config(iterations=count), tmp_path / "plain", progress=False).run()
+
+    def stop_at_7(record):
+        if record["iteration"] == 7:
+            raise Stop
+
+    with pytest.raises(Stop):
+        MetaTrainer(_config(budget_seconds=0.5), tmp_path / "cut", progress=False,
+                    clock=FakeClock(0.01), callback=stop_at_7).run()
+    # a slower clock would fix another count: the resumed run must keep the recorded one
+    resumed = MetaTrainer(_config(budget_seconds=0.5), tmp_path / "cut", progress=False,
+                          clock=FakeClock(1.0)).run(resume=True)
+    assert resumed.config.iterations == count
+    a, b, c = (r.learner.state_dict() for r in (full, plain, resumed))
+    for key in a:
+        assert torch.equal(a[key], b[key]) and torch.equal(a[key], c[key]), key
+
+
+def test_train_records_where_each_value_came_from(tmp_path):
+    out = tmp_path / "run"
+    result = train(out_dir=out, iterations=3, meta_batch=2, inner_steps=2, eval_every=3,
+                   eval_tasks=2, suite_options={"hidden": [8]})
+    assert result.config.per_step_lrs is True  # from the sinusoid recipe
+    marker = json.loads((out / "run.json").read_text())
+    assert marker["sources"]["per_step_lrs"] == "recipe"
+    assert marker["sources"]["inner_steps"] == "flag" and marker["sources"]["dtype"] == "default"
+    # an explicit TrainConfig runs as it is: no recipe
+    assert train(TrainConfig(iterations=2, meta_batch=2, eval_tasks=2)).config.per_step_lrs is False
+
+
+def test_the_thread_rule():
+    assert choose_threads(None, 1_700) == 1
+    assert choose_threads(None, SMALL_MODEL_PARAMETERS) is None  # torch's default
+    assert choose_threads(None, None) is None
+    assert choose_threads(3, 1_700) == 3
+
+
+def test_user_suites_by_module_path():
+    path = "tests.helpers:TinyImageSuite"
+    suite = get_suite(path, ways=2)
+    assert suite.ways == 2 and suite_ref(suite) == path
+    assert suite_ref(get_suite("sinusoid")) == "sinusoid"
+    with pytest.raises(SuiteError, match="cannot import suite 'a.b:C'"):
+        suite_class("a.b:C")
+    with pytest.raises(SuiteError, match="not a TaskSuite subclass"):
+        suite_class("metaopt_tuner.models:MLP")
+    with pytest.raises(SuiteError, match="unknown suite 'nope'"):
+        suite_class("nope")

@@ -6,10 +6,10 @@ maps each domain to its intents) or one ``.csv`` file, or the path of such a fil
 every original split are pooled; the suite's own train/val/test splits are made *by class* (by
 domain when domains are known), so no test intent is ever seen in meta-training.
 
-Texts are hashed into n-gram bucket ids once per dataset (:mod:`metaopt_tuner.text`) and cached
+Texts are hashed into n-gram bucket ids once per dataset (:mod:`metaopt_tuner.text.featurizers`) and cached
 in memory; a task is N classes drawn from the split, K support and Q query utterances each, as
 padded ``[N * K, L]`` id tensors that stack into a :class:`TaskBatch`. With ``encoder`` (a local
-sentence-transformers folder or ``"module:function"``, see :mod:`metaopt_tuner.text_encoders`)
+sentence-transformers folder or ``"module:function"``, see :mod:`metaopt_tuner.text.encoders`)
 every utterance is embedded once instead, tasks hold ``[N * K, D]`` embeddings and the model is a
 :class:`~metaopt_tuner.models.FeatureClassifier` (``hidden`` its MLP, ``logit_scale`` its scale).
 """
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
-from ..text import PAD_ID, HashedNgrams
+from ..text.featurizers import PAD_ID, HashedNgrams
 from .base import SPLITS, ClassificationSuite, TaskBatch
 
 __all__ = ["IntentSuite", "IntentData", "load_intent_data"]
@@ -187,7 +187,7 @@ def _load_encoded(
     featurizer: HashedNgrams, encoder: str | None = None,
 ) -> tuple[IntentData, Tensor]:
     """The data and its features: hashed n-gram ids ``[M, L]``, or with ``encoder`` the sentence
-    embeddings ``[M, D]`` (also cached on disk, see :mod:`metaopt_tuner.text_encoders`)."""
+    embeddings ``[M, D]`` (also cached on disk, see :mod:`metaopt_tuner.text.encoders`)."""
     path = _resolve(data_dir).resolve()
     stat = path.stat()
     dom = path.with_name(_DOMAINS_FILE)
@@ -199,7 +199,7 @@ def _load_encoded(
         if encoder is None:
             _CACHE[key] = (data, featurizer.encode(data.texts))
         else:
-            from ..text_encoders import encode_cached
+            from ..text.encoders import encode_cached
             from .image_cache import default_cache_dir
 
             _CACHE[key] = (data, encode_cached(encoder, data.texts, default_cache_dir(path)))

@@ -582,6 +582,8 @@ class Artifact:
         def build() -> nn.Module:
             try:
                 model = factory(**kwargs)
+            except ArtifactError:  # e.g. the encoder folder it reads differs: keep the type
+                raise
             except MetaOptError as exc:
                 raise ArtifactError(f"cannot build the artifact's model: {exc}") from None
             except (TypeError, ValueError, RuntimeError) as exc:

@@ -16,6 +16,7 @@ __all__ = [
     "NonFiniteUpdateError",
     "ArtifactError",
     "ModelMismatchError",
+    "EncoderMismatchError",
     "DistributedError",
     "StudyStorageError",
 ]
@@ -70,6 +71,11 @@ class ArtifactError(MetaOptError):
 
 class ModelMismatchError(ArtifactError):
     """A model's parameters differ from an artifact's (names or shapes)."""
+
+
+class EncoderMismatchError(ArtifactError):
+    """The encoder folder an artifact's model reads is missing or differs from the one it was
+    trained with (its content checksum)."""
 
 
 class DistributedError(MetaOptError, RuntimeError):

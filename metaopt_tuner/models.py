@@ -262,7 +262,8 @@ class ConvNet(nn.Module):
 _MODELS: dict[str, Callable[..., nn.Module] | str] = {
     "mlp": MLP, "convnet": ConvNet, "features": FeatureClassifier,
 }
-_MODELS["text_bag"] = "metaopt_tuner.text_model:TextBagClassifier"
+_MODELS["text_bag"] = "metaopt_tuner.text.models:TextBagClassifier"
+_MODELS["encoder_top"] = "metaopt_tuner.text.transformer:EncoderTop"
 
 
 def register_model(name: str, factory: Callable[..., nn.Module] | str) -> None:

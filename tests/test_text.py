@@ -15,7 +15,7 @@ from torch.func import functional_call, vmap
 from metaopt_tuner.errors import ConfigError
 from metaopt_tuner.models import build_model, supports_batched
 from metaopt_tuner.text import PAD_ID, HashedNgrams, pad_ids
-from metaopt_tuner.text_model import TextBagClassifier
+from metaopt_tuner.text.models import TextBagClassifier
 
 TEXTS = ["Book a flight to Paris", "what's my balance?", "ＨＥＬＬＯ Wörld", "", "a"]
 

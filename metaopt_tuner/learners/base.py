@@ -240,8 +240,9 @@ class MetaLearner(nn.Module, abc.ABC):
     ) -> tuple[Tensor, Tensor, Params, Tensor]:
         """Adapt one task (or one hand-batched stack of tasks) and score it on its query set.
 
-        Returns query loss, metric, the adapted parameters and, with ``tail``, the query loss after
-        :attr:`tail_steps` more first-order steps past the horizon (else the query loss again).
+        Returns query loss, metric, the adapted parameters and, with ``tail``, the mean query loss
+        after each of :attr:`tail_steps` more first-order steps past the horizon (else the query
+        loss again).
         """
         loss_fn, metric_fn = self.loss_fn, self.metric_fn
         if self.head_init == "prototypes":
@@ -262,12 +263,15 @@ class MetaLearner(nn.Module, abc.ABC):
             )
             q_loss, q_metric = query(adapted)
             tail_loss = q_loss
-            if tail:
-                end = adapt(
-                    adapted, lrs, support_loss, self.tail_steps, create_graph=False,
-                    grad_fn=grad_fn, first_step=steps, horizon=horizon, decay=decay,
-                )
-                tail_loss = query(end)[0]
+            if tail:  # the mean query loss after each of the tail's steps: every one must help
+                tail_losses, current = [], adapted
+                for t in range(steps, steps + self.tail_steps):
+                    current = adapt(
+                        current, lrs, support_loss, 1, create_graph=False, grad_fn=grad_fn,
+                        first_step=t, horizon=horizon, decay=decay,
+                    )
+                    tail_losses.append(query(current)[0])
+                tail_loss = torch.stack(tail_losses).mean(0)
             return q_loss, q_metric, adapted, tail_loss
         losses, metrics = [], []
         for t in range(steps + 1):

@@ -6,12 +6,15 @@ maps each domain to its intents) or one ``.csv`` file, or the path of such a fil
 every original split are pooled; the suite's own train/val/test splits are made *by class* (by
 domain when domains are known), so no test intent is ever seen in meta-training.
 
-Texts are hashed into n-gram bucket ids once per dataset (:mod:`metaopt_tuner.text`) and cached
+Texts are hashed into n-gram bucket ids once per dataset (:mod:`metaopt_tuner.text.featurizers`) and cached
 in memory; a task is N classes drawn from the split, K support and Q query utterances each, as
 padded ``[N * K, L]`` id tensors that stack into a :class:`TaskBatch`. With ``encoder`` (a local
-sentence-transformers folder or ``"module:function"``, see :mod:`metaopt_tuner.text_encoders`)
+sentence-transformers folder or ``"module:function"``, see :mod:`metaopt_tuner.text.encoders`)
 every utterance is embedded once instead, tasks hold ``[N * K, D]`` embeddings and the model is a
 :class:`~metaopt_tuner.models.FeatureClassifier` (``hidden`` its MLP, ``logit_scale`` its scale).
+With an encoder folder and ``adapt_layers=N``, the encoder's top N layers are adapted per task
+(:class:`~metaopt_tuner.text.transformer.EncoderTop`): tasks hold the token states below them,
+``[N * K, L, H + 1]`` (see :mod:`metaopt_tuner.text.encoder_states`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
 from ..recipes import Recipe
-from ..text import PAD_ID, HashedNgrams
+from ..text.encoder_states import PackedStates
+from ..text.featurizers import PAD_ID, HashedNgrams
 from .base import EVAL_SPLITS, SPLITS, ClassificationSuite, TaskBatch
 
 __all__ = ["IntentSuite", "IntentData", "load_intent_data", "RECIPE"]
@@ -188,27 +192,32 @@ def load_intent_data(
 
 # Tokenizing a dataset is the slow part of building a suite; every suite built on the same file
 # (trainer, evaluation, baselines) shares it while the file is unchanged.
-_CACHE: dict[tuple[Any, ...], tuple[IntentData, Tensor]] = {}
+_CACHE: dict[tuple[Any, ...], tuple[IntentData, Tensor | PackedStates]] = {}
 
 
 def _load_encoded(
     data_dir: str | Path, text_column: str, label_column: str, include_oos: bool,
-    featurizer: HashedNgrams, encoder: str | None = None,
-) -> tuple[IntentData, Tensor]:
+    featurizer: HashedNgrams, encoder: str | None = None, adapt_layers: int = 0,
+) -> tuple[IntentData, Tensor | PackedStates]:
     """The data and its features: hashed n-gram ids ``[M, L]``, or with ``encoder`` the sentence
-    embeddings ``[M, D]`` (also cached on disk, see :mod:`metaopt_tuner.text_encoders`)."""
+    embeddings ``[M, D]`` (also cached on disk, see :mod:`metaopt_tuner.text.encoders`)."""
     path = _resolve(data_dir).resolve()
     stat = path.stat()
     dom = path.with_name(_DOMAINS_FILE)
     dom_stamp = dom.stat().st_mtime_ns if dom.is_file() else None
     key = (str(path), stat.st_size, stat.st_mtime_ns, dom_stamp, text_column, label_column,
-           include_oos, encoder if encoder is not None else featurizer)
+           include_oos, encoder if encoder is not None else featurizer, adapt_layers)
     if key not in _CACHE:
         data = load_intent_data(path, text_column, label_column, include_oos)
         if encoder is None:
             _CACHE[key] = (data, featurizer.encode(data.texts))
+        elif adapt_layers:
+            from ..text.encoder_states import encoder_config, states_cached
+
+            cut = encoder_config(encoder)["num_hidden_layers"] - adapt_layers
+            _CACHE[key] = (data, states_cached(encoder, data.texts, cut))
         else:
-            from ..text_encoders import encode_cached
+            from ..text.encoders import encode_cached
             from .image_cache import default_cache_dir
 
             _CACHE[key] = (data, encode_cached(encoder, data.texts, default_cache_dir(path)))
@@ -300,6 +309,7 @@ class IntentSuite(ClassificationSuite):
         logit_scale: float = 10.0,
         gate_init: str = "idf",
         encoder: str | None = None,
+        adapt_layers: int = 0,
     ) -> None:
         if data_dir is None:
             raise DataError("the intents suite needs data: pass --data-dir (a folder with "
@@ -331,9 +341,18 @@ class IntentSuite(ClassificationSuite):
             max_tokens=max_tokens,
         )
         self.encoder = None if encoder in (None, "", "hashed") else str(encoder)
+        self.adapt_layers = int(adapt_layers)
+        if self.adapt_layers:
+            if self.adapt_layers < 0:
+                raise ConfigError(f"adapt_layers must be >= 0, got {adapt_layers}")
+            if self.encoder is None or not Path(self.encoder).expanduser().is_dir():
+                raise ConfigError("adapt_layers needs encoder=FOLDER (a local encoder folder "
+                                  f"whose top layers are adapted), got encoder={self.encoder!r}")
+            self.encoder = str(Path(self.encoder).expanduser().resolve())
+            self._check_adapt_layers()
         self.data, self.token_ids = _load_encoded(
             self.data_dir, text_column, label_column, self.include_oos, self.featurizer,
-            self.encoder,
+            self.encoder, self.adapt_layers,
         )
         self._given = {
             "domains": {"train": _names(train_domains), "val": _names(val_domains),
@@ -343,6 +362,14 @@ class IntentSuite(ClassificationSuite):
         }
         self.split_classes = self._make_splits()
         self._index = self._build_index()
+
+    def _check_adapt_layers(self) -> None:
+        from ..text.encoder_states import encoder_config
+
+        total = encoder_config(self.encoder)["num_hidden_layers"]
+        if self.adapt_layers > total:
+            raise ConfigError(f"adapt_layers={self.adapt_layers} but the encoder in "
+                              f"{self.encoder} has {total} layers")
 
     # ------------------------------------------------------------------ splits
     @property
@@ -442,6 +469,11 @@ class IntentSuite(ClassificationSuite):
         rows = table[classes].gather(2, picks)  # dataset rows
         y_s = torch.arange(n).repeat_interleave(k).expand(num_tasks, -1)
         y_q = torch.arange(n).repeat_interleave(q).expand(num_tasks, -1)
+        if isinstance(self.token_ids, PackedStates):  # token states: [T, n, k + q, L, H + 1]
+            x = self.token_ids.gather(rows)
+            shape = x.shape[-2:]
+            return TaskBatch(x[:, :, :k].reshape(num_tasks, n * k, *shape), y_s.clone(),
+                             x[:, :, k:].reshape(num_tasks, n * q, *shape), y_q.clone())
         if self.encoder is not None:  # sentence embeddings: [T, n, k + q, D]
             emb = self.token_ids[rows]
             dim = emb.shape[-1]
@@ -480,12 +512,28 @@ class IntentSuite(ClassificationSuite):
         """The reference model; with ``gate_init="idf"`` its n-gram gates start at the train
         split's IDF, so one inner step from theta is already TF-IDF nearest-class-mean."""
         model = super().build_model()
+        if self.adapt_layers:
+            from ..text.encoder_states import top_layer_weights
+
+            with torch.no_grad():
+                for name, value in top_layer_weights(self.encoder, self.adapt_layers).items():
+                    model.get_parameter(name).copy_(value)
         if self.gate_init == "idf" and isinstance(getattr(model, "gate", None), nn.Parameter):
             with torch.no_grad():
                 model.gate.copy_(self.train_idf())
         return model
 
     def model_spec(self) -> dict[str, Any]:
+        if self.adapt_layers:
+            from ..text.encoder_states import encoder_checksum, encoder_config
+
+            cfg = encoder_config(self.encoder)
+            kwargs = {k: cfg[k] for k in ("hidden_size", "num_attention_heads",
+                                          "intermediate_size", "layer_norm_eps")}
+            return {"name": "encoder_top", "kwargs": {
+                **kwargs, "layers": self.adapt_layers, "num_classes": self.ways,
+                "scale": self.logit_scale, "encoder": self.encoder,
+                "checksum": encoder_checksum(self.encoder)}}
         if self.encoder is not None:
             return {"name": "features", "kwargs": {
                 "in_features": int(self.token_ids.shape[1]), "num_classes": self.ways,
@@ -525,6 +573,7 @@ class IntentSuite(ClassificationSuite):
             "logit_scale": self.logit_scale,
             "gate_init": self.gate_init,
             "encoder": self.encoder,
+            "adapt_layers": self.adapt_layers,
         }
         for kind, given in self._given.items():
             for split, names in given.items():

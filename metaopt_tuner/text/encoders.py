@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .atomic import atomic_write
-from .errors import ConfigError, DataError
+from ..atomic import atomic_write
+from ..errors import ConfigError, DataError
 
 __all__ = ["Encoder", "load_encoder", "encode_cached"]
 

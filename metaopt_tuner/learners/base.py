@@ -26,7 +26,16 @@ from torch.func import functional_call, vmap
 from ..errors import ConfigError
 from ..models import supports_batched
 from ..tasks.base import TaskBatch
-from .inner import TAIL_DECAY, TAIL_STEPS, GradFn, Params, adapt, autograd_grads, functorch_grads
+from .inner import (
+    TAIL_DECAY,
+    TAIL_STEPS,
+    GradFn,
+    Params,
+    adapt,
+    autograd_grads,
+    functorch_grads,
+    tail_factor,
+)
 from .proto_head import HEAD_BIAS, HEAD_INITS, HEAD_WEIGHT, prototype_head, supports_prototype_head
 from .rates import LearningRates
 
@@ -275,6 +284,10 @@ class MetaLearner(nn.Module, abc.ABC):
             return q_loss, q_metric, adapted, tail_loss
         losses, metrics = [], []
         for t in range(steps + 1):
+            if t > 0 and tail_factor(t - 1, horizon, decay) == 0.0:  # the tail ended: unchanged
+                losses.append(losses[-1])
+                metrics.append(metrics[-1])
+                continue
             q_loss, q_metric = query(params)
             losses.append(q_loss.detach())
             metrics.append(q_metric.detach())

@@ -28,6 +28,7 @@ __all__ = [
     "tail_factor",
     "TAIL_DECAY",
     "TAIL_STEPS",
+    "TAIL_CUTOFF",
     "autograd_grads",
     "functorch_grads",
     "adapt",
@@ -39,6 +40,9 @@ Params = dict[str, Tensor]
 TAIL_DECAY = 0.5
 #: steps past the horizon that meta-training adapts through (first order) to train the tail
 TAIL_STEPS = 4
+#: a tail factor below this ends the tail: a step that small changes no float32 weight (2**-40
+#: relative), so after about 40 steps past the horizon (at decay 0.5) nothing moves any more
+TAIL_CUTOFF = 2.0**-40
 #: ``grad_fn(loss_of_params, params, create_graph) -> grads``: how the inner loop differentiates.
 GradFn = Callable[[Callable[[Params], Tensor], Params, bool], Params]
 
@@ -77,10 +81,12 @@ def metasgd_update(
 
 def tail_factor(step: int, horizon: int | None, decay: float = TAIL_DECAY) -> float:
     """The multiplier of the rates at 0-based ``step``: 1 before ``horizon``, then ``decay ** k``
-    for the ``k``-th step past it (``horizon=None``: always 1)."""
+    for the ``k``-th step past it (``horizon=None``: always 1), and exactly 0 once that is below
+    :data:`TAIL_CUTOFF`: the weights then stop moving, and nothing needs computing."""
     if horizon is None or step < horizon:
         return 1.0
-    return float(decay) ** (step - horizon + 1)
+    factor = float(decay) ** (step - horizon + 1)
+    return factor if factor >= TAIL_CUTOFF else 0.0
 
 
 def rates_at_step(
@@ -146,7 +152,7 @@ def adapt(
     """
     names = list(params)
     for t in range(first_step, first_step + steps):
-        if tail_factor(t, horizon, decay) == 0.0:  # the tail has shrunk below the smallest float
+        if tail_factor(t, horizon, decay) == 0.0:  # the tail has ended: nothing moves any more
             break
         grads = grad_fn(support_loss, params, create_graph)
         rates = rates_at_step(lrs, t, horizon, decay)

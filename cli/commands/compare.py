@@ -13,8 +13,9 @@ from metaopt_tuner.artifact import resolve_artifact
 from metaopt_tuner.errors import ConfigError
 from metaopt_tuner.report import compare as run_compare
 from metaopt_tuner.report import table_rows
+from metaopt_tuner.tracking import track_comparison
 
-from ..options import DataDir, Seed, SuiteOption, TrustFactory, parse_suite_options
+from ..options import DataDir, Seed, SuiteOption, TrackingUri, TrustFactory, parse_suite_options
 
 
 def _num(x: float | None) -> str:
@@ -24,7 +25,7 @@ def _num(x: float | None) -> str:
 
 
 def compare(
-    artifact: Annotated[str, typer.Option("--artifact", "-a", help="Artifact folder or a pretrained name.")],
+    artifact: Annotated[str, typer.Option("--artifact", "-a", help="Artifact folder, models:/NAME@ALIAS, models:/NAME/VERSION or a pretrained name.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder: report.md, report.html, results.json, studies.db.")],
     suite: Annotated[str | None, typer.Option("--suite", "-s", help="Task suite; must be the artifact's [default: the artifact's].")] = None,
     trials: Annotated[int, typer.Option("--trials", "-n", help="Optuna trials per tuned baseline (finished ones count on a re-run).")] = 50,
@@ -41,9 +42,10 @@ def compare(
     suite_option: SuiteOption = None,
     trust_factory: TrustFactory = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Tune baselines with Optuna, adapt held-out tasks with every method, write the report to --out."""
-    art = resolve_artifact(artifact, trust_factory=trust_factory)
+    art = resolve_artifact(artifact, trust_factory=trust_factory, tracking_uri=tracking_uri)
     if suite is not None and art.suite_name != suite:
         raise ConfigError(f"the artifact was meta-trained on suite {art.suite_name!r}, not {suite!r}")
     task_suite = art.build_suite(**parse_suite_options(suite_option, data_dir))
@@ -63,3 +65,4 @@ def compare(
             console.print(f"{target['target']}: {'MET' if target['met'] else 'NOT MET'} "
                           f"(ratio {_num(target['ratio'])})")
     console.print(f"report: {result.paths['markdown']}, {result.paths['html']}, {result.paths['json']}")
+    track_comparison(result, out, tracking_uri)

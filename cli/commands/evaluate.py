@@ -12,9 +12,18 @@ from rich.table import Table
 from metaopt_tuner.artifact import resolve_artifact
 from metaopt_tuner.evaluation import evaluate as evaluate_artifact
 
-from ..options import DataDir, Device, JsonOut, Seed, SuiteOption, TrustFactory, parse_suite_options
+from ..options import (
+    DataDir,
+    Device,
+    JsonOut,
+    RegistryUri,
+    Seed,
+    SuiteOption,
+    TrustFactory,
+    parse_suite_options,
+)
 
-ArtifactArg = Annotated[str, typer.Argument(help="Artifact folder (e.g. runs/x/artifact) or a pretrained name.", show_default=False)]
+ArtifactArg = Annotated[str, typer.Argument(help="Artifact folder (e.g. runs/x/artifact), models:/NAME@ALIAS, models:/NAME/VERSION or a pretrained name.", show_default=False)]
 
 
 def evaluate(
@@ -28,9 +37,10 @@ def evaluate(
     suite_option: SuiteOption = None,
     trust_factory: TrustFactory = False,
     json_out: JsonOut = False,
+    tracking_uri: RegistryUri = None,
 ) -> None:
     """Adapt ARTIFACT on held-out tasks; print query loss and metric per step (mean ± 95% CI)."""
-    art = resolve_artifact(artifact, trust_factory=trust_factory)
+    art = resolve_artifact(artifact, trust_factory=trust_factory, tracking_uri=tracking_uri)
     suite = art.build_suite(**parse_suite_options(suite_option, data_dir))
     result = evaluate_artifact(art, suite, num_tasks=tasks, steps=steps, split=split, seed=seed,
                                device=device)

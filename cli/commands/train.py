@@ -9,9 +9,10 @@ import torch
 import typer
 
 from metaopt_tuner import distributed
+from metaopt_tuner.tracking import track_training
 from metaopt_tuner.training import MetaTrainer, TrainConfig
 
-from ..options import DataDir, Device, Seed, SuiteOption, parse_suite_options
+from ..options import DataDir, Device, Seed, SuiteOption, TrackingUri, parse_suite_options
 
 
 def train(
@@ -50,6 +51,7 @@ def train(
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for torch [default: torch's]; 1 is fastest for small models such as the sinusoid MLP, especially beside other work.")] = None,
     task_streams: Annotated[int | None, typer.Option("--task-streams", help="Seeded task streams per meta-batch [default: one per process]; equal values give equal runs on any number of processes.")] = None,
     dist_timeout: Annotated[float | None, typer.Option("--dist-timeout", help="Under torchrun: seconds a collective waits for the other processes before failing [default: $METAOPT_DIST_TIMEOUT or 300].")] = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Meta-train LEARNER on SUITE; write checkpoints, a metrics log and the artifact to --out."""
     if threads is not None:
@@ -86,7 +88,9 @@ def train(
         task_streams=task_streams,
     )
     try:  # under torchrun, every process trains and rank 0 alone writes and prints
-        result = MetaTrainer(config, out, progress=progress, dist_timeout=dist_timeout).run(resume=resume)
+        trainer = MetaTrainer(config, out, progress=progress, dist_timeout=dist_timeout)
+        with track_training(trainer, tracking_uri):  # MLflow, when a tracking URI is set
+            result = trainer.run(resume=resume)
     except BaseException:
         distributed.shutdown(wait_for_peers=False)
         raise

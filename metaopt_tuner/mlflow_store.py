@@ -80,8 +80,10 @@ def registry_uri(uri: str | None = None) -> str:
 def import_mlflow() -> Any:
     """The ``mlflow`` module; :class:`MissingExtraError` naming the extra when it is missing."""
     # Quiet defaults for a library (a user's own setting wins): no "View run" lines on stdout
-    # (they would corrupt `--json` output), no download progress bars.
+    # (they would corrupt `--json` output), no download progress bars, no INFO log lines (a CLI
+    # error is one line on stderr).
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         import mlflow

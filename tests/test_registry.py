@@ -200,3 +200,27 @@ def test_offline_alias_needs_the_server_but_pinned_cached_versions_load(embedded
         warnings.simplefilter("error")
         with pytest.raises(RegistryUnavailableError, match="to download it; cached versions: 1 "):
             registry.load_registered(f"models:/{name}/2")
+
+
+def test_compare_logs_its_table_and_report_to_mlflow(embedded, capsys):
+    import mlflow
+
+    from .test_report import make_artifact
+
+    art = make_artifact(embedded / "artifact")
+    uri = f"sqlite:///{embedded / 'tracking.db'}"
+    out = embedded / "compare"
+    code, _, err = _run(capsys, "compare", "--artifact", str(art), "--out", str(out), "--steps", "3",
+                        "--tasks", "8", "--trials", "2", "--val-tasks", "4", "--oracle-tasks", "0",
+                        "--pretrain-steps", "5", "--baselines", "adam", "--no-progress",
+                        "--tracking-uri", uri)
+    assert code == 0, err
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.get_run(json.loads((out / "mlflow_run.json").read_text())["run_id"])
+    results = json.loads((out / "results.json").read_text())
+    assert run.info.status == "FINISHED" and run.data.params["steps"] == "3"
+    for method in results["methods"]:
+        assert run.data.metrics[f"{method['name']}.query_loss"] == method["query_loss"]["mean"]
+    logged = {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert {"report.md", "report.html", "results.json"} <= logged
+    assert (embedded / "mlartifacts").is_dir()  # beside the database, not in the current folder

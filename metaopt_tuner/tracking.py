@@ -30,13 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 from . import mlflow_store
 from .atomic import atomic_write_text
-from .errors import MetaOptWarning, first_line
+from .errors import MetaOptWarning, RegistryError, first_line
 
 if TYPE_CHECKING:
     from .report import ComparisonResult
     from .training import MetaTrainer, TrainConfig
 
-__all__ = ["RunTracker", "RUN_RECORD", "training_params", "track_training", "track_comparison"]
+__all__ = ["RunTracker", "RUN_RECORD", "training_params", "track_training", "track_comparison",
+           "tracking_uri_checked"]
 
 RUN_RECORD = "mlflow_run.json"
 _PARAM_CHARS = 6000  # MLflow's limit on a parameter value
@@ -79,12 +80,15 @@ class RunTracker:
 
     Raises:
         MissingExtraError: mlflow is not installed.
-        RegistryError: ``tracking_uri`` is malformed.
+        RegistryError: ``tracking_uri`` is malformed or missing.
     """
 
     def __init__(self, tracking_uri: str, out_dir: str | Path, *, kind: str = "train",
                  files: Iterable[tuple[str, str | Path]] = (), flush_timeout: float = 30.0) -> None:
-        self.uri = mlflow_store.tracking_uri(tracking_uri)
+        uri = mlflow_store.tracking_uri(tracking_uri)
+        if uri is None:
+            raise RegistryError("RunTracker needs a tracking URI (or $MLFLOW_TRACKING_URI)")
+        self.uri = uri
         mlflow_store.import_mlflow()  # fail now, with the extra's name, not in the thread
         self.out_dir = Path(out_dir)
         self.kind = kind
@@ -263,6 +267,19 @@ def track_training(trainer: MetaTrainer, tracking_uri: str | None = None) -> Any
     out = trainer.out_dir
     files = [("artifact", out / "artifact"), ("", out / "run.json"), ("", out / "metrics.jsonl")]
     return RunTracker(uri, out, kind="train", files=files).attach(trainer)
+
+
+def tracking_uri_checked(tracking_uri: str | None = None) -> str | None:
+    """The tracking URI in effect (None: tracking is off), checked before a long run starts.
+
+    Raises:
+        RegistryError: a malformed URI.
+        MissingExtraError: tracking is on but mlflow is not installed.
+    """
+    uri = mlflow_store.tracking_uri(tracking_uri)
+    if uri is not None:
+        mlflow_store.import_mlflow()
+    return uri
 
 
 def track_comparison(result: ComparisonResult, out_dir: str | Path,

@@ -165,12 +165,15 @@ def test_bad_registry_input_is_one_line_and_exit_2(embedded, capsys):
         ("registry", "list", f"{name}-missing"),
         ("publish", "no/such/folder", "--name", name),
         ("publish", "sinusoid", "--name", "bad/name"),
+        ("train", "--out", str(embedded / "run"), "--tracking-uri", "localhost:5000"),
+        ("compare", "--artifact", "sinusoid", "--out", str(embedded / "cmp"), "--tracking-uri", "nonsense"),
     ]
     for args in cases:
         code, out, err = _run(capsys, *args)
         assert code == 2, (args, out, err)
         assert out == "" and err.count("\n") == 1 and err.startswith("error: "), (args, err)
     assert cache_files(embedded) == before
+    assert not (embedded / "run").exists() and not (embedded / "cmp").exists()
 
 
 def test_a_registered_model_that_is_not_an_artifact(embedded):

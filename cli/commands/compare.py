@@ -13,7 +13,7 @@ from metaopt_tuner.artifact import resolve_artifact
 from metaopt_tuner.errors import ConfigError
 from metaopt_tuner.report import compare as run_compare
 from metaopt_tuner.report import table_rows
-from metaopt_tuner.tracking import track_comparison
+from metaopt_tuner.tracking import track_comparison, tracking_uri_checked
 
 from ..options import DataDir, Seed, SuiteOption, TrackingUri, TrustFactory, parse_suite_options
 
@@ -45,6 +45,7 @@ def compare(
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Tune baselines with Optuna, adapt held-out tasks with every method, write the report to --out."""
+    tracking_uri = tracking_uri_checked(tracking_uri)  # a bad URI fails now, not after the run
     art = resolve_artifact(artifact, trust_factory=trust_factory, tracking_uri=tracking_uri)
     if suite is not None and art.suite_name != suite:
         raise ConfigError(f"the artifact was meta-trained on suite {art.suite_name!r}, not {suite!r}")

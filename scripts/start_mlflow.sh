@@ -18,9 +18,10 @@ free_port() {  # a free loopback port, so several servers (and engineers) can co
         2>/dev/null || echo 55000
 }
 PORT="${METAOPT_MLFLOW_PORT:-$(free_port)}"
-MLFLOW="${METAOPT_MLFLOW_BIN:-$(command -v mlflow || true)}"
-if [ -z "$MLFLOW" ]; then
-    log "no \`mlflow\` command: install the extra with pip install -e \".[mlflow]\""
+# The interpreter the extra was installed into (not whatever `mlflow` comes first on PATH).
+PYTHON="${METAOPT_PYTHON:-python}"
+if ! "$PYTHON" -c "import mlflow.server" 2>/dev/null; then
+    log "$PYTHON cannot import mlflow: install the extra with pip install -e \".[mlflow]\""
     exit 1
 fi
 
@@ -29,7 +30,7 @@ mkdir -p "$DIR/artifacts"
 URI="http://127.0.0.1:$PORT"
 # One worker: the tests are light and CI has two cores. setsid: the server and its workers form
 # one process group, which stop_mlflow.sh ends as a whole.
-setsid "$MLFLOW" server --host 127.0.0.1 --port "$PORT" --workers 1 \
+setsid "$PYTHON" -m mlflow server --host 127.0.0.1 --port "$PORT" --workers 1 \
     --backend-store-uri "sqlite:///$DIR/mlflow.db" --artifacts-destination "$DIR/artifacts" \
     >"$DIR/server.log" 2>&1 < /dev/null &
 echo $! > "$DIR/server.pid"

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 from rich.console import Console
 
-from metaopt_tuner.errors import DistributedError, MetaOptError, NonFiniteLossError
+from metaopt_tuner.errors import DistributedError, MetaOptError, MetaOptWarning, NonFiniteLossError
 
 from .commands.compare import compare
 from .commands.download import download
 from .commands.evaluate import evaluate
 from .commands.inspect import inspect
+from .commands.publish import publish
+from .commands.registry import registry
 from .commands.suites import suites
 from .commands.train import train
 from .commands.tune import tune
@@ -31,6 +34,8 @@ app.command("evaluate")(evaluate)
 app.command("inspect")(inspect)
 app.command("compare")(compare)
 app.command("tune")(tune)
+app.command("publish")(publish)
+app.add_typer(registry, name="registry")
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -49,8 +54,20 @@ def exit_code_for(exc: BaseException) -> int | None:
     return None
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+    """The library's own warnings as one ``warning:`` line; others as Python prints them."""
+    if issubclass(category, MetaOptWarning):
+        err_console.print(f"warning: {message}", markup=False)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turning library errors into one line and an exit code."""
+    warnings.showwarning = _show_warning
     try:
         app(args=argv, standalone_mode=False)
     except MetaOptError as exc:

@@ -43,6 +43,23 @@ Threads = Annotated[
              "built-in suite's), else torch's].",
     ),
 ]
+_TRACKING_PANEL = "Tracking and registry"
+TrackingUri = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri", rich_help_panel=_TRACKING_PANEL,
+        help="MLflow server or store to log the run to (http://HOST:PORT, sqlite:///PATH.db) "
+        "[default: $MLFLOW_TRACKING_URI; no tracking when unset].",
+    ),
+]
+RegistryUri = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri", rich_help_panel=_TRACKING_PANEL,
+        help="MLflow server or store holding the model registry (for models:/ artifacts) "
+        "[default: $MLFLOW_TRACKING_URI, else the local store ~/.metaopt/mlflow.db].",
+    ),
+]
 
 
 def parse_suite_options(pairs: list[str] | None, data_dir: Path | None = None) -> dict[str, Any]:

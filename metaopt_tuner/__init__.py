@@ -14,9 +14,13 @@ from .errors import (
     DataError,
     DistributedError,
     MetaOptError,
+    MetaOptWarning,
+    MissingExtraError,
     ModelMismatchError,
     NonFiniteLossError,
     NonFiniteUpdateError,
+    RegistryError,
+    RegistryUnavailableError,
     RunDirError,
     StudyStorageError,
     SuiteError,
@@ -36,6 +40,7 @@ from .learners import (
 from .learners.proto_head import prototype_head, prototype_head_
 from .models import MLP, ConvNet, FeatureClassifier, build_model
 from .optim import MetaSGD, prepare
+from .registry import list_versions, load_registered, publish, set_alias
 from .tasks import (
     ClassificationSuite,
     Task,
@@ -45,6 +50,7 @@ from .tasks import (
     list_suites,
     register_suite,
 )
+from .tracking import RunTracker, track_training
 from .training import MetaTrainer, TrainConfig, TrainResult, train
 
 __version__ = "0.1.0"
@@ -63,6 +69,10 @@ __all__ = [
     "ModelMismatchError",
     "DistributedError",
     "StudyStorageError",
+    "RegistryError",
+    "RegistryUnavailableError",
+    "MissingExtraError",
+    "MetaOptWarning",
     # tasks
     "Task",
     "TaskBatch",
@@ -105,4 +115,11 @@ __all__ = [
     "evaluate",
     "EvaluationResult",
     "mean_ci",
+    # MLflow tracking and the model registry (the mlflow extra)
+    "RunTracker",
+    "track_training",
+    "publish",
+    "load_registered",
+    "list_versions",
+    "set_alias",
 ]

@@ -794,14 +794,21 @@ def pretrained(name: str = "sinusoid") -> Artifact:
 
 
 def resolve_artifact(
-    source: Artifact | str | os.PathLike[str], trust_factory: bool = False
+    source: Artifact | str | os.PathLike[str], trust_factory: bool = False,
+    tracking_uri: str | None = None,
 ) -> Artifact:
-    """An Artifact as is; a path loaded with :func:`load_artifact`; else a pretrained name."""
+    """An Artifact as is; ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` from the model
+    registry at ``tracking_uri`` (see ``registry.load_registered``); a path loaded with
+    :func:`load_artifact`; else a pretrained name."""
     if isinstance(source, Artifact):
         return source
     if not isinstance(source, (str, os.PathLike)):
-        raise ArtifactError(f"expected an Artifact, a path or a pretrained name, got "
-                            f"{type(source).__name__}")
+        raise ArtifactError(f"expected an Artifact, a path, a models:/ URI or a pretrained name, "
+                            f"got {type(source).__name__}")
+    if isinstance(source, str) and source.startswith("models:"):
+        from .registry import load_registered
+
+        return load_registered(source, tracking_uri=tracking_uri, trust_factory=trust_factory)
     path = Path(source)
     if not path.exists() and isinstance(source, str) and source in list_pretrained():
         return pretrained(source)

@@ -19,6 +19,10 @@ __all__ = [
     "EncoderMismatchError",
     "DistributedError",
     "StudyStorageError",
+    "RegistryError",
+    "RegistryUnavailableError",
+    "MissingExtraError",
+    "MetaOptWarning",
 ]
 
 
@@ -85,3 +89,20 @@ class DistributedError(MetaOptError, RuntimeError):
 
 class StudyStorageError(MetaOptError):
     """An Optuna storage URL that cannot be used (bad URL, missing driver, server unreachable)."""
+
+
+class RegistryError(MetaOptError):
+    """A model registry reference that cannot be used: a malformed ``models:/`` URI or tracking
+    URI, or a registered model name, version or alias that does not exist."""
+
+
+class RegistryUnavailableError(RegistryError):
+    """The MLflow server cannot be reached (and no cached copy can stand in for it)."""
+
+
+class MissingExtraError(MetaOptError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message names the extra."""
+
+
+class MetaOptWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI prints it as one line)."""

@@ -53,8 +53,10 @@ class MetaSGD(torch.optim.Optimizer):
     Args:
         params: ``model.named_parameters()`` (preferred: rates are matched by name), parameter
             groups of ``(name, param)`` pairs, or parameters in the artifact's order.
-        artifact: an :class:`~metaopt_tuner.artifact.Artifact`, an artifact path, or the name of
-            a pretrained artifact.
+        artifact: an :class:`~metaopt_tuner.artifact.Artifact`, an artifact path, a registered
+            ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` (registry at
+            ``$MLFLOW_TRACKING_URI`` or the embedded store; see ``registry``), or the name of a
+            pretrained artifact.
         lr: multiplier on the learned rates (default 1.0; what LR schedulers change).
         names: parameter names for a plain parameter list (instead of the artifact's order).
         strict: raise :class:`ModelMismatchError` naming the missing, unexpected and wrong-shape
@@ -260,7 +262,8 @@ def prepare(
     """The common case in one call: ``model, opt = prepare(model_or_None, artifact)``.
 
     Builds the artifact's model when ``model`` is None, loads the learned initial weights into
-    it, and returns it with a :class:`MetaSGD` over its named parameters. An artifact meta-trained
+    it, and returns it with a :class:`MetaSGD` over its named parameters. ``artifact`` is
+    anything :class:`MetaSGD` accepts, ``models:/NAME@ALIAS`` included. An artifact meta-trained
     with a prototype head (``head_init="prototypes"``) needs the new task's ``support=(x, y)``:
     its head starts from their class means (see :func:`~metaopt_tuner.learners.proto_head.
     prototype_head_`).

@@ -15,8 +15,9 @@ from metaopt_tuner.report import compare as run_compare
 from metaopt_tuner.report import table_rows
 from metaopt_tuner.tasks import suite_class
 from metaopt_tuner.threads import use_threads
+from metaopt_tuner.tracking import track_comparison, tracking_uri_checked
 
-from ..options import DataDir, Seed, SuiteOption, Threads, TrustFactory, parse_suite_options
+from ..options import DataDir, Seed, SuiteOption, Threads, TrackingUri, TrustFactory, parse_suite_options
 
 
 def _num(x: float | None) -> str:
@@ -26,7 +27,7 @@ def _num(x: float | None) -> str:
 
 
 def compare(
-    artifact: Annotated[str, typer.Option("--artifact", "-a", help="Artifact folder or a pretrained name.")],
+    artifact: Annotated[str, typer.Option("--artifact", "-a", help="Artifact folder, models:/NAME@ALIAS, models:/NAME/VERSION or a pretrained name.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder: report.md, report.html, results.json, studies.db.")],
     suite: Annotated[str | None, typer.Option("--suite", "-s", help="Task suite; must be the artifact's [default: the artifact's].")] = None,
     trials: Annotated[int, typer.Option("--trials", "-n", help="Optuna trials per tuned baseline (finished ones count on a re-run).")] = 50,
@@ -44,9 +45,11 @@ def compare(
     trust_factory: TrustFactory = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     threads: Threads = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Tune baselines with Optuna, adapt held-out tasks with every method, write the report to --out."""
-    art = resolve_artifact(artifact, trust_factory=trust_factory)
+    tracking_uri = tracking_uri_checked(tracking_uri)  # a bad URI fails now, not after the run
+    art = resolve_artifact(artifact, trust_factory=trust_factory, tracking_uri=tracking_uri)
     use_threads(threads, art.theta.values())
     if suite is not None:
         suite_class(suite)  # an unknown or unimportable suite is its own error
@@ -69,3 +72,4 @@ def compare(
             console.print(f"{target['target']}: {'MET' if target['met'] else 'NOT MET'} "
                           f"(ratio {_num(target['ratio'])})")
     console.print(f"report: {result.paths['markdown']}, {result.paths['html']}, {result.paths['json']}")
+    track_comparison(result, out, tracking_uri)

@@ -14,9 +14,19 @@ from metaopt_tuner.evaluation import evaluate as evaluate_artifact
 from metaopt_tuner.evaluation import suite_for_split
 from metaopt_tuner.threads import use_threads
 
-from ..options import DataDir, Device, JsonOut, Seed, SuiteOption, Threads, TrustFactory, parse_suite_options
+from ..options import (
+    DataDir,
+    Device,
+    JsonOut,
+    RegistryUri,
+    Seed,
+    SuiteOption,
+    Threads,
+    TrustFactory,
+    parse_suite_options,
+)
 
-ArtifactArg = Annotated[str, typer.Argument(help="Artifact folder (e.g. runs/x/artifact) or a pretrained name.", show_default=False)]
+ArtifactArg = Annotated[str, typer.Argument(help="Artifact folder (e.g. runs/x/artifact), models:/NAME@ALIAS, models:/NAME/VERSION or a pretrained name.", show_default=False)]
 
 
 def _data_of(suite) -> str:
@@ -36,9 +46,10 @@ def evaluate(
     trust_factory: TrustFactory = False,
     json_out: JsonOut = False,
     threads: Threads = None,
+    tracking_uri: RegistryUri = None,
 ) -> None:
     """Adapt ARTIFACT on held-out tasks; print query loss and metric per step (mean ± 95% CI)."""
-    art = resolve_artifact(artifact, trust_factory=trust_factory)
+    art = resolve_artifact(artifact, trust_factory=trust_factory, tracking_uri=tracking_uri)
     use_threads(threads, art.theta.values())
     suite = suite_for_split(art, split, **parse_suite_options(suite_option, data_dir))
     result = evaluate_artifact(art, suite, num_tasks=tasks, steps=steps, split=split, seed=seed,

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from metaopt_tuner.artifact import resolve_artifact
 
-from ..options import JsonOut
+from ..options import JsonOut, RegistryUri
 from .evaluate import ArtifactArg
 
 
@@ -32,9 +32,9 @@ def _model(spec: dict[str, Any]) -> str:
     return f"{spec['name']}({kwargs})"
 
 
-def inspect(artifact: ArtifactArg, json_out: JsonOut = False) -> None:
+def inspect(artifact: ArtifactArg, json_out: JsonOut = False, tracking_uri: RegistryUri = None) -> None:
     """Print ARTIFACT's manifest and its learned rates per tensor (min / median / max per step)."""
-    art = resolve_artifact(artifact)
+    art = resolve_artifact(artifact, tracking_uri=tracking_uri)
     stats = art.rate_stats()
     if json_out:
         typer.echo(json.dumps({"manifest": art.manifest, "rates": stats}, indent=2))

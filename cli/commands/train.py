@@ -15,9 +15,10 @@ from metaopt_tuner import distributed
 from metaopt_tuner.budget import parse_duration
 from metaopt_tuner.recipes import resolve_train_config
 from metaopt_tuner.threads import use_threads
+from metaopt_tuner.tracking import track_training
 from metaopt_tuner.training import MetaTrainer
 
-from ..options import DataDir, Threads, parse_suite_options
+from ..options import DataDir, Threads, TrackingUri, parse_suite_options
 
 ADVANCED = "Advanced (the suite's recipe sets these; see --show-config)"
 RECIPE = " \\[default: the suite's recipe, else {}]"
@@ -66,6 +67,7 @@ def train(
     progress: Annotated[bool, _opt("--progress/--no-progress", help="Show a progress bar.")] = True,
     task_streams: Annotated[int | None, _opt("--task-streams", help="Seeded task streams per meta-batch; equal values give equal runs on any number of processes.", default="one per process")] = None,
     dist_timeout: Annotated[float | None, _opt("--dist-timeout", help="Under torchrun: seconds a collective waits for the other processes before failing.", default="$METAOPT_DIST_TIMEOUT or 300")] = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Meta-train on SUITE with its recipe (the best measured configuration); write checkpoints,
     a metrics log and the artifact to --out. Every option given overrides the recipe."""
@@ -90,7 +92,8 @@ def train(
         trainer = MetaTrainer(config, out, progress=progress, dist_timeout=dist_timeout,
                               sources=resolved.sources)
         use_threads(threads, trainer.learner.parameters())
-        result = trainer.run(resume=resume)
+        with track_training(trainer, tracking_uri):  # MLflow, when a tracking URI is set
+            result = trainer.run(resume=resume)
     except BaseException:
         distributed.shutdown(wait_for_peers=False)
         raise

@@ -59,6 +59,8 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _COMPILABLE_LEARNERS = ("maml", "fomaml", "metasgd")
 #: options of older versions that are now always on (learned rates are positive by construction)
 _RETIRED_OPTIONS = frozenset({"nonnegative_lrs"})
+#: the outer learning rate of the (log-space) learned inner rates; see ``resolved_rates_lr``
+RATES_META_LR = 1e-2
 #: how the outer learning rates change over a run (see ``meta_lr_factor``)
 META_LR_SCHEDULES = ("constant", "cosine")
 
@@ -183,17 +185,17 @@ class TrainConfig:
         return self.outer_optimizer or name, self.meta_lr if self.meta_lr is not None else lr
 
     def resolved_rates_lr(self) -> float:
-        """The learned rates' outer step size (default: the meta-lr, as in the Meta-SGD paper).
+        """The learned rates' outer step size (default :data:`RATES_META_LR`, whatever the meta-lr).
 
-        Adam moves every tensor by about its lr per step whatever its scale: rates of about 1e-2
-        then change by a tenth per step at 1e-3, and over several inner steps their effect
-        compounds. Measured on the sinusoid, second-order Meta-SGD with per-element, per-step
-        rates and 10 inner steps diverged within 150 iterations at 1e-3 and after about 2,000 at
-        3e-5; per-tensor rates (``lr_granularity="tensor"``) or fewer steps are steadier.
+        Learned rates are stored as logarithms, so Adam's steps on them are relative (about 1% of
+        a rate per iteration at 1e-2) and one value serves every suite and model scale. Measured on
+        the sinusoid (Meta-SGD, 10 inner steps, per-step per-weight rates, 5,000 iterations, clip
+        1.0): held-out MSE after 10 steps 0.062 at 1e-3, 0.019 at 3e-3, 0.0054 at 1e-2; at 3e-2 the
+        meta-gradient became NaN within 300 iterations.
         """
         if self.rates_meta_lr is not None:
             return self.rates_meta_lr
-        return self.resolved_outer()[1]
+        return RATES_META_LR
 
     def learner_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {

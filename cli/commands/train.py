@@ -45,7 +45,7 @@ def train(
     inner_steps: Annotated[int | None, _opt("--inner-steps", "-k", help="Inner (adaptation) steps per task.", default="1")] = None,
     inner_lr: Annotated[float | None, _opt("--inner-lr", help="Inner learning rate (the initial value for learned rates).", default="0.01")] = None,
     meta_lr: Annotated[float | None, _opt("--meta-lr", help="Outer learning rate.", default="1e-3 Adam; Reptile 0.1 SGD")] = None,
-    rates_meta_lr: Annotated[float | None, _opt("--rates-meta-lr", help="Outer learning rate of the learned rates (Meta-SGD); a smaller one steadies multi-step Meta-SGD.", default="--meta-lr")] = None,
+    rates_meta_lr: Annotated[float | None, _opt("--rates-meta-lr", help="Outer learning rate of the learned rates (Meta-SGD), which are stored as logarithms: steps are relative.", default="1e-2")] = None,
     outer_optimizer: Annotated[str | None, _opt("--outer-optimizer", help="adam or sgd.", default="per learner")] = None,
     meta_lr_schedule: Annotated[str | None, _opt("--meta-lr-schedule", help="constant, or cosine: every outer rate annealed to zero over the iterations (raising --iterations on --resume stretches what is left).", default="constant")] = None,
     clip_grad: Annotated[float | None, _opt("--clip-grad", help="Clip the meta-gradient's global norm to this value.", default="none")] = None,

@@ -39,7 +39,7 @@ Threads = Annotated[
     int | None,
     typer.Option(
         "--threads", min=1,
-        help="CPU threads for torch [default: 1 for models under 200,000 parameters (every "
+        help="CPU threads for torch \\[default: 1 for models under 200,000 parameters (every "
              "built-in suite's), else torch's].",
     ),
 ]
@@ -49,7 +49,7 @@ TrackingUri = Annotated[
     typer.Option(
         "--tracking-uri", rich_help_panel=_TRACKING_PANEL,
         help="MLflow server or store to log the run to (http://HOST:PORT, sqlite:///PATH.db) "
-        "[default: $MLFLOW_TRACKING_URI; no tracking when unset].",
+        "\\[default: $MLFLOW_TRACKING_URI; no tracking when unset].",
     ),
 ]
 RegistryUri = Annotated[
@@ -57,7 +57,7 @@ RegistryUri = Annotated[
     typer.Option(
         "--tracking-uri", rich_help_panel=_TRACKING_PANEL,
         help="MLflow server or store holding the model registry (for models:/ artifacts) "
-        "[default: $MLFLOW_TRACKING_URI, else the local store ~/.metaopt/mlflow.db].",
+        "\\[default: $MLFLOW_TRACKING_URI, else the local store ~/.metaopt/mlflow.db].",
     ),
 ]
 

@@ -107,12 +107,17 @@ class ResolvedConfig:
         options = data.pop("suite_options")
         rows = []
         budget = data["budget_seconds"]
+        outer, meta_lr = self.config.resolved_outer()
+        resolved = {"meta_lr": meta_lr, "outer_optimizer": outer,
+                    "rates_meta_lr": self.config.resolved_rates_lr()}
         for name, value in data.items():
             source = self.sources.get(name, "default")
             if name == "budget_seconds" and value is not None:
                 value = format_duration(value)
             elif name == "iterations" and budget is not None:
                 value, source = "fixed from the budget by a timed warm-up", "budget"
+            if value is None and name in resolved:  # say what "not set" resolves to
+                source = f"{source}: {resolved[name]!r}"
             rows.append((name, value, source))
         for name, value in options.items():
             key = f"suite_options.{name}"

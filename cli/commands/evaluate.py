@@ -37,7 +37,7 @@ def _data_of(suite) -> str:
 def evaluate(
     artifact: ArtifactArg,
     tasks: Annotated[int, typer.Option("--tasks", "-t", help="Number of held-out tasks.")] = 600,
-    steps: Annotated[int | None, typer.Option("--steps", "-k", help="Inner steps to adapt for [default: the artifact's].")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", "-k", help="Inner steps to adapt for \\[default: the artifact's].")] = None,
     split: Annotated[str, typer.Option("--split", help="Held-out split: test, val, or all (every class of the data: for a --data-dir the artifact was not trained on).")] = "test",
     seed: Seed = 0,
     device: Device = "cpu",

@@ -19,7 +19,7 @@ registry = typer.Typer(help="The model registry: list registered artifacts, move
 
 @registry.command("list")
 def list_(
-    name: Annotated[str | None, typer.Argument(help="A registered model [default: all].", show_default=False)] = None,
+    name: Annotated[str | None, typer.Argument(help="A registered model \\[default: all].", show_default=False)] = None,
     tracking_uri: RegistryUri = None,
     json_out: JsonOut = False,
 ) -> None:

@@ -59,6 +59,8 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _COMPILABLE_LEARNERS = ("maml", "fomaml", "metasgd")
 #: options of older versions that are now always on (learned rates are positive by construction)
 _RETIRED_OPTIONS = frozenset({"nonnegative_lrs"})
+#: non-finite meta-iterations in a row (each one skipped) after which a run stops as diverged
+MAX_NONFINITE_STREAK = 10
 #: the outer learning rate of the (log-space) learned inner rates; see ``resolved_rates_lr``
 RATES_META_LR = 1e-2
 #: how the outer learning rates change over a run (see ``meta_lr_factor``)
@@ -304,6 +306,9 @@ class MetaTrainer:
         self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self._set_streams(config.task_streams or self.dist.world_size)
         self.iteration = 0
+        #: meta-iterations skipped because their meta-loss or meta-gradient was not finite
+        self.skipped = 0
+        self._nonfinite_streak = 0
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0  # wall time spent in meta-iterations, across resumes
         self._val_tasks = None
@@ -403,6 +408,8 @@ class MetaTrainer:
             "generators": self._prefetch_states or [g.get_state() for g in self.generators],
             "config": self.config.to_dict(),
             "train_seconds": self.train_seconds,
+            "skipped": self.skipped,
+            "nonfinite_streak": self._nonfinite_streak,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -422,6 +429,8 @@ class MetaTrainer:
         self.iteration = int(state["iteration"])
         self._budget_iterations = state.get("budget_iterations")
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.skipped = int(state.get("skipped", 0))
+        self._nonfinite_streak = int(state.get("nonfinite_streak", 0))
 
     def save_checkpoint(self) -> None:
         """Write the checkpoint atomically (a crash mid-write keeps the previous one)."""
@@ -566,10 +575,20 @@ class MetaTrainer:
         host = torch.stack([v.to(loss_t.device, torch.float64) for v in values]).tolist()
         loss, metric = host[0], host[1]
         if not math.isfinite(loss) or (finite is not None and not host[2]):
-            raise NonFiniteLossError(
-                f"the meta-loss became {loss} at iteration {self.iteration + 1}"
-                + self._kept_checkpoint_note()
-            )
+            # One meta-batch whose inner loop overflowed (a rare task, rates at their edge) is
+            # skipped, as mixed-precision training skips an overflowing step; a run that keeps
+            # producing them has diverged and stops.
+            self.skipped += 1
+            self._nonfinite_streak += 1
+            self.iteration += 1
+            if self._nonfinite_streak >= MAX_NONFINITE_STREAK:
+                raise NonFiniteLossError(
+                    f"the meta-loss or its gradient was not finite for {self._nonfinite_streak} "
+                    f"meta-iterations in a row (the last: iteration {self.iteration}, loss {loss})"
+                    + self._kept_checkpoint_note()
+                )
+            return math.nan, math.nan
+        self._nonfinite_streak = 0
         for (_, p), g in zip(named, grads):
             p.grad = g
         if self.config.clip_grad is not None:
@@ -675,7 +694,7 @@ class MetaTrainer:
         columns = (TextColumn("[bold]meta-train"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
         window_loss, window_metric, window_start = 0.0, 0.0, time.perf_counter()
-        window_n = 0
+        window_n = window_finite = 0
         last_val: float | None = None
         show = self.progress and self.dist.is_main
         with Progress(*columns, disable=not show, transient=False) as bar:
@@ -686,9 +705,11 @@ class MetaTrainer:
                 began = time.perf_counter()
                 loss, metric = self.step()
                 self.train_seconds += time.perf_counter() - began
-                window_loss += loss
-                window_metric += metric
                 window_n += 1
+                if math.isfinite(loss):  # a skipped (non-finite) meta-batch adds nothing
+                    window_loss += loss
+                    window_metric += metric
+                    window_finite += 1
                 it = self.iteration
                 record: dict[str, Any] | None = None
                 if it % cfg.eval_every == 0 or it == cfg.iterations:
@@ -698,11 +719,14 @@ class MetaTrainer:
                     elapsed = time.perf_counter() - window_start
                     record = {
                         "iteration": it,
-                        "loss": window_loss / window_n,
-                        self.suite.metric_name: window_metric / window_n,
+                        "loss": window_loss / window_finite if window_finite else math.nan,
+                        self.suite.metric_name: (
+                            window_metric / window_finite if window_finite else math.nan),
                         "it_per_s": window_n / max(elapsed, 1e-9),
                         **(record or {}),
                     }
+                    if self.skipped:
+                        record["skipped_nonfinite"] = self.skipped
                     if cfg.meta_lr_schedule != "constant":
                         record["meta_lr"] = self.meta_lr
                     self._log(record)
@@ -710,7 +734,7 @@ class MetaTrainer:
                     if last_val is not None:
                         info += f"  val {self.suite.metric_name} {last_val:.4g}"
                     bar.update(task, info=info)
-                    window_loss, window_metric, window_n = 0.0, 0.0, 0
+                    window_loss, window_metric, window_n, window_finite = 0.0, 0.0, 0, 0
                     window_start = time.perf_counter()
                 if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
                     self.save_checkpoint()

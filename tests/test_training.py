@@ -92,7 +92,7 @@ def test_unknown_meta_lr_schedule_is_a_config_error():
         _config(meta_lr_schedule="linear").validate()
 
 
-def test_nan_meta_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
+def test_a_diverged_run_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
     trainer = MetaTrainer(_config(), tmp_path / "run", progress=False)
     original = trainer.learner.meta_gradient
 
@@ -103,11 +103,31 @@ def test_nan_meta_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_pat
         return out
 
     trainer.learner.meta_gradient = poisoned
-    with pytest.raises(NonFiniteLossError, match="iteration 13.*last good checkpoint"):
+    before = {k: v.clone() for k, v in trainer.learner.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match="10 meta-iterations in a row.*iteration 22.*"
+                                                 "last good checkpoint"):
         trainer.run()
     state = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=True)
-    assert state["iteration"] == 10
+    assert state["iteration"] == 20 and state["skipped"] == 8
     assert all(torch.isfinite(v).all() for v in state["learner"].values())
+    assert any(not torch.equal(v, before[k]) for k, v in state["learner"].items())
+
+
+def test_a_lone_non_finite_meta_batch_is_skipped_and_counted(tmp_path):
+    trainer = MetaTrainer(_config(), tmp_path / "run", progress=False)
+    original = trainer.learner.meta_gradient
+
+    def poisoned(batch):
+        out = original(batch)
+        if trainer.iteration == 5:
+            out.grads = {k: torch.full_like(g, float("inf")) for k, g in out.grads.items()}
+        return out
+
+    trainer.learner.meta_gradient = poisoned
+    result = trainer.run()
+    assert trainer.skipped == 1 and result.config.iterations == trainer.iteration
+    assert all(torch.isfinite(v).all() for v in trainer.learner.state_dict().values())
+    assert any("skipped_nonfinite" in r for r in result.history)
 
 
 def test_run_folder_rules(tmp_path):

@@ -1,8 +1,9 @@
 """MetaSGD with a torch.optim.lr_scheduler: train longer than the rates were meta-trained for.
 
-A group's ``lr`` multiplies the learned per-weight rates (default 1.0). The pretrained rates are
-tuned for the artifact's ``inner_steps`` steps; to keep training past them, a scheduler decays the
-multiplier. Run: ``python examples/with_scheduler.py``.
+A group's ``lr`` multiplies the learned per-weight rates (default 1.0), so any scheduler works.
+Safety needs none: past the artifact's trained steps MetaSGD already halves the last step's rates at
+every step. Here a scheduler instead takes smaller steps from the start of the tail on, to show
+the mechanism. Run: ``python examples/with_scheduler.py``.
 """
 
 import torch

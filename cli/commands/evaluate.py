@@ -75,8 +75,5 @@ def evaluate(
             f"{result.metric_mean[t]:.4g} ± {result.metric_ci[t]:.2g}",
         )
     console.print(table)
-    if result.steps > art.inner_steps:
-        Console(stderr=True, highlight=False).print(
-            f"note: the rates were meta-trained for {art.inner_steps} step(s); later steps reuse the "
-            "last step's rates, which may overshoot (scale them with MetaSGD's lr to go further)"
-        )
+    if result.steps > art.horizon:
+        Console(stderr=True, highlight=False).print(f"note: {art.tail_rule()}")

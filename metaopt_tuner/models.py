@@ -6,6 +6,18 @@ parameters carrying a leading task dimension: Linear layers as ``baddbmm`` and 3
 one grouped convolution with the tasks folded into channel groups (or, ``batched_conv="unfold"``,
 as im2col + one batched matrix product, which runs on tensor cores in TF32).
 
+The ConvNet normalizes each example on its own by default (``norm="group"``: group
+normalization, statistics over groups of channels of one image), so a prediction never depends on
+what else is in the batch: an image alone and inside any batch get the same output, in training
+and in use. ``norm="batch"`` (the statistics of the batch at hand, transductive, as in MAML) stays
+as an explicit option, for old artifacts and comparisons: there a query asked alone is normalized
+by its own statistics and answered differently than inside a batch.
+
+Group normalization runs the fused ``group_norm`` kernel everywhere: its double backward is exact
+also under ``vmap``. In the hand-batched forward the tasks are folded into the channels, task-major,
+so the groups of one task never mix with another's and one ``group_norm`` call with ``T * groups``
+groups normalizes every task with its own affine parameters.
+
 Batch normalization uses the fused ``batch_norm`` kernel (and its native double backward) on
 plain tensors, and primitive ops (mean/var) under a ``torch.func`` transform or ``torch.compile``:
 the fused kernel's second-order gradients are wrong under vmap (functorch issue #534). The per-task
@@ -35,7 +47,9 @@ __all__ = [
     "ConvNet",
     "FeatureClassifier",
     "BatchNorm2dStats",
+    "CONVNET_NORMS",
     "build_model",
+    "complete_spec",
     "register_model",
     "supports_batched",
 ]
@@ -149,10 +163,27 @@ class BatchNorm2dStats(nn.Module):
         return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
+#: the ConvNet's normalizations; ``"group"`` (the default) and ``"layer"`` are per example
+CONVNET_NORMS = ("group", "layer", "batch", "none")
+#: channels per group of ``norm="group"`` (groups = filters // this, at least one)
+GROUP_SIZE = 8
+
+
+def _norm_groups(norm: str, channels: int) -> int:
+    """Groups of the per-example norms: ``"layer"`` is one group (all channels of an image)."""
+    return 1 if norm == "layer" else max(1, channels // GROUP_SIZE)
+
+
 class ConvNet(nn.Module):
     """The standard few-shot 4-block ConvNet: [3x3 conv, norm, ReLU, 2x2 max-pool] x blocks, linear.
 
-    ``norm`` is ``"batch"`` (statistics of the current batch: :class:`BatchNorm2dStats`) or ``"none"``.
+    ``norm``:
+
+    * ``"group"`` (default): ``nn.GroupNorm`` with groups of 8 channels, per example;
+    * ``"layer"``: one group, every channel of an image (``nn.GroupNorm(1, filters)``);
+    * ``"batch"``: statistics of the current batch (:class:`BatchNorm2dStats`), transductive: an
+      image's output depends on the rest of its batch. For old artifacts and comparisons;
+    * ``"none"``.
     """
 
     def __init__(
@@ -162,11 +193,12 @@ class ConvNet(nn.Module):
         filters: int = 64,
         blocks: int = 4,
         image_size: int = 28,
-        norm: str = "batch",
+        norm: str = "group",
     ) -> None:
         super().__init__()
-        if norm not in ("batch", "none"):
-            raise ConfigError(f"ConvNet norm must be 'batch' or 'none', got {norm!r}")
+        if norm not in CONVNET_NORMS:
+            raise ConfigError(
+                f"ConvNet norm must be one of {', '.join(CONVNET_NORMS)}, got {norm!r}")
         for label, value in (("in_channels", in_channels), ("num_classes", num_classes),
                              ("filters", filters), ("blocks", blocks), ("image_size", image_size)):
             if int(value) < 1:
@@ -178,10 +210,7 @@ class ConvNet(nn.Module):
         self.convs = nn.ModuleList(
             nn.Conv2d(a, b, kernel_size=3, padding=1) for a, b in zip(chans[:-1], chans[1:])
         )
-        self.norms = nn.ModuleList(
-            BatchNorm2dStats(self.filters) if norm == "batch" else nn.Identity()
-            for _ in range(self.blocks)
-        )
+        self.norms = nn.ModuleList(self._norm_layer() for _ in range(self.blocks))
         side = self.image_size
         for _ in range(self.blocks):
             side //= 2
@@ -189,6 +218,13 @@ class ConvNet(nn.Module):
             raise ConfigError(f"image_size {image_size} is too small for {blocks} pooling blocks")
         self.feature_dim = self.filters * side * side
         self.head = nn.Linear(self.feature_dim, self.num_classes)
+
+    def _norm_layer(self) -> nn.Module:
+        if self.norm == "batch":
+            return BatchNorm2dStats(self.filters)
+        if self.norm == "none":
+            return nn.Identity()
+        return nn.GroupNorm(_norm_groups(self.norm, self.filters), self.filters, eps=_EPS)
 
     #: how ``batched_forward`` convolves: "grouped" (one grouped conv), "unfold" (im2col + one
     #: batched product per task), "unfold_nt" (im2col + one product per image and task: no
@@ -198,7 +234,8 @@ class ConvNet(nn.Module):
     #: unfold_nt 23.4; on one CPU thread, 8 tasks: grouped 1.9 s, unfold 3.3 s, unfold_nt 3.1 s
     #: per meta-gradient.
     batched_conv: str = "auto"
-    #: how ``batched_forward`` normalizes: the fused kernel (True) or primitive ops (False)
+    #: how ``batched_forward`` batch-normalizes (``norm="batch"``): the fused kernel (True) or
+    #: primitive ops (False)
     fused_norm: bool = True
 
     def features(self, x: Tensor) -> Tensor:
@@ -239,7 +276,11 @@ class ConvNet(nn.Module):
         h = x.transpose(0, 1).reshape(n, t * x.shape[2], *x.shape[3:])
         for i in range(self.blocks):
             h = self._batched_conv(h, params[f"convs.{i}.weight"], params[f"convs.{i}.bias"], t)
-            if self.norm == "batch":
+            if self.norm in ("group", "layer"):
+                groups = t * _norm_groups(self.norm, self.filters)
+                h = F.group_norm(h, groups, params[f"norms.{i}.weight"].reshape(-1),
+                                 params[f"norms.{i}.bias"].reshape(-1), eps=_EPS)
+            elif self.norm == "batch":
                 weight, bias = params[f"norms.{i}.weight"], params[f"norms.{i}.bias"]
                 if self.fused_norm:
                     h = F.batch_norm(h, None, None, weight.reshape(-1), bias.reshape(-1),
@@ -280,6 +321,36 @@ def build_model(spec: Mapping[str, Any]) -> nn.Module:
         module_name, _, attr = factory.partition(":")
         factory = getattr(importlib.import_module(module_name), attr)
     return factory(**dict(spec.get("kwargs", {})))
+
+
+#: constructor arguments whose default changed, with the value a spec that omits them meant
+#: before: artifacts written before group norm became the ConvNet's default rebuild as they were
+#: trained (every spec written since names its ``norm``)
+_FORMER_DEFAULTS: dict[str, dict[str, Any]] = {"convnet": {"norm": "batch"}}
+
+
+def complete_spec(spec: Mapping[str, Any], model: nn.Module | None = None) -> dict[str, Any]:
+    """``spec`` with every argument whose default changed spelled out.
+
+    With ``model`` (writing an artifact), an omitted argument takes the model's value; without
+    (reading one), the value it meant before the default changed. Factory specs pass unchanged.
+
+    Args:
+        spec: ``{"name": ..., "kwargs": {...}}`` (or a ``factory`` spec).
+        model: the model built from ``spec``, when there is one.
+
+    Returns:
+        A new spec dict.
+    """
+    out = dict(spec)
+    former = _FORMER_DEFAULTS.get(out.get("name"), {}) if "factory" not in out else {}
+    kwargs = dict(out.get("kwargs") or {})
+    for key, value in former.items():
+        if key not in kwargs:
+            kwargs[key] = getattr(model, key) if model is not None else value
+    if former:
+        out["kwargs"] = kwargs
+    return out
 
 
 def supports_batched(model: nn.Module) -> bool:

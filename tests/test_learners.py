@@ -14,7 +14,9 @@ from .helpers import TinyImageSuite
 
 SUITES = {
     "mlp": lambda: get_suite("sinusoid", shots=5, hidden=[8, 8]),
-    "convnet-bn": lambda: TinyImageSuite(),
+    "convnet": lambda: TinyImageSuite(),  # the default: group norm
+    "convnet-layer": lambda: TinyImageSuite(norm="layer"),
+    "convnet-batch": lambda: TinyImageSuite(norm="batch"),
 }
 
 
@@ -85,7 +87,7 @@ def test_batching_paths_agree(suite_name, learner_name):
     for batching in ("vmap", "batched"):
         out = results[batching]
         assert out.grads.keys() == ref.grads.keys()
-        # Relative to the largest gradient entry: a conv bias followed by batch norm has an exact
+        # Relative to the largest gradient entry: a conv bias followed by a norm has an exact
         # gradient of zero, whose rounding noise (1e-17) has no meaningful relative error.
         scale = max(g.abs().max().item() for g in ref.grads.values())
         for n in ref.grads:

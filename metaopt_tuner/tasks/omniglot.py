@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, DataError
+from ..models import CONVNET_NORMS
 from .augment import check_jitter, random_affine
 from .base import SPLITS, ClassificationSuite, TaskBatch
 from .image_cache import ImageCollection, load_image_collection
@@ -82,6 +83,11 @@ class OmniglotSuite(ClassificationSuite):
     ``jitter_degrees``, ``jitter_scale`` and ``jitter_shift`` (0 by default) jitter every training
     image by a random small rotation, scale and shift (see ``augment``); validation and test
     episodes are never jittered.
+
+    ``filters`` and ``norm`` shape the reference ConvNet (see ``models.ConvNet``). ``norm`` is
+    ``"group"`` by default: every image is normalized on its own, so a query's prediction never
+    depends on the other queries of its batch. ``"batch"`` is the transductive batch norm of
+    MAML's ConvNet (measured against group norm in ``benchmarks/omniglot_small.py``).
     """
 
     name = "omniglot"
@@ -111,6 +117,7 @@ class OmniglotSuite(ClassificationSuite):
         alphabets: Sequence[str] | str | None = None,
         exclude_alphabets: Sequence[str] | str | None = None,
         filters: int = 64,
+        norm: str = "group",
         cache: bool = True,
         cache_dir: str | None = None,
         jitter_degrees: float = 0.0,
@@ -141,6 +148,9 @@ class OmniglotSuite(ClassificationSuite):
         self.alphabets = _names(alphabets, "alphabets")
         self.exclude_alphabets = _names(exclude_alphabets, "exclude_alphabets")
         self.filters = _positive(filters, "filters")
+        if norm not in CONVNET_NORMS:
+            raise ConfigError(f"norm must be one of {', '.join(CONVNET_NORMS)}, got {norm!r}")
+        self.norm = norm
         self.cache = bool(cache)
         self.cache_dir = str(cache_dir) if cache_dir is not None else None
         self.jitter_degrees, self.jitter_scale, self.jitter_shift = check_jitter(
@@ -332,7 +342,7 @@ class OmniglotSuite(ClassificationSuite):
         return {
             "name": "convnet",
             "kwargs": {"in_channels": self.channels, "num_classes": self.ways, "filters": self.filters,
-                       "blocks": 4, "image_size": self.image_size, "norm": "batch"},
+                       "blocks": 4, "image_size": self.image_size, "norm": self.norm},
         }
 
     def options(self) -> dict[str, Any]:
@@ -357,6 +367,7 @@ class OmniglotSuite(ClassificationSuite):
             "alphabets": self.alphabets,
             "exclude_alphabets": self.exclude_alphabets,
             "filters": self.filters,
+            "norm": self.norm,
             "cache": self.cache,
             "cache_dir": self.cache_dir,
             "jitter_degrees": self.jitter_degrees,

@@ -172,3 +172,17 @@ def test_artifacts_record_the_norm_and_old_ones_rebuild_with_batch_norm(tmp_path
     model, _ = prepare(None, tmp_path / "old")
     assert model.norm == "batch"
     assert old.to_learner(suite).model.norm == "batch"
+
+
+def test_inspect_names_the_batch_norm_of_an_old_artifact(tmp_path, capsys):
+    from cli.app import main
+
+    suite = TinyImageSuite()
+    art = Artifact.from_learner(build_learner("metasgd", suite), suite, model_spec=suite.model_spec())
+    del art.manifest["model"]["kwargs"]["norm"]
+    art.save(tmp_path / "old")
+    try:
+        main(["inspect", str(tmp_path / "old")])
+    except SystemExit as exc:
+        assert not exc.code
+    assert "norm=batch" in capsys.readouterr().out

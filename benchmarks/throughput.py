@@ -11,7 +11,8 @@ meta-iteration: sampling, the meta-gradient, and the outer Adam step.
 ``--convnet`` adds a table for the Omniglot ConvNet (second-order MAML, 5-way 1-shot, 5 queries
 per class, 28x28 images, meta-batch 4, 32 filters: the ``omniglot_small.py`` cpu preset's shape;
 random pixels, since speed does not depend on them) with each normalization: ``group`` (the
-default, per example), ``layer`` and the transductive ``batch``.
+default, per example), ``layer``, ``support`` (support-set statistics) and the transductive
+``batch``.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def convnet_table(args: argparse.Namespace) -> None:
     Every cell is timed ``--repeats`` times, interleaved with the others (so that load from other
     processes hits them all alike), and the median is printed.
     """
-    columns, norms = ["batched", "vmap", "loop"], ["group", "layer", "batch"]
+    columns, norms = ["batched", "vmap", "loop"], ["group", "layer", "support", "batch"]
     cells = {(norm, col): _convnet_iteration(col, args.convnet_steps, norm, args.convnet_filters,
                                              args.convnet_meta_batch)
              for norm in norms for col in columns}

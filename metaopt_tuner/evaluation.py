@@ -152,9 +152,12 @@ def query_metric_alone(
     with torch.no_grad():
         for i in range(len(tasks)):
             task_params = {k: v[i] for k, v in adapted.items()}
+            kwargs = ({"reference": tasks.x_support[i]}
+                      if getattr(learner.model, "uses_reference", False) else {})
 
-            def one(x: Tensor, p: dict[str, Tensor] = task_params) -> Tensor:
-                return functional_call(learner.model, p, (x.unsqueeze(0),)).squeeze(0)
+            def one(x: Tensor, p: dict[str, Tensor] = task_params,
+                    kw: dict[str, Tensor] = kwargs) -> Tensor:
+                return functional_call(learner.model, p, (x.unsqueeze(0),), kw).squeeze(0)
 
             logits = vmap(one)(tasks.x_query[i])
             alone.append(learner.metric_fn(logits, tasks.y_query[i]).mean(-1))

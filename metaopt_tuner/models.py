@@ -135,6 +135,12 @@ def _plain_tensor(x: Tensor) -> bool:
     return wrapped is not None and not wrapped(x)
 
 
+def _moments(x: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """Mean and biased variance over ``dims`` (kept), from primitive ops."""
+    mean = x.mean(dim=dims, keepdim=True)
+    return mean, (x - mean).square().mean(dim=dims, keepdim=True)
+
+
 class BatchNorm2dStats(nn.Module):
     """Batch normalization with statistics of the current batch and a learnable affine.
 
@@ -153,18 +159,22 @@ class BatchNorm2dStats(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, count: int | None = None) -> Tensor:
+        """Normalize ``x`` with the statistics of its first ``count`` examples (default: all)."""
+        if count is not None and count < x.shape[0]:
+            mean, var = _moments(x[:count], (0, 2, 3))
+            x = (x - mean) * torch.rsqrt(var + _EPS)
+            return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
         # (one value per channel: the fused kernel refuses it, the primitive ops give zeros)
         if self.fused and x.numel() > x.shape[1] and _plain_tensor(x):
             return F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=_EPS)
-        mean = x.mean(dim=(0, 2, 3), keepdim=True)
-        var = (x - mean).square().mean(dim=(0, 2, 3), keepdim=True)
+        mean, var = _moments(x, (0, 2, 3))
         x = (x - mean) * torch.rsqrt(var + _EPS)
         return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
 #: the ConvNet's normalizations; ``"group"`` (the default) and ``"layer"`` are per example
-CONVNET_NORMS = ("group", "layer", "batch", "none")
+CONVNET_NORMS = ("group", "layer", "support", "batch", "none")
 #: channels per group of ``norm="group"`` (groups = filters // this, at least one)
 GROUP_SIZE = 8
 
@@ -181,6 +191,10 @@ class ConvNet(nn.Module):
 
     * ``"group"`` (default): ``nn.GroupNorm`` with groups of 8 channels, per example;
     * ``"layer"``: one group, every channel of an image (``nn.GroupNorm(1, filters)``);
+    * ``"support"``: batch norm with the statistics of a task's support set (the *reference*),
+      frozen for its queries: ``forward(x, reference=x_support)``, or :meth:`set_reference` once
+      per task (``prepare(..., support=...)`` does). Without a reference the batch given is taken
+      as the support set;
     * ``"batch"``: statistics of the current batch (:class:`BatchNorm2dStats`), transductive: an
       image's output depends on the rest of its batch. For old artifacts and comparisons;
     * ``"none"``.
@@ -219,8 +233,19 @@ class ConvNet(nn.Module):
         self.feature_dim = self.filters * side * side
         self.head = nn.Linear(self.feature_dim, self.num_classes)
 
+    _reference: Tensor | None = None
+
+    @property
+    def uses_reference(self) -> bool:
+        """Whether queries are normalized with a reference (support) batch's statistics."""
+        return self.norm == "support"
+
+    def set_reference(self, x_support: Tensor | None) -> None:
+        """The support images whose statistics normalize every later call (``norm="support"``)."""
+        self._reference = None if x_support is None else x_support.detach()
+
     def _norm_layer(self) -> nn.Module:
-        if self.norm == "batch":
+        if self.norm in ("batch", "support"):
             return BatchNorm2dStats(self.filters)
         if self.norm == "none":
             return nn.Identity()
@@ -238,13 +263,22 @@ class ConvNet(nn.Module):
     #: primitive ops (False)
     fused_norm: bool = True
 
-    def features(self, x: Tensor) -> Tensor:
+    def features(self, x: Tensor, reference: Tensor | None = None) -> Tensor:
+        if not self.uses_reference:
+            for conv, norm in zip(self.convs, self.norms):
+                x = F.max_pool2d(F.relu(norm(conv(x))), 2)
+            return x.flatten(1)
+        reference = self._reference if reference is None else reference
+        count = None
+        if reference is not None:  # normalized along with x, by the reference's statistics
+            count = reference.shape[0]
+            x = torch.cat([reference.to(x), x])
         for conv, norm in zip(self.convs, self.norms):
-            x = F.max_pool2d(F.relu(norm(conv(x))), 2)
-        return x.flatten(1)
+            x = F.max_pool2d(F.relu(norm(conv(x), count)), 2)
+        return x[count or 0:].flatten(1)
 
-    def forward(self, x: Tensor, head: bool = True) -> Tensor:
-        feats = self.features(x)
+    def forward(self, x: Tensor, head: bool = True, reference: Tensor | None = None) -> Tensor:
+        feats = self.features(x, reference)
         return self.head(feats) if head else feats
 
     def _batched_conv(self, h: Tensor, w: Tensor, b: Tensor, t: int) -> Tensor:
@@ -270,8 +304,16 @@ class ConvNet(nn.Module):
         return y.view(t, out_c, n, height, width).permute(2, 0, 1, 3, 4).reshape(
             n, t * out_c, height, width)
 
-    def batched_forward(self, params: Mapping[str, Tensor], x: Tensor, head: bool = True) -> Tensor:
-        """``x``: [T, N, C, H, W]; tasks are folded into the channels: [N, T*C, H, W]."""
+    def batched_forward(self, params: Mapping[str, Tensor], x: Tensor, head: bool = True,
+                        reference: Tensor | None = None) -> Tensor:
+        """``x``: [T, N, C, H, W]; tasks are folded into the channels: [N, T*C, H, W].
+
+        ``reference`` [T, K, C, H, W] (``norm="support"``): each task's support images, whose
+        statistics normalize its ``x``."""
+        count = None
+        if self.uses_reference and reference is not None:
+            count = reference.shape[1]
+            x = torch.cat([reference.to(x), x], dim=1)
         t, n = x.shape[:2]
         h = x.transpose(0, 1).reshape(n, t * x.shape[2], *x.shape[3:])
         for i in range(self.blocks):
@@ -280,20 +322,19 @@ class ConvNet(nn.Module):
                 groups = t * _norm_groups(self.norm, self.filters)
                 h = F.group_norm(h, groups, params[f"norms.{i}.weight"].reshape(-1),
                                  params[f"norms.{i}.bias"].reshape(-1), eps=_EPS)
-            elif self.norm == "batch":
+            elif self.norm in ("batch", "support"):
                 weight, bias = params[f"norms.{i}.weight"], params[f"norms.{i}.bias"]
-                if self.fused_norm:
+                if self.fused_norm and count is None:
                     h = F.batch_norm(h, None, None, weight.reshape(-1), bias.reshape(-1),
                                      training=True, eps=_EPS)
                 else:
                     g = h.view(n, t, self.filters, *h.shape[2:])
-                    mean = g.mean(dim=(0, 3, 4), keepdim=True)
-                    var = (g - mean).square().mean(dim=(0, 3, 4), keepdim=True)
+                    mean, var = _moments(g if count is None else g[:count], (0, 3, 4))
                     g = (g - mean) * torch.rsqrt(var + _EPS)
                     g = g * weight.view(1, t, -1, 1, 1) + bias.view(1, t, -1, 1, 1)
                     h = g.view(n, t * self.filters, *h.shape[2:])
             h = F.max_pool2d(F.relu(h), 2)
-        feats = h.view(n, t, -1).transpose(0, 1)  # [T, N, F]
+        feats = h.view(n, t, -1).transpose(0, 1)[:, count or 0:]  # [T, N, F]
         if not head:
             return feats
         w, b = params["head.weight"], params["head.bias"]

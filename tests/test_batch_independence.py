@@ -16,12 +16,15 @@ from .helpers import TinyImageSuite
 
 BUCKETS = 50
 
-# Every shipped reference model with its default options (and ConvNet's other per-example norm).
+# Every shipped reference model with its default options, and ConvNet's other batch-independent
+# norms (per example; support-set statistics).
 SPECS = {
     "convnet": {"name": "convnet", "kwargs": {"num_classes": 3, "filters": 8, "blocks": 3,
                                               "image_size": 12}},
     "convnet-layer": {"name": "convnet", "kwargs": {"num_classes": 3, "filters": 8, "blocks": 3,
                                                     "image_size": 12, "norm": "layer"}},
+    "convnet-support": {"name": "convnet", "kwargs": {"num_classes": 3, "filters": 8, "blocks": 3,
+                                                      "image_size": 12, "norm": "support"}},
     "mlp": {"name": "mlp", "kwargs": {"sizes": [4, 16, 16, 3]}},
     "features": {"name": "features", "kwargs": {"in_features": 4, "num_classes": 3,
                                                 "hidden": [16]}},
@@ -72,17 +75,18 @@ def _assert_batch_independent(model: torch.nn.Module, name: str, seed: int = 1) 
 
 
 def _adapted_by_prepare(tmp_path, spec: dict, name: str) -> torch.nn.Module:
-    """The model ``prepare`` gives for an artifact of ``spec``, after two MetaSGD steps."""
+    """The model ``prepare`` gives for an artifact of ``spec`` and a support set, after two
+    MetaSGD steps on it."""
     suite = TinyImageSuite()  # for its cross-entropy loss only: the model comes from ``spec``
     torch.manual_seed(0)
     learner = build_learner("metasgd", suite, model=build_model(spec), inner_lr=0.1)
     learner.double()
     _perturbed(learner.model)
     Artifact.from_learner(learner, suite, model_spec=spec).save(tmp_path / "art")
-    model, opt = prepare(None, tmp_path / "art")
     gen = torch.Generator().manual_seed(2)
     x = _stack(_inputs(name, 6, gen))
     y = torch.arange(6) % 3
+    model, opt = prepare(None, tmp_path / "art", support=(x, y))
     for _ in range(2):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
@@ -114,9 +118,14 @@ def test_hand_batched_forward_answers_alone_as_in_any_batch(name):
     if examples[0][0].dtype == torch.int64:  # one padding width for every task
         examples = [[torch.nn.functional.pad(x, (0, width - x.shape[1])) for x in task]
                     for task in examples]
-    whole = model.batched_forward(params, torch.stack([_stack(task) for task in examples]))
+    kwargs = {}
+    if getattr(model, "uses_reference", False):  # each task's support set
+        kwargs["reference"] = torch.randn(t, 4, 1, 12, 12, generator=gen, dtype=torch.float64)
+    whole = model.batched_forward(params, torch.stack([_stack(task) for task in examples]),
+                                  **kwargs)
     for j in range(5):
-        alone = model.batched_forward(params, torch.stack([task[j] for task in examples]))
+        alone = model.batched_forward(params, torch.stack([task[j] for task in examples]),
+                                      **kwargs)
         assert (alone[:, 0] - whole[:, j]).abs().max().item() <= 1e-10
 
 
@@ -131,8 +140,9 @@ def test_transductive_batch_norm_is_the_explicit_exception():
 
 @pytest.mark.parametrize("batching", ["batched", "vmap", "loop"])
 @pytest.mark.parametrize("head_init", ["theta", "prototypes"])
-def test_queries_alone_score_as_the_batch_after_adaptation(batching, head_init):
-    suite = TinyImageSuite(ways=3, shots=2, query=4)
+@pytest.mark.parametrize("norm", [None, "support"])
+def test_queries_alone_score_as_the_batch_after_adaptation(batching, head_init, norm):
+    suite = TinyImageSuite(ways=3, shots=2, query=4, norm=norm)
     torch.manual_seed(0)
     learner = build_learner("metasgd", suite, inner_steps=2, batching=batching, inner_lr=0.3,
                             head_init=head_init).double()
@@ -186,3 +196,24 @@ def test_inspect_names_the_batch_norm_of_an_old_artifact(tmp_path, capsys):
     except SystemExit as exc:
         assert not exc.code
     assert "norm=batch" in capsys.readouterr().out
+
+
+def test_support_norm_takes_its_statistics_from_the_support_set(tmp_path):
+    spec = SPECS["convnet-support"]
+    torch.manual_seed(0)
+    model = _perturbed(build_model(spec).double())
+    gen = torch.Generator().manual_seed(4)
+    support, queries = (torch.randn(n, 1, 12, 12, generator=gen, dtype=torch.float64)
+                        for n in (6, 5))
+    with torch.no_grad():
+        assert torch.allclose(model(support, reference=support), model(support))  # its own
+        model.set_reference(support)
+        assert torch.allclose(model(queries), model(queries, reference=support))
+        other = model(queries, reference=torch.randn(6, 1, 12, 12, generator=gen,
+                                                     dtype=torch.float64))
+        assert not torch.allclose(model(queries), other)
+    suite = TinyImageSuite(norm="support")
+    Artifact.from_learner(build_learner("metasgd", suite), suite,
+                          model_spec=suite.model_spec()).save(tmp_path / "art")
+    with pytest.warns(UserWarning, match="support"):
+        prepare(None, tmp_path / "art")

@@ -51,7 +51,8 @@ def test_compiled_equals_eager_on_a_convnet(learner_name, batching, head_init):
 
 
 @pytest.mark.parametrize("conv, norm, fused_norm", [
-    ("unfold_nt", "group", True), ("grouped", "layer", True), ("unfold_nt", "batch", True),
+    ("unfold_nt", "group", True), ("grouped", "layer", True), ("grouped", "support", True),
+    ("unfold_nt", "batch", True),
     ("grouped", "batch", False),
 ])
 def test_compiled_follows_every_batched_convolution(conv, norm, fused_norm):

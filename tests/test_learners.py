@@ -16,6 +16,7 @@ SUITES = {
     "mlp": lambda: get_suite("sinusoid", shots=5, hidden=[8, 8]),
     "convnet": lambda: TinyImageSuite(),  # the default: group norm
     "convnet-layer": lambda: TinyImageSuite(norm="layer"),
+    "convnet-support": lambda: TinyImageSuite(norm="support"),
     "convnet-batch": lambda: TinyImageSuite(norm="batch"),
 }
 

@@ -118,7 +118,7 @@ def test_artifact_keeps_the_head_init():
 
 @pytest.mark.parametrize("conv", ["grouped", "unfold", "unfold_nt"])
 @pytest.mark.parametrize("norm, fused_norm", [
-    ("group", True), ("layer", True), ("batch", True), ("batch", False),
+    ("group", True), ("layer", True), ("support", True), ("batch", True), ("batch", False),
 ])
 def test_convnet_batched_kernels_agree_with_the_loop(conv, norm, fused_norm):
     suite = TinyImageSuite(norm=norm)

@@ -312,7 +312,7 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
                 method += " (jitter {:g} deg, {:g} scale, {:g} shift)".format(*args.jitter)
             if cfg.meta_lr_schedule != "constant":
                 method += f", {cfg.meta_lr_schedule} meta-lr"
-            if args.norm != "group":  # the default: per-example group norm
+            if args.norm != "support":  # the default: the support set's statistics
                 method += f", {args.norm} norm"
             steps = args.eval_steps or ls["inner_steps"]
             for kind, suite in test_suites.items():
@@ -413,9 +413,10 @@ def main(argv: list[str] | None = None) -> None:
                        choices=_CHOICES.get(key),
                        help=f"[default: from --preset; cpu={value}, gpu={PRESETS['gpu'][key]}]")
     p.add_argument("--query", type=int, default=5, help="query images per class (train and test)")
-    p.add_argument("--norm", choices=CONVNET_NORMS, default="group",
-                   help="the ConvNet's normalization (the suite's norm option): group (default) and "
-                        "layer normalize each image alone, batch is transductive batch norm")
+    p.add_argument("--norm", choices=CONVNET_NORMS, default="support",
+                   help="the ConvNet's normalization (the suite's norm option): support (default: "
+                        "the support set's statistics), group and layer (each image alone), batch "
+                        "(transductive: the batch's own)")
     p.add_argument("--no-alone", dest="alone", action="store_false",
                    help="skip the accuracy with each query asked alone (one more adaptation pass)")
     p.add_argument("--inner-lr", type=float, default=None,

@@ -6,12 +6,16 @@ parameters carrying a leading task dimension: Linear layers as ``baddbmm`` and 3
 one grouped convolution with the tasks folded into channel groups (or, ``batched_conv="unfold"``,
 as im2col + one batched matrix product, which runs on tensor cores in TF32).
 
-The ConvNet normalizes each example on its own by default (``norm="group"``: group
-normalization, statistics over groups of channels of one image), so a prediction never depends on
-what else is in the batch: an image alone and inside any batch get the same output, in training
-and in use. ``norm="batch"`` (the statistics of the batch at hand, transductive, as in MAML) stays
-as an explicit option, for old artifacts and comparisons: there a query asked alone is normalized
-by its own statistics and answered differently than inside a batch.
+The ConvNet's prediction for an image never depends on what else is in its batch. By default
+(``norm="support"``) it batch-normalizes with the statistics of the task's support set, frozen for
+the task's queries: the learner passes each task's support images as ``reference`` to the query
+forwards, and a deployed model keeps them (``set_reference``, which ``prepare(support=...)``
+calls). The per-example norms ``"group"`` and ``"layer"`` need no support set, but learned far
+worse features in a short Omniglot run (Meta-SGD + prototype head, 20-way 1-shot, 200
+iterations, random episodes: support 63.5%, group 23.8%, layer 22.5%, the old transductive batch
+norm 64.6%, which answers a query asked alone right 17.0% of the time). ``norm="batch"`` (the
+statistics of the batch at hand, as in MAML) stays as an explicit option, for old artifacts and
+comparisons.
 
 Group normalization runs the fused ``group_norm`` kernel everywhere: its double backward is exact
 also under ``vmap``. In the hand-batched forward the tasks are folded into the channels, task-major,
@@ -173,7 +177,8 @@ class BatchNorm2dStats(nn.Module):
         return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
-#: the ConvNet's normalizations; ``"group"`` (the default) and ``"layer"`` are per example
+#: the ConvNet's normalizations: ``"support"`` (the default) takes its statistics from the task's
+#: support set, ``"group"`` and ``"layer"`` from each example alone
 CONVNET_NORMS = ("group", "layer", "support", "batch", "none")
 #: channels per group of ``norm="group"`` (groups = filters // this, at least one)
 GROUP_SIZE = 8
@@ -189,12 +194,13 @@ class ConvNet(nn.Module):
 
     ``norm``:
 
-    * ``"group"`` (default): ``nn.GroupNorm`` with groups of 8 channels, per example;
+    * ``"support"`` (default): batch norm with the statistics of a task's support set (the
+      *reference*), frozen for its queries: ``forward(x, reference=x_support)``, or
+      :meth:`set_reference` once per task (``prepare(..., support=...)`` does). Without a
+      reference the batch given is taken as the support set (as in the inner loop's support
+      forward). Each call also runs the reference through the network;
+    * ``"group"``: ``nn.GroupNorm`` with groups of 8 channels, per example;
     * ``"layer"``: one group, every channel of an image (``nn.GroupNorm(1, filters)``);
-    * ``"support"``: batch norm with the statistics of a task's support set (the *reference*),
-      frozen for its queries: ``forward(x, reference=x_support)``, or :meth:`set_reference` once
-      per task (``prepare(..., support=...)`` does). Without a reference the batch given is taken
-      as the support set;
     * ``"batch"``: statistics of the current batch (:class:`BatchNorm2dStats`), transductive: an
       image's output depends on the rest of its batch. For old artifacts and comparisons;
     * ``"none"``.
@@ -207,7 +213,7 @@ class ConvNet(nn.Module):
         filters: int = 64,
         blocks: int = 4,
         image_size: int = 28,
-        norm: str = "group",
+        norm: str = "support",
     ) -> None:
         super().__init__()
         if norm not in CONVNET_NORMS:

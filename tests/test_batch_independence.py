@@ -16,15 +16,15 @@ from .helpers import TinyImageSuite
 
 BUCKETS = 50
 
-# Every shipped reference model with its default options, and ConvNet's other batch-independent
-# norms (per example; support-set statistics).
+# Every shipped reference model with its default options (ConvNet: support-set statistics), and
+# ConvNet's other batch-independent norms (per example).
 SPECS = {
     "convnet": {"name": "convnet", "kwargs": {"num_classes": 3, "filters": 8, "blocks": 3,
                                               "image_size": 12}},
     "convnet-layer": {"name": "convnet", "kwargs": {"num_classes": 3, "filters": 8, "blocks": 3,
                                                     "image_size": 12, "norm": "layer"}},
-    "convnet-support": {"name": "convnet", "kwargs": {"num_classes": 3, "filters": 8, "blocks": 3,
-                                                      "image_size": 12, "norm": "support"}},
+    "convnet-group": {"name": "convnet", "kwargs": {"num_classes": 3, "filters": 8, "blocks": 3,
+                                                    "image_size": 12, "norm": "group"}},
     "mlp": {"name": "mlp", "kwargs": {"sizes": [4, 16, 16, 3]}},
     "features": {"name": "features", "kwargs": {"in_features": 4, "num_classes": 3,
                                                 "hidden": [16]}},
@@ -140,7 +140,7 @@ def test_transductive_batch_norm_is_the_explicit_exception():
 
 @pytest.mark.parametrize("batching", ["batched", "vmap", "loop"])
 @pytest.mark.parametrize("head_init", ["theta", "prototypes"])
-@pytest.mark.parametrize("norm", [None, "support"])
+@pytest.mark.parametrize("norm", [None, "group"])
 def test_queries_alone_score_as_the_batch_after_adaptation(batching, head_init, norm):
     suite = TinyImageSuite(ways=3, shots=2, query=4, norm=norm)
     torch.manual_seed(0)
@@ -170,9 +170,9 @@ def test_artifacts_record_the_norm_and_old_ones_rebuild_with_batch_norm(tmp_path
     torch.manual_seed(0)
     learner = build_learner("metasgd", suite)
     art = Artifact.from_learner(learner, suite, model_spec=suite.model_spec())
-    assert art.manifest["model"]["kwargs"]["norm"] == "group"
+    assert art.manifest["model"]["kwargs"]["norm"] == "support"
     art.save(tmp_path / "new")
-    assert load_artifact(tmp_path / "new").build_model().norm == "group"
+    assert load_artifact(tmp_path / "new").build_model().norm == "support"
     # an artifact written before the default changed has no norm in its spec: batch norm it was
     del art.manifest["model"]["kwargs"]["norm"]
     art.save(tmp_path / "old")
@@ -199,7 +199,7 @@ def test_inspect_names_the_batch_norm_of_an_old_artifact(tmp_path, capsys):
 
 
 def test_support_norm_takes_its_statistics_from_the_support_set(tmp_path):
-    spec = SPECS["convnet-support"]
+    spec = SPECS["convnet"]
     torch.manual_seed(0)
     model = _perturbed(build_model(spec).double())
     gen = torch.Generator().manual_seed(4)
@@ -212,7 +212,7 @@ def test_support_norm_takes_its_statistics_from_the_support_set(tmp_path):
         other = model(queries, reference=torch.randn(6, 1, 12, 12, generator=gen,
                                                      dtype=torch.float64))
         assert not torch.allclose(model(queries), other)
-    suite = TinyImageSuite(norm="support")
+    suite = TinyImageSuite()
     Artifact.from_learner(build_learner("metasgd", suite), suite,
                           model_spec=suite.model_spec()).save(tmp_path / "art")
     with pytest.warns(UserWarning, match="support"):

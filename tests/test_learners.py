@@ -14,9 +14,9 @@ from .helpers import TinyImageSuite
 
 SUITES = {
     "mlp": lambda: get_suite("sinusoid", shots=5, hidden=[8, 8]),
-    "convnet": lambda: TinyImageSuite(),  # the default: group norm
+    "convnet": lambda: TinyImageSuite(),  # the default: support-set batch norm
+    "convnet-group": lambda: TinyImageSuite(norm="group"),
     "convnet-layer": lambda: TinyImageSuite(norm="layer"),
-    "convnet-support": lambda: TinyImageSuite(norm="support"),
     "convnet-batch": lambda: TinyImageSuite(norm="batch"),
 }
 

@@ -65,7 +65,7 @@ def test_cpu_preset_gives_every_learner_and_baseline_a_row(script, data_dir, tmp
     assert {r["episodes"] for r in learner_rows} == {"random", "within-alphabet"}
     assert len(learner_rows) == 8 and all(r["meta_iterations"] == 2 for r in learner_rows)
     assert all(r["test_episodes"] == 3 and 0.0 <= r["accuracy"] <= 1.0 for r in learner_rows)
-    # group norm, the default: each query asked alone scores as the batch
+    # support-set norm, the default: each query asked alone scores as the batch
     assert all(r["accuracy_alone"] == pytest.approx(r["accuracy"], abs=1e-6) for r in learner_rows)
     assert all(r["iterations_per_s"] > 0 for r in learner_rows)
     baseline_rows = [r for r in rows if r["meta_iterations"] == 0]

@@ -85,9 +85,10 @@ class OmniglotSuite(ClassificationSuite):
     episodes are never jittered.
 
     ``filters`` and ``norm`` shape the reference ConvNet (see ``models.ConvNet``). ``norm`` is
-    ``"group"`` by default: every image is normalized on its own, so a query's prediction never
-    depends on the other queries of its batch. ``"batch"`` is the transductive batch norm of
-    MAML's ConvNet (measured against group norm in ``benchmarks/omniglot_small.py``).
+    ``"support"`` by default: batch norm with the support set's statistics, frozen for the queries,
+    so a query's prediction never depends on the other queries of its batch. ``"group"`` and
+    ``"layer"`` normalize each image alone, ``"batch"`` is the transductive batch norm of MAML's
+    ConvNet (all measured in ``benchmarks/omniglot_small.py --norm``).
     """
 
     name = "omniglot"
@@ -117,7 +118,7 @@ class OmniglotSuite(ClassificationSuite):
         alphabets: Sequence[str] | str | None = None,
         exclude_alphabets: Sequence[str] | str | None = None,
         filters: int = 64,
-        norm: str = "group",
+        norm: str = "support",
         cache: bool = True,
         cache_dir: str | None = None,
         jitter_degrees: float = 0.0,

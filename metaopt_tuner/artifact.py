@@ -66,6 +66,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ArtifactError, MetaOptError, ModelMismatchError
+from .models import complete_spec
 
 if TYPE_CHECKING:
     from .learners.base import MetaLearner
@@ -383,7 +384,9 @@ class Artifact:
 
     @property
     def model_spec(self) -> dict[str, Any]:
-        return dict(self.manifest["model"])
+        """The model spec, with arguments that were defaults when it was written spelled out
+        (an artifact from before group norm became the ConvNet's default names batch norm)."""
+        return complete_spec(self.manifest["model"])
 
     @property
     def suite_name(self) -> str:
@@ -458,7 +461,8 @@ class Artifact:
             "format_version": FORMAT_VERSION,
             "library_version": _library_version(),
             "inner_steps": int(learner.inner_steps),
-            "model": dict(model_spec if model_spec is not None else suite.model_spec()),
+            "model": complete_spec(model_spec if model_spec is not None else suite.model_spec(),
+                                   learner.model),
             "suite": {
                 "name": suite_ref(suite),  # a user's suite as module:Class
                 "options": suite.options(),

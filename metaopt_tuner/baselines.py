@@ -308,7 +308,7 @@ def _run_stacked(
 
     def query() -> tuple[Tensor, Tensor]:
         with torch.no_grad():
-            out = forward(leaves, tasks.x_query)
+            out = forward(leaves, tasks.x_query, **_reference(model, tasks.x_support))
             return (_per_task(suite.loss_per_example(out, tasks.y_query), n),
                     _per_task(suite.metric_per_example(out, tasks.y_query), n))
 
@@ -319,6 +319,11 @@ def _run_stacked(
         opt.step()
 
     return _curve(steps, query, train_step, on_step)
+
+
+def _reference(model: nn.Module, x_support: Tensor) -> dict[str, Tensor]:
+    """The query forward's keyword for a model normalizing with its support set's statistics."""
+    return {"reference": x_support} if getattr(model, "uses_reference", False) else {}
 
 
 def _run_loop(
@@ -340,7 +345,8 @@ def _run_loop(
         if hasattr(opt, "eval"):  # Schedule-Free evaluates at its averaged point
             opt.eval()
         with torch.no_grad():
-            out = functional_call(model, per_task[i], (tasks.x_query[i],))
+            out = functional_call(model, per_task[i], (tasks.x_query[i],),
+                                  _reference(model, tasks.x_support[i]))
             result = (suite.loss_per_example(out, tasks.y_query[i]).mean(),
                       suite.metric_per_example(out, tasks.y_query[i]).mean())
         if hasattr(opt, "train"):
@@ -662,7 +668,7 @@ def batched_adam_curve(
     losses, metrics = [], []
     for t in range(steps + 1):
         with torch.no_grad():
-            out = forward(p, tasks.x_query)
+            out = forward(p, tasks.x_query, **_reference(model, tasks.x_support))
             losses.append(_per_task(suite.loss_per_example(out, tasks.y_query), n))
             metrics.append(_per_task(suite.metric_per_example(out, tasks.y_query), n))
         if t == steps:

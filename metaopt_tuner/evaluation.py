@@ -4,6 +4,10 @@
 with the learned rates on ``suite.fixed_tasks(num_tasks, split, seed)`` (the same tasks on every
 machine) and reports, for every step count, the mean over tasks and the half-width of a normal
 95% confidence interval (``1.96 * std / sqrt(n)``).
+
+``query_metric_alone(learner, tasks, steps)`` scores each query on its own after adaptation, beside
+the score of the queries as one batch: a model whose prediction depends on its batch (transductive
+batch norm) shows it as a gap between the two.
 """
 
 from __future__ import annotations
@@ -15,14 +19,15 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.func import functional_call, vmap
 
 from .artifact import Artifact, resolve_artifact
 from .devices import resolve_device
 from .errors import ConfigError
 from .learners.base import MetaLearner
-from .tasks.base import TaskSuite
+from .tasks.base import TaskBatch, TaskSuite
 
-__all__ = ["EvaluationResult", "evaluate", "mean_ci", "suite_for_split"]
+__all__ = ["EvaluationResult", "evaluate", "mean_ci", "query_metric_alone", "suite_for_split"]
 
 Z_95 = 1.96
 
@@ -162,3 +167,43 @@ def evaluate(
         num_classes=summary.get("num_classes"),
         num_examples=summary.get("num_examples"),
     )
+
+
+def query_metric_alone(
+    learner: MetaLearner, tasks: TaskBatch, steps: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Mean query metric per task after ``steps`` inner steps: queries as one batch, and alone.
+
+    Both score the same adapted parameters; "alone" calls the model on a batch of one query at a
+    time (vectorized with ``vmap``, which keeps every query its own batch). A batch-independent
+    model gives equal figures.
+
+    Args:
+        learner: the learner to adapt with (its theta and rates; nothing is updated).
+        tasks: the tasks to adapt to and score.
+        steps: inner steps (default: the learner's).
+
+    Returns:
+        ``(batched, alone)``, each of shape ``[T]``.
+    """
+    steps = learner.inner_steps if steps is None else int(steps)
+    params = {k: v.detach().requires_grad_() for k, v in learner.initial_params().items()}
+    lrs = {k: v.detach() for k, v in learner.learning_rates().items()}
+    with torch.enable_grad():
+        out = learner.adapt_batch(tasks, steps, create_graph=False, params=params, lrs=lrs)
+    assert out.adapted is not None
+    adapted = {k: v.detach() for k, v in out.adapted.items()}
+    alone = []
+    with torch.no_grad():
+        for i in range(len(tasks)):
+            task_params = {k: v[i] for k, v in adapted.items()}
+            kwargs = ({"reference": tasks.x_support[i]}
+                      if getattr(learner.model, "uses_reference", False) else {})
+
+            def one(x: Tensor, p: dict[str, Tensor] = task_params,
+                    kw: dict[str, Tensor] = kwargs) -> Tensor:
+                return functional_call(learner.model, p, (x.unsqueeze(0),), kw).squeeze(0)
+
+            logits = vmap(one)(tasks.x_query[i])
+            alone.append(learner.metric_fn(logits, tasks.y_query[i]).mean(-1))
+    return out.metric.detach(), torch.stack(alone)

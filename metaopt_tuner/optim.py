@@ -291,6 +291,15 @@ def prepare(
     if model is None:
         model = art.build_model().to(dtype=art.dtype)
     art.initialize(model, strict=strict)
+    if getattr(model, "uses_reference", False):  # norm="support": the task's support statistics
+        if support is None:
+            warnings.warn(
+                "this model normalizes with its task's support-set statistics: pass "
+                "support=(x, y) to prepare() (or call model.set_reference(x)) before using it",
+                stacklevel=2,
+            )
+        else:
+            model.set_reference(support[0])  # type: ignore[operator]
     if art.learner_config.get("head_init") == "prototypes":
         if support is None:
             warnings.warn(

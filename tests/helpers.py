@@ -11,12 +11,14 @@ from metaopt_tuner.tasks.base import ClassificationSuite, TaskBatch, TaskSuite
 
 
 class TinyImageSuite(ClassificationSuite):
-    """Random N-way image episodes for a small ConvNet with batch normalization."""
+    """Random N-way image episodes for a small ConvNet (``norm``: the ConvNet's; None leaves it
+    out of the model spec, the ConvNet's default)."""
 
     name = "tiny-image"
 
-    def __init__(self, ways: int = 3, shots: int = 2, query: int = 2, size: int = 8) -> None:
-        self.ways, self.shots, self.query, self.size = ways, shots, query, size
+    def __init__(self, ways: int = 3, shots: int = 2, query: int = 2, size: int = 8,
+                 norm: str | None = None) -> None:
+        self.ways, self.shots, self.query, self.size, self.norm = ways, shots, query, size, norm
 
     def sample(self, num_tasks: int, generator: torch.Generator, split: str = "train") -> TaskBatch:
         n_s, n_q = self.ways * self.shots, self.ways * self.query
@@ -27,11 +29,14 @@ class TinyImageSuite(ClassificationSuite):
         return TaskBatch(x[:, :n_s], y[:, :n_s], x[:, n_s:], y[:, n_s:])
 
     def model_spec(self) -> dict[str, Any]:
-        return {"name": "convnet", "kwargs": {"num_classes": self.ways, "filters": 4, "blocks": 2,
-                                               "image_size": self.size}}
+        kwargs = {"num_classes": self.ways, "filters": 4, "blocks": 2, "image_size": self.size}
+        if self.norm is not None:
+            kwargs["norm"] = self.norm
+        return {"name": "convnet", "kwargs": kwargs}
 
     def options(self) -> dict[str, Any]:
-        return {"ways": self.ways, "shots": self.shots, "query": self.query, "size": self.size}
+        return {"ways": self.ways, "shots": self.shots, "query": self.query, "size": self.size,
+                "norm": self.norm}
 
 
 def small_metasgd(steps: int = 2, per_step: bool = True, dtype: torch.dtype = torch.float64,

@@ -50,12 +50,16 @@ def test_compiled_equals_eager_on_a_convnet(learner_name, batching, head_init):
         _assert_same(compiled(batch), learner.meta_gradient(batch))
 
 
-@pytest.mark.parametrize("conv, fused_norm", [("unfold_nt", True), ("grouped", False)])
-def test_compiled_follows_every_batched_convolution(conv, fused_norm):
+@pytest.mark.parametrize("conv, norm, fused_norm", [
+    ("unfold_nt", "group", True), ("grouped", "layer", True), ("grouped", "support", True),
+    ("unfold_nt", "batch", True),
+    ("grouped", "batch", False),
+])
+def test_compiled_follows_every_batched_convolution(conv, norm, fused_norm):
     # CUDA's default is unfold_nt; CPU's grouped: both must trace into one graph. ("unfold" runs
     # under Inductor, the slow test below, but aot_eager's replay of it fails inside PyTorch: a
     # view whose traced strides differ from the eager kernel's.)
-    suite = TinyImageSuite()
+    suite = TinyImageSuite(norm=norm)
     learner = _learner("maml", suite, "batched", steps=2)
     learner.model.batched_conv, learner.model.fused_norm = conv, fused_norm
     batch = suite.sample(3, torch.Generator().manual_seed(4)).to(dtype=torch.float64)

@@ -16,7 +16,10 @@ from .helpers import TinyImageSuite
 
 SUITES = {
     "mlp": lambda: get_suite("sinusoid", shots=5, hidden=[8, 8]),
-    "convnet-bn": lambda: TinyImageSuite(),
+    "convnet": lambda: TinyImageSuite(),  # the default: support-set batch norm
+    "convnet-group": lambda: TinyImageSuite(norm="group"),
+    "convnet-layer": lambda: TinyImageSuite(norm="layer"),
+    "convnet-batch": lambda: TinyImageSuite(norm="batch"),
 }
 
 
@@ -92,7 +95,7 @@ def test_batching_paths_agree(suite_name, learner_name):
     for batching in ("vmap", "batched"):
         out = results[batching]
         assert out.grads.keys() == ref.grads.keys()
-        # Relative to the largest gradient entry: a conv bias followed by batch norm has an exact
+        # Relative to the largest gradient entry: a conv bias followed by a norm has an exact
         # gradient of zero, whose rounding noise (1e-17) has no meaningful relative error.
         scale = max(g.abs().max().item() for g in ref.grads.values())
         for n in ref.grads:

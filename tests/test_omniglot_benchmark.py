@@ -65,6 +65,9 @@ def test_cpu_preset_gives_every_learner_and_baseline_a_row(script, data_dir, tmp
     assert {r["episodes"] for r in learner_rows} == {"random", "within-alphabet"}
     assert len(learner_rows) == 8 and all(r["meta_iterations"] == 2 for r in learner_rows)
     assert all(r["test_episodes"] == 3 and 0.0 <= r["accuracy"] <= 1.0 for r in learner_rows)
+    # support-set norm, the default: each query asked alone scores as the batch
+    assert all(r["accuracy_alone"] == pytest.approx(r["accuracy"], abs=1e-6) for r in learner_rows)
+    assert all(r["iterations_per_s"] > 0 for r in learner_rows)
     baseline_rows = [r for r in rows if r["meta_iterations"] == 0]
     assert len(baseline_rows) == 4 and all(r["episodes"] == "random" for r in baseline_rows)
     assert all(r["test_episodes"] == 2 and r["trials"] == 1 for r in baseline_rows)
@@ -78,3 +81,10 @@ def test_preset_choices_can_be_overridden(script, data_dir, tmp_path, capsys):
         with pytest.raises(SystemExit):
             script.main([option, value])
         assert f"argument {option}" in capsys.readouterr().err
+
+
+def test_transductive_batch_norm_rows_are_labelled(script, data_dir, tmp_path):
+    rows = _run(script, data_dir, tmp_path / "rows.json", "--learners", "metasgd", "--norm", "batch",
+                "--baseline-configs", "")
+    assert rows and all(r["method"].endswith(", batch norm") for r in rows)
+    assert all(0.0 <= r["accuracy_alone"] <= 1.0 for r in rows)

@@ -118,9 +118,11 @@ def test_artifact_keeps_the_head_init():
 
 
 @pytest.mark.parametrize("conv", ["grouped", "unfold", "unfold_nt"])
-@pytest.mark.parametrize("fused_norm", [True, False])
-def test_convnet_batched_kernels_agree_with_the_loop(conv, fused_norm):
-    suite = TinyImageSuite()
+@pytest.mark.parametrize("norm, fused_norm", [
+    ("group", True), ("layer", True), ("support", True), ("batch", True), ("batch", False),
+])
+def test_convnet_batched_kernels_agree_with_the_loop(conv, norm, fused_norm):
+    suite = TinyImageSuite(norm=norm)
     batch = _batch(suite, n=3)
     ref = _learner("maml", suite, "loop", steps=2).meta_gradient(batch)
     learner = _learner("maml", suite, "batched", steps=2)
@@ -187,7 +189,7 @@ def test_batch_norm_is_fused_on_plain_tensors_and_primitive_under_transforms(mon
 @pytest.mark.parametrize("batching, fused_calls", [("loop", True), ("vmap", False)])
 def test_loop_path_runs_the_fused_norm_with_exact_second_order_gradients(
         monkeypatch, batching, fused_calls):
-    suite = TinyImageSuite()
+    suite = TinyImageSuite(norm="batch")
     batch = _batch(suite, n=2)
     ref = _learner("metasgd", suite, "batched", steps=2).meta_gradient(batch)
     calls = _counting_batch_norm(monkeypatch)

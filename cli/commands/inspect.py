@@ -47,7 +47,7 @@ def inspect(artifact: ArtifactArg, json_out: JsonOut = False, tracking_uri: Regi
     rows = [
         ("format", f"{m['format']} v{m['format_version']} (metaopt-tuner {m['library_version']})"),
         ("created", m.get("created", "-")),
-        ("model", _model(m["model"])),
+        ("model", _model(art.model_spec)),  # (spelled out: an old ConvNet names its batch norm)
         ("parameters", f"{len(art.names)} tensors, {sum(t.numel() for t in art.theta.values())} weights, {_fmt(str(art.dtype).removeprefix('torch.'))}"),
         ("suite", f"{art.suite_name} ({_fmt(art.suite_options)})"),
         ("learner", _fmt(art.learner_config)),

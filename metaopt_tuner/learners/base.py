@@ -65,6 +65,14 @@ class AdaptationOutcome:
     tail_loss: Tensor | None = None
 
 
+def _forward_kwargs(head: bool, reference: Tensor | None) -> dict[str, Any]:
+    """Keyword arguments of a reference model's forward; only those that differ from defaults."""
+    kwargs: dict[str, Any] = {} if head else {"head": False}
+    if reference is not None:
+        kwargs["reference"] = reference
+    return kwargs
+
+
 class MetaLearner(nn.Module, abc.ABC):
     """Base of every learner: holds theta (the model) and alpha (the rates), adapts batches.
 
@@ -207,15 +215,14 @@ class MetaLearner(nn.Module, abc.ABC):
             return "batched"
         return "vmap"
 
-    def _functional_forward(self, params: Params, x: Tensor, head: bool = True) -> Tensor:
-        if head:
-            return functional_call(self.model, params, (x,))
-        return functional_call(self.model, params, (x,), {"head": False})
+    def _functional_forward(self, params: Params, x: Tensor, head: bool = True,
+                            reference: Tensor | None = None) -> Tensor:
+        return functional_call(self.model, params, (x,), _forward_kwargs(head, reference))
 
-    def _batched_forward(self, params: Params, x: Tensor, head: bool = True) -> Tensor:
-        if head:
-            return self.model.batched_forward(params, x)  # type: ignore[operator]
-        return self.model.batched_forward(params, x, head=False)  # type: ignore[operator]
+    def _batched_forward(self, params: Params, x: Tensor, head: bool = True,
+                         reference: Tensor | None = None) -> Tensor:
+        return self.model.batched_forward(  # type: ignore[operator]
+            params, x, **_forward_kwargs(head, reference))
 
     def _with_prototype_head(
         self, params: Params, xs: Tensor, ys: Tensor, forward: Callable[..., Tensor]
@@ -260,8 +267,12 @@ class MetaLearner(nn.Module, abc.ABC):
         def support_loss(p: Params) -> Tensor:
             return loss_fn(forward(p, xs), ys).mean(-1).sum()
 
+        # a model normalizing with its support set's statistics (ConvNet(norm="support")) gets
+        # them for the queries
+        reference = xs if getattr(self.model, "uses_reference", False) else None
+
         def query(p: Params) -> tuple[Tensor, Tensor]:
-            out = forward(p, xq)
+            out = forward(p, xq, reference=reference)
             return loss_fn(out, yq).mean(-1), metric_fn(out, yq).mean(-1)
 
         horizon, decay = self.horizon, self.tail_decay

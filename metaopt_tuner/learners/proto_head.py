@@ -57,10 +57,13 @@ def prototype_head_(model: nn.Module, x_support: Tensor, y_support: Tensor) -> n
     """Set ``model.head`` in place from one task's support set (for a Proto-MAML artifact).
 
     Call it once per new task after loading the artifact's theta and before the first optimizer
-    step: it replaces the artifact's (zero) head with the task's prototype head.
+    step: it replaces the artifact's (zero) head with the task's prototype head, and gives a model
+    that normalizes with its support set's statistics (``ConvNet(norm="support")``) this one.
     """
     if not supports_prototype_head(model):
         raise TypeError(f"{type(model).__name__} has no prototype head (forward(x, head=False))")
+    if getattr(model, "uses_reference", False):  # ConvNet(norm="support"): the task's statistics
+        model.set_reference(x_support)  # type: ignore[operator]
     features = model(x_support, head=False)
     head: nn.Linear = model.head  # type: ignore[assignment]
     weight, bias = prototype_head(features, y_support, head.weight, head.bias)

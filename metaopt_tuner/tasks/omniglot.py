@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, DataError
+from ..models import CONVNET_NORMS
 from ..recipes import Recipe
 from .augment import check_jitter, random_affine
 from .base import EVAL_SPLITS, SPLITS, ClassificationSuite, TaskBatch
@@ -95,6 +96,12 @@ class OmniglotSuite(ClassificationSuite):
     ``jitter_degrees``, ``jitter_scale`` and ``jitter_shift`` (0 by default) jitter every training
     image by a random small rotation, scale and shift (see ``augment``); validation and test
     episodes are never jittered.
+
+    ``filters`` and ``norm`` shape the reference ConvNet (see ``models.ConvNet``). ``norm`` is
+    ``"support"`` by default: batch norm with the support set's statistics, frozen for the queries,
+    so a query's prediction never depends on the other queries of its batch. ``"group"`` and
+    ``"layer"`` normalize each image alone, ``"batch"`` is the transductive batch norm of MAML's
+    ConvNet (all measured in ``benchmarks/omniglot_small.py --norm``).
     """
 
     name = "omniglot"
@@ -128,6 +135,7 @@ class OmniglotSuite(ClassificationSuite):
         alphabets: Sequence[str] | str | None = None,
         exclude_alphabets: Sequence[str] | str | None = None,
         filters: int = 64,
+        norm: str = "support",
         cache: bool = True,
         cache_dir: str | None = None,
         jitter_degrees: float = 0.0,
@@ -158,6 +166,9 @@ class OmniglotSuite(ClassificationSuite):
         self.alphabets = _names(alphabets, "alphabets")
         self.exclude_alphabets = _names(exclude_alphabets, "exclude_alphabets")
         self.filters = _positive(filters, "filters")
+        if norm not in CONVNET_NORMS:
+            raise ConfigError(f"norm must be one of {', '.join(CONVNET_NORMS)}, got {norm!r}")
+        self.norm = norm
         self.cache = bool(cache)
         self.cache_dir = str(cache_dir) if cache_dir is not None else None
         self.jitter_degrees, self.jitter_scale, self.jitter_shift = check_jitter(
@@ -356,7 +367,7 @@ class OmniglotSuite(ClassificationSuite):
         return {
             "name": "convnet",
             "kwargs": {"in_channels": self.channels, "num_classes": self.ways, "filters": self.filters,
-                       "blocks": 4, "image_size": self.image_size, "norm": "batch"},
+                       "blocks": 4, "image_size": self.image_size, "norm": self.norm},
         }
 
     def options(self) -> dict[str, Any]:
@@ -381,6 +392,7 @@ class OmniglotSuite(ClassificationSuite):
             "alphabets": self.alphabets,
             "exclude_alphabets": self.exclude_alphabets,
             "filters": self.filters,
+            "norm": self.norm,
             "cache": self.cache,
             "cache_dir": self.cache_dir,
             "jitter_degrees": self.jitter_degrees,

@@ -3,10 +3,11 @@
 Python blocks of a page run in order in one namespace (like a notebook), in a fresh folder, at tiny
 settings: counts such as ``iterations=2000`` or ``range(2000)`` are cut to a few (``TINY``), so the
 default run takes seconds; what is checked is that the code runs as written, not its figures. The
-how-to guides' shell blocks and the README's command-line block run in slow tests, with ``metaopt``
+guides' shell blocks (getting started, how-tos) and the README's run in slow tests, with ``metaopt``
 meaning this checkout's CLI and the same cuts for ``--iterations``, ``--trials`` and ``--tasks``,
 ``--budget`` cut to a few seconds, and a ``train`` that trains for its recipe's length given
-``--iterations``. The registry and caches live in the test's folder, never in ``~/.metaopt``.
+``--iterations``; ``pip install ... &&`` before a command is left out (this environment is the
+installation). The registry and caches live in the test's folder, never in ``~/.metaopt``.
 
 Notes on the line before a block: ``<!-- docs-test: skip (needs two machines) -->`` leaves it out
 and says why; ``<!-- docs-test: file=NAME -->`` also writes it to NAME, for the blocks after it to
@@ -30,7 +31,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
-HOW_TOS = sorted((REPO / "docs" / "how-to").glob("*.md"))
+#: pages whose shell blocks run (the slow test): the guides; the Benchmarks page's need data folders
+GUIDES = [REPO / "docs" / "getting-started.md", *sorted((REPO / "docs" / "how-to").glob("*.md"))]
 TINY = 3  # what iteration, trial and task counts become
 
 _FENCE = re.compile(r"(?:^<!-- docs-test: (?P<note>[^>]*) -->\n)?^```(?P<lang>\w*)\n(?P<code>.*?)^```$",
@@ -143,6 +145,9 @@ def test_how_to_shell_commands_are_tiny_after_the_cuts():
                                    "metaopt train --out o --resume", ""]
     assert tiny_shell("python -m cli train --suite s --show-config --out o") == (
         "python -m cli train --suite s --show-config --out o\n")
+    installed = without_installs('pip install torch==2.13.0 && pip install -e ".[dev]" && '
+                                 'metaopt train --out o\npip install -e ".[mlflow]"   # the extra')
+    assert installed == "metaopt train --out o\n:"
     python = tiny_python("train(iterations=2_000, budget_seconds=90)\nfor i in range(2000):")
     assert python == "train(iterations=3, budget_seconds=3)\nfor i in range(3):"
 
@@ -168,16 +173,24 @@ def _shell_env(folder: Path) -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join([str(REPO), str(folder)]), "OMP_NUM_THREADS": "1"}
 
 
+def without_installs(code: str) -> str:
+    """Each line without its leading ``pip install ... &&`` commands: the tests' environment is
+    already what they install."""
+    lines = [re.sub(r"^(?:\s*pip install [^&]*&&)+\s*", "", line) for line in code.splitlines()]
+    return "\n".join(":" if line.lstrip().startswith("pip install ") else line for line in lines)
+
+
 def _run_shell(code: str, folder: Path, what: str) -> None:
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", tiny_shell(code)], cwd=folder,
+    code = tiny_shell(without_installs(code))
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=folder,
                           env=_shell_env(folder), capture_output=True, text=True, timeout=900)
     output = f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     assert done.returncode == 0, f"{what}:\n{code}\n{output}"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("page", _pages_with("bash", HOW_TOS), ids=lambda p: p.name)
-def test_how_to_shell_commands_run(page, in_tmp):
+@pytest.mark.parametrize("page", _pages_with("bash", GUIDES), ids=lambda p: p.name)
+def test_guide_shell_commands_run(page, in_tmp):
     skip_unless_installed(blocks(page))
     run_python_blocks(page, in_tmp)  # the data and files the commands use
     for block in blocks(page):
@@ -209,7 +222,7 @@ def test_readme_shell_blocks_run(in_tmp):
     setup, *commands = [b for b in blocks(README) if b.lang == "bash"]
     skip_unless_installed(commands)
     _write_image_tree(in_tmp / "photos")
-    train_line = setup.code.splitlines()[0].split(" && ")[-1]
+    train_line = without_installs(setup.code.splitlines()[0])
     assert train_line.startswith("metaopt train"), train_line
     _run_shell(train_line, in_tmp, "README, first block")
     for index, block in enumerate(commands):

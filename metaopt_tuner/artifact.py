@@ -349,9 +349,18 @@ def _write_file(path: Path, data: bytes) -> None:
 class Artifact:
     """Learned theta and per-element rates, plus the manifest that says what they belong to.
 
-    ``theta``: ``name -> Tensor`` in the model's parameter order; ``rates``: ``name -> Tensor`` of
-    shape ``(rate_steps, *param_shape)``; ``manifest``: the JSON metadata (see the module
-    docstring). ``trust_factory`` allows :meth:`build_model` to import a factory model spec.
+    Usually loaded (:func:`load_artifact`) or made from a learner (:meth:`from_learner`) rather
+    than built directly.
+
+    Args:
+        theta: the learned initial weights, ``name -> Tensor`` in the model's parameter order.
+        rates: the learned rates, ``name -> Tensor`` of shape ``(rate_steps, *param_shape)``.
+        manifest: the JSON metadata (see the module docstring).
+        trust_factory: allow :meth:`build_model` to import a factory model spec.
+        path: the folder it was loaded from, if any.
+
+    Raises:
+        ArtifactError: the tensors disagree with each other or with the manifest.
     """
 
     theta: dict[str, Tensor]
@@ -368,18 +377,22 @@ class Artifact:
     # ------------------------------------------------------------------ manifest views
     @property
     def names(self) -> list[str]:
+        """The parameter names, in the model's order."""
         return list(self.theta)
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every parameter's shape."""
         return {n: tuple(t.shape) for n, t in self.theta.items()}
 
     @property
     def dtype(self) -> torch.dtype:
+        """The tensors' dtype."""
         return next(iter(self.theta.values())).dtype
 
     @property
     def rate_steps(self) -> int:
+        """Rows of every rate tensor (1, or one per learned step)."""
         return int(next(iter(self.rates.values())).shape[0])
 
     @property
@@ -390,14 +403,17 @@ class Artifact:
 
     @property
     def suite_name(self) -> str:
+        """The suite it was trained on (a registered name or ``module:Class``)."""
         return self.manifest["suite"]["name"]
 
     @property
     def suite_options(self) -> dict[str, Any]:
+        """The suite's options at training time."""
         return dict(self.manifest["suite"]["options"])
 
     @property
     def inner_steps(self) -> int:
+        """The inner steps the rates were meta-trained for."""
         return int(self.manifest["inner_steps"])
 
     @property
@@ -423,14 +439,17 @@ class Artifact:
 
     @property
     def metrics(self) -> dict[str, Any]:
+        """Held-out metrics recorded at saving time."""
         return dict(self.manifest.get("metrics") or {})
 
     @property
     def learner_config(self) -> dict[str, Any]:
+        """The learner's configuration (``MetaLearner.config()``)."""
         return dict(self.manifest.get("learner") or {})
 
     @property
     def training_config(self) -> dict[str, Any] | None:
+        """The training configuration (``TrainConfig.to_dict()``), or None."""
         training = self.manifest.get("training")
         return None if training is None else dict(training)
 
@@ -771,7 +790,11 @@ def load_artifact(path: str | os.PathLike[str], trust_factory: bool = False) -> 
 
 
 def list_pretrained() -> list[str]:
-    """Names of the artifacts shipped with the package."""
+    """Names of the artifacts shipped with the package.
+
+    Returns:
+        The names :func:`pretrained` accepts, sorted.
+    """
     if not PRETRAINED_DIR.is_dir():
         return []
     return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / MANIFEST).is_file())

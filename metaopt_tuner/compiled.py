@@ -45,6 +45,15 @@ class CompiledMetaGradient:
     seconds to minutes for a 5-step ConvNet); later calls reuse the compiled code. ``backend`` and
     ``mode`` go to ``torch.compile`` (``"aot_eager"`` traces without generating kernels: quick,
     for tests); ``fullgraph=True`` makes a graph break an error instead of a silent slow path.
+
+    Args:
+        learner: a gradient-based learner (maml, fomaml, metasgd) with a batched path.
+        backend: ``torch.compile``'s backend.
+        mode: ``torch.compile``'s mode.
+        fullgraph: make a graph break an error.
+
+    Raises:
+        ConfigError: Reptile, or a learner whose batching is ``loop``.
     """
 
     def __init__(

@@ -51,6 +51,14 @@ class GraphedMetaGradient:
     ``fn`` captures another function of the batch instead of ``learner.meta_gradient``, e.g. a
     :class:`~metaopt_tuner.compiled.CompiledMetaGradient` of the same learner (compiled during
     the warm-up).
+
+    Args:
+        learner: the learner, on a CUDA device.
+        warmup: eager calls before each capture (at least 1).
+        fn: the function of the batch to capture (default: ``learner.meta_gradient``).
+
+    Raises:
+        ConfigError: CUDA is not available or the learner is not on a CUDA device.
     """
 
     def __init__(

@@ -62,7 +62,12 @@ class NonFiniteLossError(MetaOptError, FloatingPointError):
 
 class NonFiniteUpdateError(MetaOptError, FloatingPointError):
     """An optimizer step would have written NaN or infinity into a parameter; no parameter was
-    changed. ``names`` lists the parameters whose update was not finite."""
+    changed. ``names`` lists the parameters whose update was not finite.
+
+    Args:
+        message: the sentence shown to the user.
+        names: the parameters whose update was not finite.
+    """
 
     def __init__(self, message: str, names: list[str] | None = None) -> None:
         super().__init__(message)

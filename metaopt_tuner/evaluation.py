@@ -56,7 +56,22 @@ def mean_ci(values: Tensor, dim: int = 0) -> tuple[Tensor, Tensor]:
 
 @dataclass
 class EvaluationResult:
-    """Per-step curves (index ``t`` = after ``t`` inner steps, ``t = 0..steps``) over the tasks."""
+    """Per-step curves (index ``t`` = after ``t`` inner steps, ``t = 0..steps``) over the tasks.
+
+    Args:
+        steps: the inner steps adapted for.
+        num_tasks: the held-out tasks the curves average over.
+        metric_name: the suite's metric (``"mse"``, ``"accuracy"``, ...).
+        loss_mean: mean query loss after each step.
+        loss_ci: its 95% confidence half-width.
+        metric_mean: mean query metric after each step.
+        metric_ci: its 95% confidence half-width.
+        split: the split the tasks came from (``"test"``, ``"val"`` or ``"all"``).
+        seed: the seed of the fixed tasks.
+        metric_higher_is_better: whether a larger metric is better.
+        num_classes: classes the tasks were drawn from (None for generated tasks).
+        num_examples: examples the tasks were drawn from (None for generated tasks).
+    """
 
     steps: int
     num_tasks: int

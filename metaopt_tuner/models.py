@@ -62,7 +62,14 @@ _EPS = 1e-5
 
 
 class MLP(nn.Module):
-    """Fully connected network with ReLU between layers, e.g. ``sizes=[1, 40, 40, 1]``."""
+    """Fully connected network with ReLU between layers, e.g. ``sizes=[1, 40, 40, 1]``.
+
+    Args:
+        sizes: the width of every layer, inputs first and outputs last (at least two).
+
+    Raises:
+        ConfigError: fewer than two sizes, or a size below 1.
+    """
 
     def __init__(self, sizes: Sequence[int] = (1, 40, 40, 1)) -> None:
         super().__init__()
@@ -73,6 +80,7 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x``: ``[N, sizes[0]]`` -> ``[N, sizes[-1]]``."""
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x)
@@ -99,6 +107,15 @@ class FeatureClassifier(nn.Module):
     ``hidden=[]`` puts the head straight on the (scaled) inputs. The scale is a temperature: on
     unit-length embeddings the logits of a head initialized from prototypes (Proto-MAML) span only
     a few units, too flat for a softmax, so it starts at ``scale`` and is meta-learned.
+
+    Args:
+        in_features: the feature vectors' length.
+        num_classes: outputs of the head (the episodes' ways).
+        hidden: widths of the ReLU layers before the head (none by default).
+        scale: the feature scale's initial value.
+
+    Raises:
+        ConfigError: a size below 1.
     """
 
     def __init__(self, in_features: int = 384, num_classes: int = 5, hidden: Sequence[int] = (),
@@ -117,6 +134,8 @@ class FeatureClassifier(nn.Module):
         self.head = nn.Linear(sizes[-1], self.num_classes)
 
     def forward(self, x: Tensor, head: bool = True) -> Tensor:
+        """Logits ``[N, num_classes]`` for features ``[N, in_features]`` (``head=False``: the
+        scaled features the head reads)."""
         params = {n: p.unsqueeze(0) for n, p in self.named_parameters()}
         return self.batched_forward(params, x.unsqueeze(0), head=head).squeeze(0)
 
@@ -204,6 +223,17 @@ class ConvNet(nn.Module):
     * ``"batch"``: statistics of the current batch (:class:`BatchNorm2dStats`), transductive: an
       image's output depends on the rest of its batch. For old artifacts and comparisons;
     * ``"none"``.
+
+    Args:
+        in_channels: image channels (1 for Omniglot, 3 for RGB).
+        num_classes: outputs of the head (the episodes' ways).
+        filters: channels of every convolution.
+        blocks: conv-norm-ReLU-pool blocks.
+        image_size: the images' side in pixels (square).
+        norm: ``"support"``, ``"group"``, ``"layer"``, ``"batch"`` or ``"none"``.
+
+    Raises:
+        ConfigError: an unknown ``norm``, a size below 1, or images too small for the blocks.
     """
 
     def __init__(
@@ -270,6 +300,8 @@ class ConvNet(nn.Module):
     fused_norm: bool = True
 
     def features(self, x: Tensor, reference: Tensor | None = None) -> Tensor:
+        """The flattened features ``[N, feature_dim]`` the head reads, for images ``[N, C, H, W]``
+        (normalized by ``reference``'s statistics with ``norm="support"``)."""
         if not self.uses_reference:
             for conv, norm in zip(self.convs, self.norms):
                 x = F.max_pool2d(F.relu(norm(conv(x))), 2)
@@ -284,6 +316,7 @@ class ConvNet(nn.Module):
         return x[count or 0:].flatten(1)
 
     def forward(self, x: Tensor, head: bool = True, reference: Tensor | None = None) -> Tensor:
+        """Logits ``[N, num_classes]`` for images ``[N, C, H, W]`` (``head=False``: the features)."""
         feats = self.features(x, reference)
         return self.head(feats) if head else feats
 

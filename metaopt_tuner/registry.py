@@ -243,8 +243,16 @@ def list_versions(name: str | None = None, *, tracking_uri: str | None = None) -
     """Every version of registered model ``name`` (default: of every registered model), by name
     then version. Versions that are not metaopt artifacts are listed with ``is_artifact=False``.
 
+    Args:
+        name: a registered model (default: every one).
+        tracking_uri: the MLflow server or store [default: see ``mlflow_store.registry_uri``].
+
+    Returns:
+        The versions, with their aliases, suite, learner, steps and digests.
+
     Raises:
         RegistryError: ``name`` is not registered, or the registry cannot be read.
+        MissingExtraError: mlflow is not installed.
     """
     registry = _Registry(tracking_uri)
     client = registry.connect()
@@ -285,8 +293,18 @@ def set_alias(name: str, version: int | str, alias: str, *,
               tracking_uri: str | None = None) -> RegisteredVersion:
     """Point ``alias`` of registered model ``name`` at ``version`` (moving it from any other).
 
+    Args:
+        name: the registered model.
+        version: the version the alias should name.
+        alias: the alias to set or move (e.g. ``prod``).
+        tracking_uri: the MLflow server or store [default: see ``mlflow_store.registry_uri``].
+
+    Returns:
+        The version the alias now names.
+
     Raises:
         RegistryError: an unknown name or version, or an unusable alias.
+        MissingExtraError: mlflow is not installed.
     """
     _check_alias(alias)
     ref = parse_model_uri(f"models:/{_check_name(name)}/{version}")
@@ -313,6 +331,14 @@ def load_registered(
     Downloaded into the cache on first use and verified (SHA-256 of both files against the
     registry's tags) on every load. When the server cannot be reached, a pinned version loads
     from the cache with a :class:`MetaOptWarning`.
+
+    Args:
+        uri: ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` (or a parsed :class:`ModelRef`).
+        tracking_uri: the MLflow server or store [default: see ``mlflow_store.registry_uri``].
+        trust_factory: allow importing the model factory the artifact names.
+
+    Returns:
+        The verified artifact.
 
     Raises:
         RegistryError: a malformed URI, an unknown name, version or alias

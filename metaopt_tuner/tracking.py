@@ -258,6 +258,17 @@ def track_training(trainer: MetaTrainer, tracking_uri: str | None = None) -> Any
     Used as ``with track_training(trainer, uri): trainer.run()``: the run's configuration,
     metrics, and at the end its ``artifact/`` folder, ``run.json`` and ``metrics.jsonl`` go to
     MLflow; a failed run is marked FAILED.
+
+    Args:
+        trainer: the trainer to track (a trainer without an output folder is not tracked).
+        tracking_uri: the MLflow server or store (default: ``$MLFLOW_TRACKING_URI``; neither: off).
+
+    Returns:
+        The attached :class:`RunTracker`, or a context that does nothing.
+
+    Raises:
+        MissingExtraError: tracking is on but mlflow is not installed.
+        RegistryError: a malformed URI.
     """
     from . import distributed
 

@@ -82,7 +82,46 @@ def meta_lr_factor(schedule: str, iteration: int, total: int) -> float:
 
 @dataclass
 class TrainConfig:
-    """Everything that determines a meta-training run (recorded in run.json and artifacts)."""
+    """Everything that determines a meta-training run (recorded in run.json and artifacts).
+
+    The defaults here are the lowest layer: a suite's recipe and the options given override them
+    (see ``recipes.resolve_train_config``; :func:`train` and ``metaopt train`` resolve that way).
+
+    Args:
+        suite: a registered suite name or ``"module:Class"``.
+        suite_options: the suite's constructor options (``shots``, ``data_dir``, ...).
+        learner: ``"maml"``, ``"fomaml"``, ``"metasgd"`` or ``"reptile"``.
+        iterations: meta-iterations (outer steps) in total.
+        budget_seconds: train for this many seconds instead; ``iterations`` is then fixed by a
+            timed warm-up (see ``budget``).
+        meta_batch: tasks per meta-iteration.
+        inner_steps: adaptation steps per task: the horizon the rates are meta-trained for.
+        inner_lr: the inner rate (the initial value of learned rates).
+        meta_lr: the outer rate (None: 1e-3 with Adam; Reptile 0.1 with SGD).
+        rates_meta_lr: the learned rates' outer rate (None: :data:`RATES_META_LR`, 1e-2).
+        outer_optimizer: ``"adam"`` or ``"sgd"`` (None: the learner's).
+        meta_lr_schedule: ``"constant"`` or ``"cosine"``.
+        clip_grad: clip the meta-gradient's global norm to this (None: no clipping).
+        first_order: override the learner's order (None: the learner's).
+        per_step_lrs: learn one set of rates per inner step.
+        lr_granularity: ``"scalar"``, ``"tensor"`` or ``"element"`` (None: the learner's).
+        batching: ``"auto"``, ``"batched"``, ``"vmap"`` or ``"loop"``.
+        head_init: ``"theta"`` or ``"prototypes"``.
+        eval_every: evaluate on held-out validation tasks every this many iterations.
+        eval_tasks: the number of fixed validation tasks.
+        checkpoint_every: write a checkpoint every this many iterations.
+        log_every: append a line to ``metrics.jsonl`` every this many iterations.
+        seed: the seed of task sampling and initialization.
+        device: the torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
+        dtype: ``"float32"`` or ``"float64"``.
+        task_streams: seeded task streams per meta-batch (None: one per process).
+        cuda_graph: replay each meta-gradient from a CUDA graph (CUDA only).
+        compile: compute each meta-gradient with one ``torch.compile``-d function.
+        tf32: let float32 products use TF32 tensor cores (CUDA only).
+
+    Raises:
+        ConfigError: from :meth:`validate`, which the trainer calls, for an invalid option.
+    """
 
     suite: str = "sinusoid"
     suite_options: dict[str, Any] = field(default_factory=dict)
@@ -183,6 +222,7 @@ class TrainConfig:
                 )
 
     def resolved_outer(self) -> tuple[str, float]:
+        """The outer optimizer's name and rate, defaults resolved for the learner."""
         name, lr = _OUTER_DEFAULTS.get(self.learner, ("adam", 1e-3))
         return self.outer_optimizer or name, self.meta_lr if self.meta_lr is not None else lr
 
@@ -200,6 +240,7 @@ class TrainConfig:
         return RATES_META_LR
 
     def learner_options(self) -> dict[str, Any]:
+        """The keyword options ``build_learner`` gets from this configuration."""
         options: dict[str, Any] = {
             "inner_steps": self.inner_steps,
             "inner_lr": self.inner_lr,
@@ -215,10 +256,16 @@ class TrainConfig:
         return options
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-able (as run.json and manifests record it)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The configuration :meth:`to_dict` gave (retired options are dropped).
+
+        Raises:
+            ConfigError: an unknown field.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if k not in _RETIRED_OPTIONS}
         unknown = sorted(set(data) - known)
@@ -229,7 +276,16 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What a finished run leaves: the learner, its suite and the logged history."""
+    """What a finished run leaves: the learner, its suite and the logged history.
+
+    Args:
+        learner: the trained learner (theta and the rates).
+        suite: the suite it was trained on.
+        config: the configuration used.
+        history: every logged record (loss, held-out metric, iterations/s, ...).
+        out_dir: the run folder, or None for a run in memory.
+        final_metric: the held-out metric at the end (None when not evaluated).
+    """
 
     learner: MetaLearner
     suite: TaskSuite
@@ -267,6 +323,21 @@ class MetaTrainer:
     ``$METAOPT_DIST_TIMEOUT`` or 300). ``sources`` (field -> "default", "recipe" or "flag", see
     ``recipes``) is recorded in run.json. ``clock`` times the warm-up of a budget run (tests
     inject one).
+
+    Args:
+        config: the run's configuration (validated here).
+        out_dir: the run folder (None: in memory).
+        progress: show a progress bar.
+        callback: called with every logged record.
+        dist_timeout: seconds a collective waits under torchrun.
+        sources: where each configuration value came from, for run.json.
+        clock: the clock that times a budget's warm-up.
+
+    Raises:
+        ConfigError: an invalid option.
+        SuiteError: an unknown suite or suite option.
+        DataError: the suite's data is missing or malformed.
+        DistributedError: under torchrun, the process group could not form.
     """
 
     def __init__(
@@ -398,6 +469,7 @@ class MetaTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
+        """Everything a checkpoint holds: iteration, learner, outer optimizer, generators, ..."""
         return {
             "iteration": self.iteration,
             "learner": self.learner.state_dict(),
@@ -413,6 +485,7 @@ class MetaTrainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (a resumed run continues bit for bit)."""
         self.learner.load_state_dict(state["learner"])
         self.optimizer.load_state_dict(state["optimizer"])
         states = state.get("generators") or [state["generator"]]
@@ -519,6 +592,7 @@ class MetaTrainer:
         ]
 
     def sample_batch(self) -> TaskBatch:
+        """This process's next meta-batch, from its task streams."""
         shards = self.sample_shards()
         return shards[0] if len(shards) == 1 else TaskBatch.concat(shards)
 

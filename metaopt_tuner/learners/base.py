@@ -79,6 +79,27 @@ class MetaLearner(nn.Module, abc.ABC):
     Call order: build, move with ``.to(device, dtype)``, then call :meth:`meta_gradient` once per
     meta-batch; the trainer writes the returned gradients into the meta-parameters' ``.grad`` and
     steps the outer optimizer. :meth:`adaptation_curve` evaluates without building a meta-graph.
+
+    Args:
+        model: the model whose initial weights (theta) are meta-learned; any ``nn.Module`` whose
+            forward is a function of its parameters.
+        loss_fn: ``loss_fn(prediction, target)``, one loss per example (a suite's
+            ``loss_per_example``).
+        metric_fn: the same for the reported metric (default: ``loss_fn``).
+        inner_steps: adaptation steps per task: the horizon the rates are meta-trained for.
+        inner_lr: the inner rate (the initial value when the rates are learned).
+        lr_granularity: ``"scalar"``, ``"tensor"`` or ``"element"`` (one rate per weight).
+        per_step_lrs: one set of rates per inner step.
+        learn_lrs: meta-learn the rates (stored as logarithms: always positive).
+        first_order: treat inner gradients as constants (no second derivatives).
+        batching: ``"auto"``, ``"batched"`` (hand-batched reference architectures), ``"vmap"`` or
+            ``"loop"``.
+        head_init: ``"theta"`` (the meta-learned head) or ``"prototypes"`` (each task's head
+            starts from its support set's class means; models with a Linear ``head``).
+
+    Raises:
+        ConfigError: an unknown ``head_init`` or ``batching``, a model that cannot do what they
+            ask, a non-positive ``inner_steps``, or invalid rate options.
     """
 
     #: registry name, e.g. "maml"

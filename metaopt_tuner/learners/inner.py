@@ -149,6 +149,21 @@ def adapt(
     ``False`` treats each gradient as a constant (first order), while the adapted parameters stay
     differentiable in the initial parameters and in the rates. Steps numbered from ``first_step``
     at or past ``horizon`` use the shrinking tail rates (:func:`rates_at_step`).
+
+    Args:
+        params: the starting parameters, ``name -> Tensor``.
+        lrs: the rates, ``name -> (rate_steps, *broadcast shape)``.
+        support_loss: the support loss as a function of the parameters.
+        steps: how many steps to take.
+        create_graph: keep the graph through the gradients (second order).
+        grad_fn: how to differentiate (:func:`autograd_grads`, or :func:`functorch_grads` under
+            ``vmap``).
+        first_step: the 0-based number of the first step (which row of rates it uses).
+        horizon: the steps the rates were meta-trained for; later steps shrink them (None: never).
+        decay: the tail's factor per step past the horizon.
+
+    Returns:
+        The adapted parameters (fewer steps are taken once the tail has ended).
     """
     names = list(params)
     for t in range(first_step, first_step + steps):

@@ -34,7 +34,15 @@ class GradientMetaLearner(MetaLearner):
 
 
 class MAML(GradientMetaLearner):
-    """Model-Agnostic Meta-Learning (Finn et al., 2017): learns theta, fixed scalar inner rate."""
+    """Model-Agnostic Meta-Learning (Finn et al., 2017): learns theta, fixed scalar inner rate.
+
+    Args:
+        model: the model whose initial weights are meta-learned.
+        loss_fn: ``loss_fn(prediction, target)``, one loss per example.
+        metric_fn: the same for the reported metric (default: ``loss_fn``).
+        **options: the keyword options of :class:`MetaLearner` (second order and fixed rates
+            unless told otherwise).
+    """
 
     learner_name = "maml"
 
@@ -46,7 +54,14 @@ class MAML(GradientMetaLearner):
 
 
 class FOMAML(MAML):
-    """First-order MAML: inner gradients are treated as constants (no second derivatives)."""
+    """First-order MAML: inner gradients are treated as constants (no second derivatives).
+
+    Args:
+        model: the model whose initial weights are meta-learned.
+        loss_fn: ``loss_fn(prediction, target)``, one loss per example.
+        metric_fn: the same for the reported metric (default: ``loss_fn``).
+        **options: the keyword options of :class:`MetaLearner` (``first_order`` is always True).
+    """
 
     learner_name = "fomaml"
 

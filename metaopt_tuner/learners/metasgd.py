@@ -15,6 +15,13 @@ class MetaSGDLearner(GradientMetaLearner):
     """MAML's meta-gradient, plus the per-element rates alpha as meta-parameters.
 
     ``per_step_lrs=True`` learns one set of rates per inner step (MAML++'s LSLR, per element).
+
+    Args:
+        model: the model whose initial weights are meta-learned.
+        loss_fn: ``loss_fn(prediction, target)``, one loss per example.
+        metric_fn: the same for the reported metric (default: ``loss_fn``).
+        **options: the keyword options of :class:`MetaLearner` (rates always learned; one per
+            weight and second order unless told otherwise).
     """
 
     learner_name = "metasgd"

@@ -41,9 +41,17 @@ def prototype_head(
 ) -> tuple[Tensor, Tensor]:
     """The head for support ``features`` ``[..., N, F]`` with integer ``labels`` ``[..., N]``.
 
-    Returns ``weight + 2 P`` and ``bias - |P|^2`` with ``P`` ``[..., C, F]`` the per-class mean
-    features (C = ``weight.shape[-2]``; a class without support examples gets a zero prototype).
     Differentiable in every input and free of data-dependent shapes, so it works under ``vmap``.
+
+    Args:
+        features: the support set's features ``[..., N, F]``.
+        labels: their integer labels ``[..., N]``.
+        weight: the head's weight ``[..., C, F]`` (C classes).
+        bias: the head's bias ``[..., C]``.
+
+    Returns:
+        ``weight + 2 P`` and ``bias - |P|^2``, with ``P`` ``[..., C, F]`` the per-class mean
+        features (a class without support examples gets a zero prototype).
     """
     classes = torch.arange(weight.shape[-2], device=labels.device)
     onehot = (labels.unsqueeze(-1) == classes).to(features.dtype)  # [..., N, C]
@@ -59,6 +67,17 @@ def prototype_head_(model: nn.Module, x_support: Tensor, y_support: Tensor) -> n
     Call it once per new task after loading the artifact's theta and before the first optimizer
     step: it replaces the artifact's (zero) head with the task's prototype head, and gives a model
     that normalizes with its support set's statistics (``ConvNet(norm="support")``) this one.
+
+    Args:
+        model: a model with a Linear ``head`` and ``forward(x, head=False)`` giving features.
+        x_support: the new task's support inputs.
+        y_support: their integer labels.
+
+    Returns:
+        ``model``, its head set.
+
+    Raises:
+        TypeError: the model has no prototype head.
     """
     if not supports_prototype_head(model):
         raise TypeError(f"{type(model).__name__} has no prototype head (forward(x, head=False))")

@@ -29,6 +29,16 @@ class LearningRates(nn.Module):
     by the same fraction, with no separate outer rate for the rates to tune. Measured on the
     sinusoid (Meta-SGD, per-step per-weight rates, 10 inner steps, Adam 1e-3 for everything):
     linear rates diverged within 150 meta-iterations; log-space rates train stably.
+
+    Args:
+        shapes: every parameter's name and shape.
+        init: the initial rate (positive).
+        granularity: ``"scalar"``, ``"tensor"`` or ``"element"``.
+        steps: rows of rates: 1 (shared by every step) or one per inner step.
+        learnable: meta-learn the rates (stored as logarithms) or keep them fixed.
+
+    Raises:
+        ConfigError: an unknown granularity, ``steps`` below 1, or ``init`` not positive.
     """
 
     def __init__(
@@ -85,6 +95,7 @@ class LearningRates(nn.Module):
             value.copy_(rate)
 
     def extra_repr(self) -> str:
+        """The layout, for ``print(module)``."""
         return (
             f"granularity={self.granularity}, steps={self.steps}, learnable={self.learnable}, "
             f"params={len(self.names)}"

@@ -17,6 +17,16 @@ class Reptile(MetaLearner):
     """Meta-gradient ``theta - mean_i(theta'_i)``: an outer SGD step of size epsilon gives exactly
     ``theta <- theta + epsilon * mean_i(theta'_i - theta)``. First order by construction; rates are
     fixed.
+
+    Args:
+        model: the model whose initial weights are meta-learned.
+        loss_fn: ``loss_fn(prediction, target)``, one loss per example.
+        metric_fn: the same for the reported metric (default: ``loss_fn``).
+        **options: the keyword options of :class:`MetaLearner` (always first order with fixed rates).
+
+    Raises:
+        ConfigError: ``head_init="prototypes"``: Reptile learns only from the support loss, which
+            a prototype head already fits.
     """
 
     learner_name = "reptile"
@@ -33,6 +43,7 @@ class Reptile(MetaLearner):
         super().__init__(model, loss_fn, metric_fn, **options)
 
     def meta_gradient(self, batch: TaskBatch) -> MetaGradient:
+        """``theta - mean(adapted theta)`` over the meta-batch (first order, no meta-graph)."""
         theta = self._detached()
         start = {k: v.clone().requires_grad_() for k, v in theta.items()}
         lrs = {k: v.detach() for k, v in self.learning_rates().items()}

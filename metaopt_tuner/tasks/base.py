@@ -34,7 +34,14 @@ def _move(t: Tensor, device: torch.device | str | None, dtype: torch.dtype | Non
 
 @dataclass(frozen=True)
 class Task:
-    """One task: a support set to adapt on and a query set to score the adapted model on."""
+    """One task: a support set to adapt on and a query set to score the adapted model on.
+
+    Args:
+        x_support: support inputs, ``[S, ...]``.
+        y_support: support targets, ``[S, ...]``.
+        x_query: query inputs, ``[Q, ...]``.
+        y_query: query targets, ``[Q, ...]``.
+    """
 
     x_support: Tensor
     y_support: Tensor
@@ -42,6 +49,7 @@ class Task:
     y_query: Tensor
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Task:
+        """The task on ``device``; floating tensors also in ``dtype`` (labels stay integer)."""
         return Task(*(_move(getattr(self, f.name), device, dtype) for f in fields(self)))
 
 
@@ -51,6 +59,15 @@ class TaskBatch:
 
     Stacking lets a learner evaluate the whole meta-batch as one batched computation instead of a
     Python loop over tasks.
+
+    Args:
+        x_support: support inputs, ``[T, S, ...]`` for ``T`` tasks.
+        y_support: support targets, ``[T, S, ...]``.
+        x_query: query inputs, ``[T, Q, ...]``.
+        y_query: query targets, ``[T, Q, ...]``.
+
+    Raises:
+        ValueError: the tensors disagree on the number of tasks.
     """
 
     x_support: Tensor
@@ -68,9 +85,11 @@ class TaskBatch:
 
     @property
     def num_tasks(self) -> int:
+        """The number of tasks ``T``."""
         return len(self)
 
     def task(self, index: int) -> Task:
+        """Task ``index`` on its own (views, no copy)."""
         return Task(*(getattr(self, f.name)[index] for f in fields(self)))
 
     def slice(self, start: int, stop: int) -> TaskBatch:
@@ -80,16 +99,19 @@ class TaskBatch:
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> TaskBatch:
+        """The batch on ``device``; floating tensors also in ``dtype`` (labels stay integer)."""
         return TaskBatch(*(_move(getattr(self, f.name), device, dtype) for f in fields(self)))
 
     @staticmethod
     def stack(tasks: list[Task]) -> TaskBatch:
+        """Stack tasks of equal shapes into a batch (``ValueError`` for an empty list)."""
         if not tasks:
             raise ValueError("cannot stack an empty list of tasks")
         return TaskBatch(*(torch.stack([getattr(t, f.name) for t in tasks]) for f in fields(Task)))
 
     @staticmethod
     def concat(batches: list[TaskBatch]) -> TaskBatch:
+        """Join batches along the task dimension."""
         return TaskBatch(
             *(torch.cat([getattr(b, f.name) for b in batches]) for f in fields(TaskBatch))
         )
@@ -152,6 +174,7 @@ class TaskSuite(abc.ABC):
         """The reference model as ``{"name": ..., "kwargs": {...}}`` (see ``models.build_model``)."""
 
     def build_model(self) -> nn.Module:
+        """A freshly initialized reference model (:meth:`model_spec` built by ``build_model``)."""
         from ..models import build_model
 
         return build_model(self.model_spec())
@@ -180,9 +203,11 @@ class ClassificationSuite(TaskSuite):
     metric_higher_is_better = True
 
     def loss_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy for every example: logits ``[..., N, classes]``, labels ``[..., N]``."""
         flat = F.cross_entropy(prediction.reshape(-1, prediction.shape[-1]), target.reshape(-1),
                                reduction="none")
         return flat.view(target.shape)
 
     def metric_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """1 where the largest logit is the label, else 0, in the logits' dtype."""
         return (prediction.argmax(-1) == target).to(prediction.dtype)

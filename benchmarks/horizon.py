@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="check these artifacts instead of training")
     parser.add_argument("--budget", help="train each suite for this long (default: its recipe)")
     parser.add_argument("--iterations", type=int, help="train each suite for exactly this many")
+    parser.add_argument("--suites", default="sinusoid,omniglot,intents",
+                        help="which rows (omniglot and intents also need their folders)")
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "horizon")
@@ -148,10 +150,11 @@ def main(argv: list[str] | None = None) -> None:
         art = load_artifact(path)
         rows.append(check(art, args.tasks, args.steps, alone=True))
     if not args.artifact:
-        suites: list[tuple[str, Path | None]] = [("sinusoid", None)]
-        if args.omniglot_dir:
+        wanted = args.suites.split(",")
+        suites: list[tuple[str, Path | None]] = [("sinusoid", None)] if "sinusoid" in wanted else []
+        if args.omniglot_dir and "omniglot" in wanted:
             suites.append(("omniglot", args.omniglot_dir))
-        if args.intents_dir:
+        if args.intents_dir and "intents" in wanted:
             suites.append(("intents", args.intents_dir))
         for suite, data in suites:
             out = args.out / suite

@@ -24,9 +24,11 @@ An artifact is a directory with two files::
 ``parameters``         ``[{"name", "shape", "dtype"}, ...]``, in the model's parameter order
 ``rate_steps``         rows of every rate tensor (1, or one per inner step)
 ``inner_steps``        inner steps the rates were meta-trained for
-``tail``               optional: ``{"horizon": H, "decay": d}``; step ``t >= H`` (0-based) uses the
-                       last rates times ``d ** (t - H + 1)`` (absent: ``H = inner_steps``, the
-                       library's default decay); see ``learners.inner.tail_factor``
+``tail``               optional: ``{"horizon": H, "decay": d, "steps": T}``; step ``t >= H``
+                       (0-based) uses the last rates times ``d ** (t - H + 1)`` (absent:
+                       ``H = inner_steps``, the library's default decay; see
+                       ``learners.inner.tail_factor``); meta-training adapted through ``T`` of
+                       those steps
 ``model``              ``{"name": reference architecture, "kwargs": {...}}`` (see
                        ``models.build_model``) or ``{"factory": "module:attr", "kwargs": {...}}``
 ``suite``              ``{"name", "options", "metric_name", "metric_higher_is_better"}``
@@ -244,6 +246,9 @@ def _check_manifest(manifest: Any, where: str) -> None:
         decay = c.field(tail, "decay", (int, float), "tail.decay")
         if not 0 <= decay < 1:
             raise c.fail(f"field 'tail.decay' must be in [0, 1), got {decay}")
+        steps = c.field(tail, "steps", int, "tail.steps", optional=True)
+        if steps is not None and steps < 0:
+            raise c.fail(f"field 'tail.steps' must not be negative, got {steps}")
     c.field(manifest, "training", dict, "training", optional=True)
     c.field(manifest, "metrics", dict, "metrics")
     c.field(manifest, "provenance", dict, "provenance", optional=True)
@@ -489,7 +494,8 @@ class Artifact:
                 "metric_higher_is_better": bool(suite.metric_higher_is_better),
             },
             "learner": learner.config(),
-            "tail": {"horizon": int(learner.horizon), "decay": float(learner.tail_decay)},
+            "tail": {"horizon": int(learner.horizon), "decay": float(learner.tail_decay),
+                     "steps": int(learner.tail_steps) if learner.trains_tail else 0},
             "training": dict(config_dict) if config_dict is not None else None,
             "metrics": dict(metrics or {}),
         }

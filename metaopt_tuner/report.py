@@ -113,9 +113,11 @@ def meta_training_cost(artifact: Artifact) -> dict[str, Any]:
     iterations = done if isinstance(done, int) and done > 0 else training.get("iterations")
     batch = training.get("meta_batch")
     inner = training.get("inner_steps", artifact.inner_steps)
+    # learners with learned rates also adapt through the tail past the horizon while training
+    tail = artifact.manifest.get("tail", {}).get("steps", 0)
     grad_evals = None
     if isinstance(iterations, int) and isinstance(batch, int) and isinstance(inner, int):
-        grad_evals = iterations * batch * (inner + 1)
+        grad_evals = iterations * batch * (inner + int(tail) + 1)
     return {"what": "meta-training", "grad_evals": grad_evals, "seconds": seconds,
             "recorded": grad_evals is not None,
             "learner": artifact.learner_config.get("learner"),

@@ -11,6 +11,7 @@ import torch
 
 from metaopt_tuner.artifact import Artifact, load_artifact
 from metaopt_tuner.errors import ConfigError
+from metaopt_tuner.learners.inner import TAIL_STEPS
 from metaopt_tuner.report import META, _break_even_line, _targets, compare, table_rows
 from metaopt_tuner.training import train
 
@@ -96,7 +97,8 @@ def test_results_cover_every_method_and_the_protocol(report):
         assert m["setup"] is None or m["setup"]["what"] == "multi-task pretraining"
     assert result.method(META)["tuning"]["trials"] == 0
     setup = result.method(META)["setup"]
-    assert setup["grad_evals"] == 15 * 4 * (2 + 1)  # iterations x meta-batch x (inner steps + 1)
+    # iterations x meta-batch x (inner steps + tail steps past the horizon + 1)
+    assert setup["grad_evals"] == 15 * 4 * (2 + TAIL_STEPS + 1)
     assert data["protocol"]["steps"] == 3 and data["protocol"]["storage"].startswith("sqlite:///")
     assert [t["met"] is not None for t in data["targets"]] == [True, True]
     assert data["break_even"]["reference"] in ("adam", "sgd", "adam-pretrained", "sgd-pretrained")
@@ -153,6 +155,7 @@ def test_meta_training_cost_reads_the_manifest():
     art = Artifact.from_learner(learner, suite, config, {"iteration": 7},
                                 provenance={"train_seconds": 3.5})
     cost = meta_training_cost(art)
-    assert cost["grad_evals"] == 7 * 4 * 3 and cost["seconds"] == 3.5  # taken mid-run, at iteration 7
+    # taken mid-run, at iteration 7; Meta-SGD also adapts through the tail past the horizon
+    assert cost["grad_evals"] == 7 * 4 * (2 + TAIL_STEPS + 1) and cost["seconds"] == 3.5
     bare = meta_training_cost(Artifact.from_learner(learner, suite, None))
     assert bare["grad_evals"] is None and bare["recorded"] is False

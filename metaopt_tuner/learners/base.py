@@ -146,8 +146,9 @@ class MetaLearner(nn.Module, abc.ABC):
         self.inner_steps = int(inner_steps)
         #: the steps the rates are meta-trained for; past it the rates shrink (``inner.tail_factor``)
         self.horizon = int(inner_steps)
-        #: steps past the horizon that meta-training adapts through (first order) to train the tail
-        self.tail_steps = TAIL_STEPS
+        #: steps past the horizon that meta-training adapts through (first order) to train the
+        #: tail: at most as many as the horizon, so the tail costs at most the trained steps again
+        self.tail_steps = min(TAIL_STEPS, self.inner_steps)
         self.tail_decay = TAIL_DECAY
         self.first_order = bool(first_order)
         self.batching = batching

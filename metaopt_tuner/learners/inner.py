@@ -38,7 +38,11 @@ Params = dict[str, Tensor]
 
 #: the factor by which each step past the trained horizon shrinks the rates of the one before
 TAIL_DECAY = 0.5
-#: steps past the horizon that meta-training adapts through (first order) to train the tail
+#: steps past the horizon that meta-training adapts through (first order) to train the tail, at
+#: most as many as the horizon. Measured on the sinusoid (Meta-SGD, rates' outer rate 1e-2):
+#: horizon 10, 5,000 iterations: MSE after 10 steps 0.0054 with 4 tail steps, 0.082 with none, and
+#: past the horizon never above its value at 10; horizon 1, 2,000 iterations: after 1 / 10 steps
+#: 0.31 / 0.157 with 1 tail step (19 s), 0.35 / 0.165 with 4 (34 s), 0.36 / 0.195 with none (15 s)
 TAIL_STEPS = 4
 #: a tail factor below this ends the tail: a step that small changes no float32 weight (2**-40
 #: relative), so after about 40 steps past the horizon (at decay 0.5) nothing moves any more

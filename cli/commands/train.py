@@ -91,7 +91,7 @@ def train(
     try:  # under torchrun, every process trains and rank 0 alone writes and prints
         trainer = MetaTrainer(config, out, progress=progress, dist_timeout=dist_timeout,
                               sources=resolved.sources)
-        use_threads(threads, trainer.learner.parameters())
+        use_threads(threads, trainer.learner.model.parameters())  # the model, not its rates
         with track_training(trainer, tracking_uri):  # MLflow, when a tracking URI is set
             result = trainer.run(resume=resume)
     except BaseException:

@@ -290,7 +290,10 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
             train_opts["ways"] = args.train_ways
         if args.jitter:  # random affine jitter of the training images (suite option jitter_*)
             train_opts.update(zip(("jitter_degrees", "jitter_scale", "jitter_shift"), args.jitter))
-        test_suites = _test_suites(test_dir, common, args.eval_rotations)
+        test_suites = {k: v for k, v in _test_suites(test_dir, common, args.eval_rotations).items()
+                       if k.split(",")[0] in args.kinds}
+        scored: dict[str, dict[str, torch.Tensor]] = {kind: {} for kind in test_suites}
+        longest = 0.0  # the longest meta-training of this config: the ProtoNet's time
         for lname in args.learners:
             ls = _learner_settings(args, lname)
             cfg = TrainConfig(
@@ -300,10 +303,14 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
                 meta_lr_schedule=args.meta_lr_schedule if lname != "reptile" else "constant",
                 seed=args.seed, device=args.device, head_init=ls["head_init"],
                 cuda_graph=args.cuda_graph, tf32=args.tf32,
+                per_step_lrs=args.per_step_lrs and lname != "reptile",
+                budget_seconds=args.budget,
             )
             trainer = MetaTrainer(cfg, None, progress=False)
             _sync(device)
             begun = time.perf_counter()
+            trainer._fix_budget_iterations()  # the library's --budget rule (the warm-up counts)
+            cfg = trainer.config
             deadline = None if args.train_seconds is None else begun + args.train_seconds
             losses = []
             while trainer.iteration < cfg.iterations and (
@@ -324,25 +331,83 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
                 method += " (jitter {:g} deg, {:g} scale, {:g} shift)".format(*args.jitter)
             if cfg.meta_lr_schedule != "constant":
                 method += f", {cfg.meta_lr_schedule} meta-lr"
+            if cfg.per_step_lrs:
+                method += ", per-step rates"
             if args.norm != "support":  # the default: the support set's statistics
                 method += f", {args.norm} norm"
             steps = args.eval_steps or ls["inner_steps"]
+            cost = {"meta_iterations": trainer.iteration, "train_s": train_s,
+                    "iterations_per_s": trainer.iteration / max(train_s, 1e-9),
+                    "s_per_iteration": train_s / max(trainer.iteration, 1),
+                    "final_train_loss": statistics.fmean(losses[-20:])}
             for kind, suite in test_suites.items():
                 learner = for_ways(trainer.learner, cfg, suite, device)
                 accs, alone, eval_s = evaluate(learner, suite, args, steps, device)
-                mean, ci = ci95(accs[:, -1])
-                row = {"config": cname, "episodes": kind,
-                       "method": method, "meta_iterations": trainer.iteration, "steps": steps,
-                       "accuracy": mean, "ci95": ci, "accuracy_0_steps": float(accs[:, 0].mean()),
-                       "accuracy_alone": None if alone is None else float(alone.double().mean()),
-                       "iterations_per_s": trainer.iteration / max(train_s, 1e-9),
-                       "train_s": train_s, "eval_s": eval_s, "test_episodes": accs.shape[0],
-                       "final_train_loss": statistics.fmean(losses[-20:]),
-                       "device": _device_name(device)}
-                rows.append(row)
-                _print_row(row)
+                scored[kind][method] = accs[:, -1]
+                for row in step_rows(accs, alone, config=cname, episodes=kind, method=method,
+                                     eval_s=eval_s, device=_device_name(device), **cost):
+                    rows.append(row)
+                    _print_row(row)
+            longest = max(longest, train_s)
+        if args.protonet and args.learners:
+            rows.extend(run_protonet(args, train_dir, cname, test_suites, scored,
+                                     args.budget or longest, device))
         if cname in args.baseline_configs:
             rows.extend(run_baselines(args, train_opts, test_suites, device, cname))
+    return rows
+
+
+def step_rows(accs: torch.Tensor, alone: torch.Tensor | None, **common: Any) -> list[dict[str, Any]]:
+    """The row at 0 steps (the prototype classifier on the learned features, or theta's head)
+    and the row at the learner's steps with the steps' gain over it, paired on the same episodes.
+    ``accs`` is ``[episodes, steps + 1]``; ``common`` has the fields both rows share."""
+    steps = accs.shape[1] - 1
+    gain, gain_ci = ci95(accs[:, -1] - accs[:, 0])
+    rows = []
+    for at, values in ((0, accs[:, 0]), (steps, accs[:, -1])):
+        mean, ci = ci95(values)
+        rows.append({**common, "steps": at, "accuracy": mean, "ci95": ci,
+                     "accuracy_0_steps": float(accs[:, 0].mean()),
+                     "gain_of_steps": None if at == 0 else gain,
+                     "gain_ci95": None if at == 0 else gain_ci,
+                     "accuracy_alone": None if alone is None or at == 0 else float(alone.double().mean()),
+                     "test_episodes": accs.shape[0]})
+    return rows if steps else rows[1:]
+
+
+def run_protonet(args: argparse.Namespace, train_dir: str, cname: str, test_suites: dict[str, Any],
+                 scored: dict[str, dict[str, torch.Tensor]], seconds: float,
+                 device: torch.device) -> list[dict[str, Any]]:
+    """The textbook ProtoNet (``protonet_reference.py``: GroupNorm, ``--protonet-ways`` training
+    episodes, the config's shots) trained for ``seconds`` on the learners' training alphabets, on
+    their test episodes; and each learner's accuracy minus the ProtoNet's, paired per episode."""
+    from protonet_reference import protonet_accuracy, train_protonet
+
+    ways, shots = CONFIGS[cname]
+    train = get_suite("omniglot", data_dir=train_dir, val_fraction=0, test_fraction=0,
+                      ways=args.protonet_ways, shots=shots, query=args.query)
+    net, episodes, train_s = train_protonet(train, args.filters, seconds=seconds, seed=args.seed,
+                                            device=device)
+    method = f"ProtoNet reference (GroupNorm, {args.protonet_ways}-way training)"
+    rows = []
+    for kind, suite in test_suites.items():
+        begun = time.perf_counter()
+        accs = torch.cat([protonet_accuracy(net, tasks, ways) for tasks in
+                          _test_chunks(suite, args.test_episodes, args.eval_chunk, device, args.seed)])
+        mean, ci = ci95(accs)
+        row = {"config": cname, "episodes": kind, "method": method, "meta_iterations": episodes,
+               "iterations_per_s": episodes / max(train_s, 1e-9),
+               "s_per_iteration": train_s / max(episodes, 1), "steps": 0, "accuracy": mean,
+               "ci95": ci, "accuracy_0_steps": mean, "gain_of_steps": None, "gain_ci95": None,
+               "accuracy_alone": None, "train_s": train_s, "eval_s": time.perf_counter() - begun,
+               "test_episodes": accs.shape[0], "final_train_loss": float("nan"),
+               "device": _device_name(device),
+               "vs_protonet": {name: ci95(learner - accs) for name, learner in scored[kind].items()}}
+        rows.append(row)
+        _print_row(row)
+        for name, (diff, half) in row["vs_protonet"].items():
+            print(f"|   | {kind} | {name} minus the ProtoNet (paired, equal seconds) | | | | "
+                  f"{100 * diff:+.1f} ± {100 * half:.1f} | | | | | | |", flush=True)
     return rows
 
 
@@ -392,7 +457,8 @@ def run_baselines(args: argparse.Namespace, train_opts: dict[str, Any], test_sui
             row = {"config": cname, "episodes": kind,
                    "method": b.label, "meta_iterations": 0, "steps": args.baseline_steps,
                    "accuracy": mean, "ci95": ci, "accuracy_0_steps": float(acc[:, 0].mean()),
-                   "accuracy_alone": None, "iterations_per_s": None, "train_s": tune_s,
+                   "accuracy_alone": None, "iterations_per_s": None, "s_per_iteration": None,
+                   "gain_of_steps": None, "gain_ci95": None, "train_s": tune_s,
                    "eval_s": time.perf_counter() - begun,
                    "test_episodes": acc.shape[0], "final_train_loss": float("nan"),
                    "device": _device_name(device), "hparams": tuned.best_params, "trials": tuned.trials}
@@ -403,11 +469,12 @@ def run_baselines(args: argparse.Namespace, train_opts: dict[str, Any], test_sui
 
 def _print_row(row: dict[str, Any]) -> None:
     alone = "" if row["accuracy_alone"] is None else f"{100 * row['accuracy_alone']:.1f}"
-    speed = "" if row["iterations_per_s"] is None else f"{row['iterations_per_s']:.2f}"
+    cost = "" if row["s_per_iteration"] is None else f"{row['s_per_iteration']:.3f}"
+    gain = "" if row["gain_of_steps"] is None else (
+        f"{100 * row['gain_of_steps']:+.1f} ± {100 * row['gain_ci95']:.1f}")
     print(f"| {row['config']} | {row['episodes']} | {row['method']} | {row['meta_iterations']} | "
-          f"{speed} | {row['steps']} | {100 * row['accuracy']:.1f} ± {100 * row['ci95']:.1f} | "
-          f"{alone} | {100 * row['accuracy_0_steps']:.1f} | {row['test_episodes']} | "
-          f"{row['train_s']:.0f} | "
+          f"{cost} | {row['steps']} | {100 * row['accuracy']:.1f} ± {100 * row['ci95']:.1f} | "
+          f"{gain} | {alone} | {row['test_episodes']} | {row['train_s']:.0f} | "
           f"{row['eval_s']:.0f} | {row['device']} |", flush=True)
 
 
@@ -452,10 +519,22 @@ def main(argv: list[str] | None = None) -> None:
                    help="outer learning rate of maml/fomaml/metasgd [default: Adam 1e-3]")
     p.add_argument("--train-seconds", type=float, default=None,
                    help="stop each meta-training run after this many seconds (or --iterations)")
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="meta-train each learner for this wall-clock budget, the library's rule "
+                        "(iterations fixed from a timed warm-up, the meta-lr schedule laid over "
+                        "them); the ProtoNet reference gets the same seconds")
     p.add_argument("--jitter", default=None, metavar="DEG,SCALE,SHIFT",
                    help="jitter training images by up to DEG degrees, SCALE and SHIFT fractions "
                         "(the suite's jitter_* options; 0,0,0 for none) [default: from --preset; "
                         f"cpu={PRESETS['cpu']['jitter']}, gpu={PRESETS['gpu']['jitter']}]")
+    p.add_argument("--kinds", default="random,within-alphabet",
+                   help="test episode kinds: random, within-alphabet (comma-separated)")
+    p.add_argument("--per-step-lrs", action="store_true",
+                   help="one set of learned rates per inner step (MAML++'s LSLR; not Reptile)")
+    p.add_argument("--no-protonet", dest="protonet", action="store_false",
+                   help="skip the ProtoNet reference row (trained for the learners' seconds)")
+    p.add_argument("--protonet-ways", type=int, default=60,
+                   help="the ProtoNet reference's training ways (the textbook's 60)")
     p.add_argument("--train-ways", type=int, default=None,
                    help="meta-train with this many ways, test with the config's (--head-init prototypes)")
     p.add_argument("--eval-rotations", action="store_true",
@@ -485,6 +564,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"argument --jitter: {exc}")
     args.learners = [s for s in args.learners.split(",") if s]
     args.configs = [s for s in args.configs.split(",") if s]
+    args.kinds = [s for s in args.kinds.split(",") if s]
     args.baseline_configs = [s for s in args.baseline_configs.split(",") if s]
     args.baseline_names = [s for s in args.baseline_names.split(",") if s]
     torch.set_num_threads(args.threads)
@@ -496,9 +576,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.speed or args.speed_only:
         result["speed"] = speed(args, train_dir)
     if not args.speed_only:
-        print("\n| config | episodes | method | meta-iterations | it/s | steps | "
-              "accuracy % (± 95% CI) | each query alone % | acc. % at 0 steps | test episodes | "
-              "train (tune) s | eval s | device |")
+        print("\n| config | episodes | method | meta-iterations | s/meta-iteration | steps | "
+              "accuracy % (± 95% CI) | gain of steps (paired, ± 95% CI) | each query alone % | "
+              "test episodes | train (tune) s | eval s | device |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
         result["rows"] = run_quality(args, train_dir, test_dir)
     if args.json_out:

@@ -349,7 +349,7 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
                     rows.append(row)
                     _print_row(row)
             longest = max(longest, train_s)
-        if args.protonet and args.learners:
+        if args.protonet and (longest or args.budget):
             rows.extend(run_protonet(args, train_dir, cname, test_suites, scored,
                                      args.budget or longest, device))
         if cname in args.baseline_configs:

@@ -83,11 +83,13 @@ budget's warm-up estimate, and so the seconds, uneven: the train s column is wha
 | 20w1s | (1), ``--iterations 119``, no budget | 119 | 1.47 | 175 | 44.6 ± 0.9 | 44.0 ± 1.2 | -0.7 ± 0.6 |
 | 20w1s | (1), ``--train-ways 60`` | 13 | 7.7 | 101 | 25.4 | 25.1 ± 1.3 | -0.3 |
 | 20w1s | ``--meta-batch 1`` (the recipe now) | 473 | 0.370 | 175 | 54.6 ± 1.0 | 54.8 ± 1.0 | +0.3 ± 0.3 |
+| 20w1s | (1), ``--meta-batch 1`` | 273 | 0.451 | 123 | 48.6 ± 0.9 | 48.8 ± 1.1 | +0.1 ± 0.6 |
 | 20w1s | ProtoNet reference (GroupNorm, 60-way training) | 1,056 | 0.131 | 139 | 63.6 ± 1.1 | | |
 | 5w5s | the recipe then (meta-batch 4, 1 step) | 183 | 0.76 | 139 | 82.3 | 83.5 ± 1.3 | +1.2 |
 | 5w5s | (1) | 162 | 1.02 | 166 | 67.5 | 78.0 ± 1.6 | +10.5 |
 | 5w5s | (1), ``--train-ways 20`` | 31 | 4.8 | 145 | 59.2 | 53.7 ± 2.0 | -5.5 |
 | 5w5s | meta-batch 1 (the recipe now) | 709 | 0.240 | 170 | 87.7 ± 1.0 | 88.7 ± 1.0 | +1.0 ± 0.6 |
+| 5w5s | (1), ``--meta-batch 1`` | 483 | 0.332 | 160 | 70.2 ± 1.6 | 78.8 ± 1.5 | +8.6 ± 1.2 |
 | 5w5s | ProtoNet reference (GroupNorm, 60-way 5-shot training) | 606 | 0.236 | 143 | 93.8 ± 0.7 | | |
 
 (1): ``--inner-steps 3 --per-step-lrs``. The rows without a CI on their gain ran before the
@@ -101,8 +103,9 @@ What was tried, at this scale (kept / dropped):
 - several inner steps (3) with per-step per-weight rates (Proto-MAML adapting the whole network
   from the prototype head): at 5-way 5-shot the steps do earn a gain over their own 0-step
   classifier (+10.5), but the features under them are worse at equal seconds (67.5 at 0 steps vs
-  82.3) and the total is 5.5 points lower; at 20-way 1-shot nothing (-0.7 ± 0.6 at equal
-  iterations). DROPPED.
+  82.3) and the total is 5.5 points lower; with meta-batch 1 the same: +8.6 ± 1.2 from the steps,
+  78.8 in all against 88.7 with one step. At 20-way 1-shot nothing (-0.7 ± 0.6 at equal
+  iterations; +0.1 ± 0.6 with meta-batch 1, 48.8 in all against 54.8). DROPPED.
 - training episodes with more ways (60 for 20-way, 20 for 5-way): a meta-iteration costs 4-6
   times more, so 13-31 of them fit: -20 and -30 points. DROPPED at this scale (ProtoNet, one
   episode per step, gains from it; a second-order meta-batch of 4 cannot afford it).

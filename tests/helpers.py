@@ -87,3 +87,16 @@ class LeastSquaresSuite(TaskSuite):
 
     def options(self) -> dict[str, Any]:
         return {"features": self.features, "shots": self.shots, "scale": self.scale}
+
+
+def run_cli(capsys: Any, *args: str) -> tuple[int, str, str]:
+    """Run ``metaopt ARGS`` in this process: exit code, stdout and stderr."""
+    from cli.app import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -8,20 +8,13 @@ import sys
 
 import pytest
 
-from cli.app import main
 from metaopt_tuner.artifact import MANIFEST, TENSORS, Artifact
 
-from .helpers import small_metasgd
+from .helpers import run_cli, small_metasgd
 
 
 def _run(capsys, *args):
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(capsys, *args)
 
 
 @pytest.fixture(scope="module")

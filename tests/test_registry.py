@@ -12,7 +12,6 @@ import warnings
 
 import pytest
 
-from cli.app import main
 from metaopt_tuner import registry
 from metaopt_tuner.artifact import MANIFEST, TENSORS, pretrained, resolve_artifact
 from metaopt_tuner.errors import (
@@ -25,19 +24,14 @@ from metaopt_tuner.errors import (
 from metaopt_tuner.mlflow_store import embedded_uri, registry_uri, tracking_uri
 from metaopt_tuner.model_cache import entry_dir, install_entry
 
+from .helpers import run_cli
 from .mlflow_fixtures import cache_files, isolated, need_mlflow, unique  # noqa: F401
 
 pytestmark = pytest.mark.mlflow  # .ci/run runs these again with a server and the extra
 
 
 def _run(capsys, *args):
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(capsys, *args)
 
 
 # --------------------------------------------------------------------------- no mlflow needed

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from cli.app import main
 from metaopt_tuner import registry
 from metaopt_tuner.artifact import TENSORS, load_artifact
 from metaopt_tuner.errors import ArtifactError, MetaOptWarning
@@ -24,6 +23,7 @@ from metaopt_tuner.model_cache import entry_dir
 from metaopt_tuner.tracking import RUN_RECORD, RunTracker
 from metaopt_tuner.training import MetaTrainer, TrainConfig
 
+from .helpers import run_cli
 from .mlflow_fixtures import cache_files, isolated, server_uri, unique  # noqa: F401
 
 pytestmark = pytest.mark.mlflow  # .ci/run runs these again with a server and the extra
@@ -54,13 +54,7 @@ if __name__ == "__main__":
 
 
 def _run(capsys, *args):
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(capsys, *args)
 
 
 def _local_three_steps(artifact: Path) -> str:

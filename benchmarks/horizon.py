@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +31,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from metaopt_tuner.artifact import Artifact, load_artifact  # noqa: E402
 from metaopt_tuner.evaluation import evaluate  # noqa: E402
@@ -42,16 +41,15 @@ STEPS_SHOWN = (1, 10, 100, 1000)
 
 
 def train_defaults(suite: str, data_dir: Path | None, out: Path, length: list[str]) -> tuple[Path, float]:
-    """``metaopt train --suite SUITE [--data-dir D] --out OUT`` (defaults only); artifact, seconds."""
-    argv = [sys.executable, "-m", "cli", "train", "--suite", suite, "--out", str(out), "--no-progress",
-            *length]
+    """``metaopt train --suite SUITE [--data-dir D] --out OUT`` (defaults only, one thread, as
+    ``defaults.py`` runs it); the artifact and the seconds it took."""
+    from defaults import metaopt  # benchmarks/: the same subprocess runner
+
+    argv = ["train", "--suite", suite, "--out", str(out), "--no-progress", *length]
     if data_dir is not None:
         argv += ["--data-dir", str(data_dir)]
     start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    if proc.returncode != 0:
-        sys.exit(f"error: {' '.join(argv[2:])} failed:\n{proc.stderr}")
+    metaopt(*argv, threads=1)
     return out / "artifact", time.perf_counter() - start
 
 

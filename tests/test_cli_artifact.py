@@ -10,11 +10,8 @@ import pytest
 
 from metaopt_tuner.artifact import MANIFEST, TENSORS, Artifact
 
-from .helpers import run_cli, small_metasgd
-
-
-def _run(capsys, *args):
-    return run_cli(capsys, *args)
+from .helpers import run_cli as _run
+from .helpers import small_metasgd
 
 
 @pytest.fixture(scope="module")

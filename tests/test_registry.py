@@ -24,14 +24,10 @@ from metaopt_tuner.errors import (
 from metaopt_tuner.mlflow_store import embedded_uri, registry_uri, tracking_uri
 from metaopt_tuner.model_cache import entry_dir, install_entry
 
-from .helpers import run_cli
+from .helpers import run_cli as _run
 from .mlflow_fixtures import cache_files, isolated, need_mlflow, unique  # noqa: F401
 
 pytestmark = pytest.mark.mlflow  # .ci/run runs these again with a server and the extra
-
-
-def _run(capsys, *args):
-    return run_cli(capsys, *args)
 
 
 # --------------------------------------------------------------------------- no mlflow needed

@@ -23,7 +23,7 @@ from metaopt_tuner.model_cache import entry_dir
 from metaopt_tuner.tracking import RUN_RECORD, RunTracker
 from metaopt_tuner.training import MetaTrainer, TrainConfig
 
-from .helpers import run_cli
+from .helpers import run_cli as _run
 from .mlflow_fixtures import cache_files, isolated, server_uri, unique  # noqa: F401
 
 pytestmark = pytest.mark.mlflow  # .ci/run runs these again with a server and the extra
@@ -51,10 +51,6 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     print(digest(sys.argv[1]))
 """
-
-
-def _run(capsys, *args):
-    return run_cli(capsys, *args)
 
 
 def _local_three_steps(artifact: Path) -> str:

@@ -79,21 +79,22 @@ def suite_for(args: argparse.Namespace, ways: int, shots: int, with_val: bool = 
 
 
 def learner_for(suite: Any, theta: dict[str, torch.Tensor] | None = None,
-                rates: dict[str, torch.Tensor] | None = None) -> Any:
+                rates: dict[str, torch.Tensor] | None = None, inner_params: str = "all") -> Any:
     """A first-order Meta-SGD learner on ``suite``'s model (pretrained top layers), optionally
     with a meta-trained theta and rates; a head of another width gets the mean rate per column."""
     model = suite.build_model()
     learner = build_learner("metasgd", suite, model=model, inner_steps=1, inner_lr=0.01,
                             lr_granularity="element", learn_lrs=True, first_order=True,
-                            head_init="prototypes", batching="batched")
+                            head_init="prototypes", batching="batched", inner_params=inner_params)
     if theta is not None and rates is not None:
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if not name.startswith("head."):
                     p.copy_(theta[name])
         widened = {}
-        for name, p in model.named_parameters():
-            r = rates[name]
+        shapes = dict(model.named_parameters())
+        for name in learner.learning_rates():
+            r, p = rates[name], shapes[name]
             if name.startswith("head.") and r.shape[1:] != p.shape:
                 r = r.mean(1, keepdim=True).expand(r.shape[0], *p.shape)
             widened[name] = r.contiguous()
@@ -112,7 +113,8 @@ def meta_train(args: argparse.Namespace) -> tuple[dict[str, torch.Tensor], dict[
         learner="metasgd", iterations=args.iterations, meta_batch=args.meta_batch,
         inner_steps=args.steps, inner_lr=args.inner_lr, lr_granularity="element",
         first_order=True, head_init="prototypes", batching="batched",
-        meta_lr_schedule="cosine", eval_every=args.iterations, eval_tasks=args.val_tasks,
+        inner_params=args.inner_params, meta_lr_schedule="cosine", eval_every=args.iterations,
+        eval_tasks=args.val_tasks,
         log_every=max(1, args.iterations // 10), checkpoint_every=10**9, seed=args.seed,
     ))
     learner = result.learner
@@ -188,17 +190,22 @@ def evaluate_row(args: argparse.Namespace, ways: int, shots: int, meta: Any,
     suite = suite_for(args, ways, shots, with_val=ways <= 15)
     tasks = suite.fixed_tasks(args.episodes, split="test", seed=args.seed)
     pretrained = learner_for(suite)
-    trained = learner_for(suite, *meta) if meta is not None else None
+    trained = learner_for(suite, *meta, args.inner_params) if meta is not None else None
     model = pretrained.model
     params = {k: v.detach() for k, v in model.named_parameters()}
     methods: dict[str, Any] = {
         "nearest centroid": lambda t: accuracy_after(pretrained, t, 0),
         "logistic regression": lambda t: logistic_regression(model, t),
-        "AdamW fine-tuning, tuned": lambda t: finetune_adamw(
-            model, params, t, args.steps, adamw_hp["lr"], adamw_hp["weight_decay"])[1],
     }
+    if adamw_hp:
+        methods["AdamW fine-tuning, tuned"] = lambda t: finetune_adamw(
+            model, params, t, args.steps, adamw_hp["lr"], adamw_hp["weight_decay"])[1]
     if trained is not None:
-        methods["Meta-SGD (meta-trained top layers)"] = lambda t: accuracy_after(trained, t, args.steps)
+        adapted = "head" if args.inner_params == "head" else "top layers and head"
+        methods["meta-trained top layers, 0 steps (their centroids)"] = (
+            lambda t: accuracy_after(trained, t, 0))
+        methods[f"Meta-SGD ({adapted} adapted, {args.steps} step(s))"] = (
+            lambda t: accuracy_after(trained, t, args.steps))
     acc: dict[str, list[float]] = {m: [] for m in methods}
     seconds = dict.fromkeys(methods, 0.0)
     for i in range(len(tasks)):
@@ -234,6 +241,9 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--steps", type=int, default=1, help="adaptation steps (every method)")
     parser.add_argument("--inner-lr", type=float, default=0.01)
+    parser.add_argument("--inner-params", default="all", choices=("all", "head"),
+                        help="what the steps adapt: the top layers and head, or the head alone "
+                             "(the top layers then meta-learned as a metric)")
     parser.add_argument("--train-ways", type=int, default=15)
     parser.add_argument("--train-shots", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=1000)
@@ -245,6 +255,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--quick", action="store_true", help="a smoke test: tiny everything")
+    parser.add_argument("--no-adamw", dest="adamw", action="store_false",
+                        help="skip the Optuna-tuned AdamW rows (and their tuning)")
     args = parser.parse_args()
     if not args.data_dir:
         parser.error("--data-dir (or $METAOPT_DATA_CLINC) is required")
@@ -261,8 +273,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     rows = []
     for shots in args.shots:
-        hp, tune_s = tune_adamw(args, shots)
-        print(f"(AdamW tuned for {shots}-shot in {tune_s:.0f} s: {hp})", flush=True)
+        hp: dict[str, float] = {}
+        if args.adamw:
+            hp, tune_s = tune_adamw(args, shots)
+            print(f"(AdamW tuned for {shots}-shot in {tune_s:.0f} s: {hp})", flush=True)
         for ways in args.ways:
             rows.extend(evaluate_row(args, ways, shots, meta, hp))
     if args.json:

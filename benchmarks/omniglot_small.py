@@ -338,19 +338,26 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
     for cname in args.configs:
         ways, shots = CONFIGS[cname]
         common = {"ways": ways, "shots": shots, "query": args.query, "filters": args.filters,
-                  "norm": args.norm}
+                  "norm": args.norm, "feature_gain": args.feature_gain}
         train_opts = {"data_dir": train_dir, "val_fraction": 0, "test_fraction": 0, **common}
         if args.train_ways:  # e.g. Prototypical Networks' 60-way training for 20-way tests
             train_opts["ways"] = args.train_ways
         if args.jitter:  # random affine jitter of the training images (suite option jitter_*)
             train_opts.update(zip(("jitter_degrees", "jitter_scale", "jitter_shift"), args.jitter))
+        longest = 0.0  # the longest meta-training of this config: the ProtoNet's time
+        if args.recipe:  # the defaults-only learner: the suite's recipe, budget and seed given
+            recipe_learner, cfg = _recipe_config(args, {"data_dir": train_dir, "val_fraction": 0,
+                                               "test_fraction": 0, "ways": ways, "shots": shots,
+                                               "query": args.query})
+            common.update({k: cfg.suite_options[k] for k in ("filters", "norm", "feature_gain")
+                           if k in cfg.suite_options})
+            args.filters = common["filters"]  # the ProtoNet reference gets the recipe's width
         test_suites = {k: v for k, v in _test_suites(test_dir, common, args.eval_rotations).items()
                        if k.split(",")[0] in args.kinds}
         scored: dict[str, dict[str, torch.Tensor]] = {kind: {} for kind in test_suites}
-        longest = 0.0  # the longest meta-training of this config: the ProtoNet's time
-        for lname in args.learners:
+        for lname in [recipe_learner] if args.recipe else args.learners:
             ls = _learner_settings(args, lname)
-            cfg = TrainConfig(
+            cfg = cfg if args.recipe else TrainConfig(
                 suite="omniglot", suite_options=train_opts, learner=lname,
                 iterations=args.iterations, meta_batch=args.meta_batch, inner_steps=ls["inner_steps"],
                 inner_lr=ls["inner_lr"], meta_lr=ls["meta_lr"], batching=args.batching,
@@ -358,6 +365,7 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
                 seed=args.seed, device=args.device, head_init=ls["head_init"],
                 cuda_graph=args.cuda_graph, tf32=args.tf32,
                 per_step_lrs=args.per_step_lrs and lname != "reptile",
+                inner_params=args.inner_params if lname != "reptile" else "all",
                 budget_seconds=args.budget,
             )
             trainer = MetaTrainer(cfg, None, progress=False)
@@ -376,20 +384,9 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
                           f"{time.perf_counter() - begun:.0f} s", flush=True)
             _sync(device)
             train_s = time.perf_counter() - begun
-            method = lname + ("+proto" if ls["head_init"] == "prototypes" else "")
-            if ls["inner_lr"] < 1e-6 and ls["head_init"] == "prototypes":
-                method += " (inner lr ~0: a Prototypical Network)"
-            if args.train_ways:
-                method += f" ({args.train_ways}-way training)"
-            if args.jitter:
-                method += " (jitter {:g} deg, {:g} scale, {:g} shift)".format(*args.jitter)
-            if cfg.meta_lr_schedule != "constant":
-                method += f", {cfg.meta_lr_schedule} meta-lr"
-            if cfg.per_step_lrs:
-                method += ", per-step rates"
-            if args.norm != "support":  # the default: the support set's statistics
-                method += f", {args.norm} norm"
-            steps = args.eval_steps or ls["inner_steps"]
+            method = (f"the omniglot recipe ({_recipe_summary(cfg)})" if args.recipe
+                      else _method_name(args, lname, ls, cfg))
+            steps = args.eval_steps or cfg.inner_steps
             cost = {"meta_iterations": trainer.iteration, "train_s": train_s,
                     "iterations_per_s": trainer.iteration / max(train_s, 1e-9),
                     "s_per_iteration": train_s / max(trainer.iteration, 1),
@@ -409,6 +406,49 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
         if cname in args.baseline_configs:
             rows.extend(run_baselines(args, train_opts, test_suites, device, cname))
     return rows
+
+
+def _method_name(args: argparse.Namespace, lname: str, ls: dict[str, Any], cfg: TrainConfig) -> str:
+    """A row's name from this script's settings (not the recipe's)."""
+    method = lname + ("+proto" if cfg.head_init == "prototypes" else "")
+    if ls["inner_lr"] < 1e-6 and ls["head_init"] == "prototypes":
+        method += " (inner lr ~0: a Prototypical Network)"
+    if args.train_ways:
+        method += f" ({args.train_ways}-way training)"
+    if args.jitter:
+        method += " (jitter {:g} deg, {:g} scale, {:g} shift)".format(*args.jitter)
+    if cfg.meta_lr_schedule != "constant":
+        method += f", {cfg.meta_lr_schedule} meta-lr"
+    if cfg.per_step_lrs:
+        method += ", per-step rates"
+    if args.feature_gain != 1.0:
+        method += f", feature gain {args.feature_gain:g}"
+    if cfg.inner_params != "all":
+        method += f", adapting the {cfg.inner_params} alone"
+    if args.norm != "support":  # the default: the support set's statistics
+        method += f", {args.norm} norm"
+    return method
+
+
+def _recipe_config(args: argparse.Namespace, suite_options: dict[str, Any]) -> tuple[str, TrainConfig]:
+    """The omniglot recipe's configuration, as ``metaopt train --suite omniglot`` resolves it,
+    with only the protocol given: data, ways and shots, the budget (or iterations) and the seed."""
+    from metaopt_tuner.recipes import resolve_train_config
+
+    flags: dict[str, Any] = {"seed": args.seed, "device": args.device}
+    if args.budget:
+        flags["budget_seconds"] = args.budget
+    elif args.recipe_iterations:
+        flags["iterations"] = args.recipe_iterations
+    cfg = resolve_train_config("omniglot", flags, suite_options).config
+    return cfg.learner, cfg
+
+
+def _recipe_summary(cfg: TrainConfig) -> str:
+    opts = cfg.suite_options
+    return (f"{cfg.learner}, {cfg.inner_params} adapted, {cfg.inner_steps} step(s), meta-batch "
+            f"{cfg.meta_batch}, {opts.get('filters')} filters, feature gain "
+            f"{opts.get('feature_gain', 1.0):g}")
 
 
 def step_rows(accs: torch.Tensor, alone: torch.Tensor | None, **common: Any) -> list[dict[str, Any]]:
@@ -585,6 +625,15 @@ def main(argv: list[str] | None = None) -> None:
                    help="test episode kinds: random, within-alphabet (comma-separated)")
     p.add_argument("--per-step-lrs", action="store_true",
                    help="one set of learned rates per inner step (MAML++'s LSLR; not Reptile)")
+    p.add_argument("--inner-params", default="all", choices=("all", "head"),
+                   help="what the inner loop adapts: every parameter or the head alone (not Reptile)")
+    p.add_argument("--feature-gain", type=float, default=1.0,
+                   help="the ConvNet's initial feature scale (suite option feature_gain)")
+    p.add_argument("--recipe", action="store_true",
+                   help="meta-train the omniglot suite's recipe (the defaults of metaopt train) "
+                        "instead of --learners with this script's settings; --budget or "
+                        "--recipe-iterations set its length, else the recipe's")
+    p.add_argument("--recipe-iterations", type=int, default=None)
     p.add_argument("--no-protonet", dest="protonet", action="store_false",
                    help="skip the ProtoNet reference row (trained for the learners' seconds)")
     p.add_argument("--protonet-ways", type=int, default=60,

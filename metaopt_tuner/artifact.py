@@ -305,7 +305,11 @@ def _check_tensors(
 def _expand_rates(rates: Mapping[str, Tensor], params: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """``name -> (steps, *broadcast)`` rates as ``(steps, *param.shape)`` per-element tensors."""
     out = {}
+    rows = max(r.shape[0] for r in rates.values())
     for name, p in params.items():
+        if name not in rates:  # a parameter the inner loop does not adapt: a rate of zero
+            out[name] = torch.zeros(rows, *p.shape, dtype=p.dtype)
+            continue
         r = rates[name].detach()
         steps = r.shape[0]
         lead = [1] * (p.dim() - (r.dim() - 1))
@@ -693,6 +697,7 @@ class Artifact:
             "per_step_lrs": self.rate_steps > 1,
             "lr_granularity": "element",
             "head_init": self.learner_config.get("head_init", "theta"),
+            "inner_params": self.learner_config.get("inner_params", "all"),
         }
         options.update(learner_overrides)
         learner = MetaSGDLearner(model, suite.loss_per_example, suite.metric_per_example, **options)

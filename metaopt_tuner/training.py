@@ -40,6 +40,7 @@ from .cuda_graphs import GraphedMetaGradient
 from .devices import resolve_device
 from .errors import ConfigError, DistributedError, MetaOptError, NonFiniteLossError, RunDirError
 from .learners import BATCHING_MODES, MetaGradient, MetaLearner, build_learner, list_learners
+from .learners.base import INNER_PARAMS
 from .learners.proto_head import HEAD_INITS
 from .tasks import TaskBatch, TaskSuite, get_suite
 
@@ -107,6 +108,7 @@ class TrainConfig:
         lr_granularity: ``"scalar"``, ``"tensor"`` or ``"element"`` (None: the learner's).
         batching: ``"auto"``, ``"batched"``, ``"vmap"`` or ``"loop"``.
         head_init: ``"theta"`` or ``"prototypes"``.
+        inner_params: ``"all"`` or ``"head"`` (what the inner loop adapts).
         eval_every: evaluate on held-out validation tasks every this many iterations.
         eval_tasks: the number of fixed validation tasks.
         checkpoint_every: write a checkpoint every this many iterations.
@@ -146,6 +148,9 @@ class TrainConfig:
     batching: str = "auto"
     #: "theta" (the meta-learned head) or "prototypes" (Proto-MAML: from each task's support set)
     head_init: str = "theta"
+    #: "all" (every parameter adapts in the inner loop) or "head" (the linear head alone, on
+    #: features computed once per task; models with a Linear ``head``)
+    inner_params: str = "all"
     eval_every: int = 500
     eval_tasks: int = 100
     checkpoint_every: int = 1000
@@ -198,6 +203,13 @@ class TrainConfig:
             raise ConfigError(
                 f"head init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}"
             )
+        if self.inner_params not in INNER_PARAMS:
+            raise ConfigError(
+                f"inner params must be one of {', '.join(INNER_PARAMS)}, got {self.inner_params!r}"
+            )
+        if self.inner_params != "all" and self.learner == "reptile":
+            raise ConfigError("reptile adapts every parameter; inner params 'head' needs maml, "
+                              "fomaml or metasgd")
         if self.outer_optimizer not in (None, "adam", "sgd"):
             raise ConfigError(f"outer optimizer must be 'adam' or 'sgd', got {self.outer_optimizer!r}")
         if self.meta_lr_schedule not in META_LR_SCHEDULES:
@@ -249,6 +261,8 @@ class TrainConfig:
         }
         if self.head_init != "theta":  # passed only when used: learners registered by users may lack it
             options["head_init"] = self.head_init
+        if self.inner_params != "all":  # passed only when used, as head_init
+            options["inner_params"] = self.inner_params
         if self.first_order is not None:
             options["first_order"] = self.first_order
         if self.lr_granularity is not None:

@@ -39,9 +39,12 @@ from .inner import (
 from .proto_head import HEAD_BIAS, HEAD_INITS, HEAD_WEIGHT, prototype_head, supports_prototype_head
 from .rates import LearningRates
 
-__all__ = ["MetaLearner", "MetaGradient", "AdaptationOutcome", "BATCHING_MODES"]
+__all__ = ["MetaLearner", "MetaGradient", "AdaptationOutcome", "BATCHING_MODES", "INNER_PARAMS"]
 
 BATCHING_MODES = ("auto", "batched", "vmap", "loop")
+#: what the inner loop adapts: every parameter, or the linear head alone on features computed
+#: once per task (the body's rates are then zero: only the head moves)
+INNER_PARAMS = ("all", "head")
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -65,12 +68,20 @@ class AdaptationOutcome:
     tail_loss: Tensor | None = None
 
 
-def _forward_kwargs(head: bool, reference: Tensor | None) -> dict[str, Any]:
+def _forward_kwargs(head: bool, reference: Tensor | None,
+                    with_reference: bool = False) -> dict[str, Any]:
     """Keyword arguments of a reference model's forward; only those that differ from defaults."""
     kwargs: dict[str, Any] = {} if head else {"head": False}
     if reference is not None:
         kwargs["reference"] = reference
+    if with_reference:
+        kwargs["with_reference"] = True
     return kwargs
+
+
+def _adapted_by(inner_params: str, name: str) -> bool:
+    """Whether the inner loop adapts parameter ``name`` under ``inner_params``."""
+    return inner_params == "all" or name in (HEAD_WEIGHT, HEAD_BIAS)
 
 
 class MetaLearner(nn.Module, abc.ABC):
@@ -119,8 +130,18 @@ class MetaLearner(nn.Module, abc.ABC):
         first_order: bool = False,
         batching: str = "auto",
         head_init: str = "theta",
+        inner_params: str = "all",
     ) -> None:
         super().__init__()
+        if inner_params not in INNER_PARAMS:
+            raise ConfigError(
+                f"unknown inner params {inner_params!r}; expected one of {', '.join(INNER_PARAMS)}"
+            )
+        if inner_params == "head" and not supports_prototype_head(model):
+            raise ConfigError(
+                f"{type(model).__name__} cannot adapt its head alone (it needs a Linear 'head' "
+                "and forward(x, head=False)); use inner params 'all'"
+            )
         if head_init not in HEAD_INITS:
             raise ConfigError(
                 f"unknown head init {head_init!r}; expected one of {', '.join(HEAD_INITS)}"
@@ -163,7 +184,9 @@ class MetaLearner(nn.Module, abc.ABC):
                 head.bias.zero_()
             head.weight.requires_grad_(False)
             head.bias.requires_grad_(False)
-        shapes = {n: p.shape for n, p in model.named_parameters()}
+        self.inner_params = inner_params
+        shapes = {n: p.shape for n, p in model.named_parameters()
+                  if _adapted_by(inner_params, n)}
         self.rates = LearningRates(
             shapes,
             init=inner_lr,
@@ -199,7 +222,8 @@ class MetaLearner(nn.Module, abc.ABC):
         return next(iter(self._cached()["theta"].values())).device
 
     def learning_rates(self) -> dict[str, Tensor]:
-        """alpha: ``name -> (steps, ...)`` rates for every model parameter (the live tensors)."""
+        """alpha: ``name -> (steps, ...)`` rates for every adapted parameter (the live tensors;
+        with ``inner_params="head"`` the head's alone: the others never move)."""
         return self.rates.forward()
 
     def named_meta_parameters(self) -> list[tuple[str, nn.Parameter]]:
@@ -217,6 +241,7 @@ class MetaLearner(nn.Module, abc.ABC):
             "first_order": self.first_order,
             "batching": self.batching,
             "head_init": self.head_init,
+            "inner_params": self.inner_params,
         }
 
     # ----------------------------------------------------------------- batching
@@ -238,13 +263,14 @@ class MetaLearner(nn.Module, abc.ABC):
         return "vmap"
 
     def _functional_forward(self, params: Params, x: Tensor, head: bool = True,
-                            reference: Tensor | None = None) -> Tensor:
-        return functional_call(self.model, params, (x,), _forward_kwargs(head, reference))
+                            reference: Tensor | None = None, with_reference: bool = False) -> Tensor:
+        return functional_call(self.model, params, (x,),
+                               _forward_kwargs(head, reference, with_reference))
 
     def _batched_forward(self, params: Params, x: Tensor, head: bool = True,
-                         reference: Tensor | None = None) -> Tensor:
+                         reference: Tensor | None = None, with_reference: bool = False) -> Tensor:
         return self.model.batched_forward(  # type: ignore[operator]
-            params, x, **_forward_kwargs(head, reference))
+            params, x, **_forward_kwargs(head, reference, with_reference))
 
     def _with_prototype_head(
         self, params: Params, xs: Tensor, ys: Tensor, forward: Callable[..., Tensor]
@@ -278,25 +304,71 @@ class MetaLearner(nn.Module, abc.ABC):
     ) -> tuple[Tensor, Tensor, Params, Tensor]:
         """Adapt one task (or one hand-batched stack of tasks) and score it on its query set.
 
-        Returns query loss, metric, the adapted parameters and, with ``tail``, the mean query loss
-        after each of :attr:`tail_steps` more first-order steps past the horizon (else the query
-        loss again).
+        Returns query loss, metric, the adapted parameters (every one of the model's) and, with
+        ``tail``, the mean query loss after each of :attr:`tail_steps` more first-order steps past
+        the horizon (else the query loss again); with ``curve``, ``[..., steps + 1]`` curves.
+        The steps move the parameters that have rates; the others are held fixed.
         """
         loss_fn, metric_fn = self.loss_fn, self.metric_fn
-        if self.head_init == "prototypes":
-            params = self._with_prototype_head(params, xs, ys, forward)
-
-        def support_loss(p: Params) -> Tensor:
-            return loss_fn(forward(p, xs), ys).mean(-1).sum()
-
         # a model normalizing with its support set's statistics (ConvNet(norm="support")) gets
         # them for the queries
         reference = xs if getattr(self.model, "uses_reference", False) else None
+        if self.inner_params == "head":
+            # the body does not move: its features are computed once, in one pass when the
+            # support's statistics normalize the queries, and each step runs on the head alone
+            if reference is not None:
+                both = forward(params, xq, head=False, reference=reference, with_reference=True)
+                fs, fq = both[..., : xs.shape[-4], :], both[..., xs.shape[-4]:, :]
+            else:
+                fs, fq = forward(params, xs, head=False), forward(params, xq, head=False)
+            weight, bias = params[HEAD_WEIGHT], params[HEAD_BIAS]
+            if self.head_init == "prototypes":
+                weight, bias = prototype_head(fs, ys, weight, bias)
+            moving = {HEAD_WEIGHT: weight, HEAD_BIAS: bias}
+            if grad_fn is autograd_grads and not weight.requires_grad:
+                moving = {k: v.detach().requires_grad_() for k, v in moving.items()}
+
+            def support_out(h: Params) -> Tensor:
+                return fs @ h[HEAD_WEIGHT].transpose(-1, -2) + h[HEAD_BIAS].unsqueeze(-2)
+
+            def query_out(h: Params) -> Tensor:
+                return fq @ h[HEAD_WEIGHT].transpose(-1, -2) + h[HEAD_BIAS].unsqueeze(-2)
+        else:
+            if self.head_init == "prototypes":
+                params = self._with_prototype_head(params, xs, ys, forward)
+            moving = {k: v for k, v in params.items() if k in lrs}
+            fixed = {k: v for k, v in params.items() if k not in lrs}
+
+            def support_out(p: Params) -> Tensor:
+                return forward({**fixed, **p}, xs)
+
+            def query_out(p: Params) -> Tensor:
+                return forward({**fixed, **p}, xq, reference=reference)
+
+        def support_loss(p: Params) -> Tensor:
+            return loss_fn(support_out(p), ys).mean(-1).sum()
 
         def query(p: Params) -> tuple[Tensor, Tensor]:
-            out = forward(p, xq, reference=reference)
+            out = query_out(p)
             return loss_fn(out, yq).mean(-1), metric_fn(out, yq).mean(-1)
 
+        loss, metric, moved, tail_loss = self._run_steps(
+            moving, lrs, support_loss, query, grad_fn, steps, create_graph, curve, tail)
+        return loss, metric, {**params, **moved}, tail_loss
+
+    def _run_steps(
+        self,
+        params: Params,
+        lrs: dict[str, Tensor],
+        support_loss: Callable[[Params], Tensor],
+        query: Callable[[Params], tuple[Tensor, Tensor]],
+        grad_fn: GradFn,
+        steps: int,
+        create_graph: bool,
+        curve: bool,
+        tail: bool,
+    ) -> tuple[Tensor, Tensor, Params, Tensor]:
+        """The steps of :meth:`_solve` on ``params`` (the moving ones), scored by ``query``."""
         horizon, decay = self.horizon, self.tail_decay
         if not curve:
             adapted = adapt(

@@ -109,8 +109,10 @@ def meta_train(args: argparse.Namespace) -> tuple[dict[str, torch.Tensor], dict[
         suite_options={"data_dir": args.data_dir, "encoder": args.encoder,
                        "adapt_layers": args.layers, "ways": args.train_ways,
                        "shots": args.train_shots, "query": args.query,
-                       "test_domains": TEST, "val_domains": VAL},
+                       # episodes wider than the validation domain's 15 intents train on it too
+                       "test_domains": TEST, "val_domains": VAL if args.train_ways <= 15 else []},
         learner="metasgd", iterations=args.iterations, meta_batch=args.meta_batch,
+        meta_lr=args.meta_lr,
         inner_steps=args.steps, inner_lr=args.inner_lr, lr_granularity="element",
         first_order=True, head_init="prototypes", batching="batched",
         inner_params=args.inner_params, meta_lr_schedule="cosine", eval_every=args.iterations,
@@ -244,6 +246,8 @@ def main() -> None:
     parser.add_argument("--inner-params", default="all", choices=("all", "head"),
                         help="what the steps adapt: the top layers and head, or the head alone "
                              "(the top layers then meta-learned as a metric)")
+    parser.add_argument("--meta-lr", type=float, default=None,
+                        help="outer rate of the top layers [default: the library's, Adam 1e-3]")
     parser.add_argument("--train-ways", type=int, default=15)
     parser.add_argument("--train-shots", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=1000)

@@ -117,6 +117,44 @@ points behind: a ProtoNet episode costs a third (20w1s) to the same (5w5s) as a 
 meta-iteration, and at 150 s the learner is far from converged. Issue 19's targets are not met
 at this scale; the 1,000-episode, hour-long table was not run.
 
+Adapting the head alone (issue 19, 2026-12-03, the same protocol: 32 filters, ``--meta-batch 1``,
+``--budget 150``, 300 within-alphabet episodes, ``--no-alone``, two runs side by side on the
+2-core machine; ``--inner-params head`` unless the row says otherwise). Accuracy %:
+
+| config | row (extra flags) | meta-its | s/meta-it | train s | 0 steps | at steps | gain |
+|---|---|---|---|---|---|---|---|
+| 20w1s | the head alone | 1,686 | 0.083 | 139 | 62.7 ± 1.0 | 62.7 ± 1.0 | +0.0 ± 0.0 |
+| 20w1s | ProtoNet reference, same run | 1,454 | 0.121 | 177 | 65.5 ± 1.0 | | |
+| 20w1s | the head alone, ``--train-ways 60`` | 327 | 0.410 | 134 | 56.1 ± 1.1 | 56.1 | +0.0 |
+| 20w1s | the same, logits x 0.1 (tried by hand) | 334 | 0.437 | 146 | 60.1 ± 1.0 | 60.1 | +0.0 |
+| 20w1s | head, gain 0.3, ``--train-ways 60`` (2) | 392 | 0.327 | 128 | 62.4 ± 1.0 | 62.4 | -0.0 |
+| 20w1s | head, gain 0.3 (2): the recipe | 2,132 | 0.084 | 180 | 68.4 ± 0.8 | 68.4 | +0.0 ± 0.0 |
+| 20w1s | last block + head, gain 0.3, 1 step (2) | 907 | 0.170 | 154 | 63.2 ± 1.0 | 63.3 ± 1.0 | +0.2 ± 0.1 |
+| 20w1s | the same, 3 steps, per-step rates | 558 | 0.282 | 158 | 59.5 ± 1.0 | 60.1 ± 1.0 | +0.6 ± 0.2 |
+| 5w5s | the head alone | 3,185 | 0.041 | 129 | 93.3 ± 0.8 | 93.3 ± 0.8 | +0.0 ± 0.1 |
+| 5w5s | ProtoNet reference, same run | 539 | 0.397 | 214 | 93.6 ± 0.7 | | |
+
+(2): after the support-norm speed-up below. Kept / dropped:
+- the head alone (``inner_params="head"``): the body's features are computed once per task and
+  the steps run on the head, so a meta-iteration costs a fifth (20w1s) to a sixth (5w5s) of
+  adapting every weight: +7.9 / +4.6 points at equal seconds over the previous recipe's 54.8 /
+  88.7. KEPT (the recipe).
+- ``feature_gain`` 0.3 (the last norm layer's initial scale; a prototype head's logits are
+  quadratic in the features, so their initial temperature is 0.09): +5.7 points at 20w1s.
+  KEPT. A constant temperature of 0.1 gave +4.0 with 60-way training.
+- one pass for the support and the queries, and the support-norm batch norm folded into one
+  scale and shift per channel: 60-way head-alone meta-iterations 0.46 -> 0.27 s (``--threads 1``,
+  idle machine). KEPT (no option).
+- 60-way training episodes: a fifth of the iterations, -6.0 points. DROPPED.
+- more and larger head steps (5w5s, 3-5 steps, rates from 0.05 to 10, logits x 0.03-0.1, 400-600
+  iterations, measured on 20 training episodes): the steps lower the query loss by under 3% and
+  move accuracy by under half a point; rates of 10 wreck the features (71% at 0 steps). The
+  prototypes already fit the support set (at 1-shot each support image *is* its class's
+  prototype), so the support loss the steps descend is nearly flat. DROPPED.
+- the last block and the head adapted (``inner_params="last"``, removed again): its steps gain
+  0.2-0.6 points, but it costs 2-3 times the head alone per iteration: 5-8 points lower at equal
+  seconds. DROPPED.
+
 CPU speed with ``--speed-only --speed-compile`` (64 filters, meta-batch 32, 5 steps, one thread of
 the loaded 2-core machine): batched 0.169 it/s, vmap 0.083, loop 0.157, batched + ``--compile``
 0.177 after a 689 s first step (the compilation): not worth it on a CPU. Since the loop path runs

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -586,12 +587,21 @@ class MetaTrainer:
             self.callback(record)
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self) -> float:
-        """Mean held-out metric after ``inner_steps`` steps on the fixed validation tasks."""
+    _no_val = False
+
+    def evaluate(self) -> float | None:
+        """Mean held-out metric after ``inner_steps`` steps on the fixed validation tasks (None
+        when the suite has no validation split, e.g. ``val_fraction=0``: training goes on)."""
+        if self._no_val:
+            return None
         if self._val_tasks is None:
-            self._val_tasks = self.suite.fixed_tasks(self.config.eval_tasks, split="val").to(
-                self.device, self.dtype
-            )
+            try:
+                tasks = self.suite.fixed_tasks(self.config.eval_tasks, split="val")
+            except ConfigError as exc:  # no validation split: nothing to evaluate on
+                self._no_val = True
+                warnings.warn(f"no validation tasks, so no held-out metric: {exc}", stacklevel=2)
+                return None
+            self._val_tasks = tasks.to(self.device, self.dtype)
         curve = self.learner.adaptation_curve(self._val_tasks, self.config.inner_steps)
         return float(curve.metric[:, -1].mean())
 
@@ -800,9 +810,10 @@ class MetaTrainer:
                     window_finite += 1
                 it = self.iteration
                 record: dict[str, Any] | None = None
-                if it % cfg.eval_every == 0 or it == cfg.iterations:
+                if (it % cfg.eval_every == 0 or it == cfg.iterations) and not self._no_val:
                     last_val = self.evaluate()
-                    record = {"iteration": it, "val_" + self.suite.metric_name: last_val}
+                    if last_val is not None:
+                        record = {"iteration": it, "val_" + self.suite.metric_name: last_val}
                 if it % cfg.log_every == 0 or record is not None:
                     elapsed = time.perf_counter() - window_start
                     record = {
@@ -827,7 +838,7 @@ class MetaTrainer:
                 if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
                     self.save_checkpoint()
                 bar.update(task, completed=it)
-        if last_val is None:
+        if last_val is None and not self._no_val:
             last_val = self.evaluate()
         return TrainResult(self.learner, self.suite, cfg, self.history, self.out_dir, last_val)
 

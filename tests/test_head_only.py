@@ -143,3 +143,23 @@ def test_the_omniglot_recipe_adapts_the_head_alone():
     config = resolve_train_config("omniglot").config
     assert (config.inner_params, config.head_init) == ("head", "prototypes")
     assert config.suite_options["feature_gain"] == 0.3
+
+
+class NoValidationSuite(TinyImageSuite):
+    """A suite whose validation split is empty (as ``val_fraction=0`` leaves one)."""
+
+    def fixed_tasks(self, n, split="val", seed=0):
+        if split == "val":
+            raise ConfigError("the val split has no classes")
+        return super().fixed_tasks(n, split, seed)
+
+
+def test_training_without_a_validation_split_keeps_going(tmp_path):
+    from metaopt_tuner.training import MetaTrainer
+
+    config = TrainConfig(suite=f"{__name__}:NoValidationSuite", iterations=3, meta_batch=2,
+                         eval_every=1, inner_lr=0.05)
+    with pytest.warns(UserWarning, match="no validation tasks"):
+        result = MetaTrainer(config, tmp_path / "run", progress=False).run()
+    assert result.final_metric is None
+    assert (tmp_path / "run" / "artifact").exists()

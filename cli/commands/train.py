@@ -103,7 +103,6 @@ def train(
     if not distributed.is_main_process():
         return
     metric = result.suite.metric_name
-    typer.echo(
-        f"done: {result.config.iterations} iterations; held-out {metric} after "
-        f"{config.inner_steps} step(s): {result.final_metric:.4g}; outputs in {out}"
-    )
+    held_out = ("no validation split" if result.final_metric is None else
+                f"held-out {metric} after {config.inner_steps} step(s): {result.final_metric:.4g}")
+    typer.echo(f"done: {result.config.iterations} iterations; {held_out}; outputs in {out}")

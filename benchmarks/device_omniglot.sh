@@ -15,8 +15,8 @@
 #   proto60     the same and a Prototypical-Network-equivalent learner (first-order, inner lr
 #               1e-9), both meta-trained on 60-way episodes for 100 s, tested 20-way 1-shot
 #   proto5      Meta-SGD + prototype head, 5-way 1-shot and 5-shot, 40 s each
-#   table       issue 19's table on the GPU: the omniglot recipe's learner (Meta-SGD + prototype
-#               head, meta-batch 1; RECIPE_ARGS to change it) beside its own 0-step row and the textbook ProtoNet
+#   table       issue 19's table on the GPU: the omniglot recipe (omniglot_small.py --recipe: the
+#               defaults of metaopt train; RECIPE_ARGS to change it) beside its own 0-step row and the textbook ProtoNet
 #               (GroupNorm, 60-way) trained for the same seconds, 20-way 1-shot and 5-way 5-shot
 #               within an alphabet, 1,000 test episodes; TABLE_BUDGET s of training per row
 #               (default 100: about 8 minutes in all)
@@ -74,10 +74,9 @@ for part in ${PARTS//,/ }; do
     table)
       budget=${TABLE_BUDGET:-100}
       # shellcheck disable=SC2206
-      recipe=(${RECIPE_ARGS:---learners metasgd --inner-steps 1 --inner-lr 0.05 --meta-batch 1})
+      recipe=(${RECIPE_ARGS:---recipe})
       timeout $((4 * budget + 200)) python benchmarks/omniglot_small.py --data-dir "$D" \
-        --preset gpu --device cuda --head-init prototypes --meta-lr-schedule cosine \
-        --jitter 15,0.15,0.15 --baseline-configs '' --configs 20w1s,5w5s \
+        --preset gpu --device cuda --baseline-configs '' --configs 20w1s,5w5s \
         --kinds within-alphabet --test-episodes 1000 --budget "$budget" "${recipe[@]}" \
         --json-out "$O/table.json" > "$O/table.log" 2>&1
       grep -E '^\| [0-9 ]|Error' "$O/table.log" ;;

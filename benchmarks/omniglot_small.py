@@ -384,16 +384,16 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
             train_opts.update(zip(("jitter_degrees", "jitter_scale", "jitter_shift"), args.jitter))
         longest = 0.0  # the longest meta-training of this config: the ProtoNet's time
         if args.recipe:  # the defaults-only learner: the suite's recipe, budget and seed given
-            recipe_learner, cfg = _recipe_config(args, {"data_dir": train_dir, "val_fraction": 0,
-                                               "test_fraction": 0, "ways": ways, "shots": shots,
-                                               "query": args.query})
+            cfg = _recipe_config(args, {"data_dir": train_dir, "val_fraction": 0,
+                                        "test_fraction": 0, "ways": ways, "shots": shots,
+                                        "query": args.query})
             common.update({k: cfg.suite_options[k] for k in ("filters", "norm", "feature_gain")
                            if k in cfg.suite_options})
             args.filters = common["filters"]  # the ProtoNet reference gets the recipe's width
         test_suites = {k: v for k, v in _test_suites(test_dir, common, args.eval_rotations).items()
                        if k.split(",")[0] in args.kinds}
         scored: dict[str, dict[str, torch.Tensor]] = {kind: {} for kind in test_suites}
-        for lname in [recipe_learner] if args.recipe else args.learners:
+        for lname in [cfg.learner] if args.recipe else args.learners:
             ls = _learner_settings(args, lname)
             cfg = cfg if args.recipe else TrainConfig(
                 suite="omniglot", suite_options=train_opts, learner=lname,
@@ -468,7 +468,7 @@ def _method_name(args: argparse.Namespace, lname: str, ls: dict[str, Any], cfg: 
     return method
 
 
-def _recipe_config(args: argparse.Namespace, suite_options: dict[str, Any]) -> tuple[str, TrainConfig]:
+def _recipe_config(args: argparse.Namespace, suite_options: dict[str, Any]) -> TrainConfig:
     """The omniglot recipe's configuration, as ``metaopt train --suite omniglot`` resolves it,
     with only the protocol given: data, ways and shots, the budget (or iterations) and the seed."""
     from metaopt_tuner.recipes import resolve_train_config
@@ -478,8 +478,7 @@ def _recipe_config(args: argparse.Namespace, suite_options: dict[str, Any]) -> t
         flags["budget_seconds"] = args.budget
     elif args.recipe_iterations:
         flags["iterations"] = args.recipe_iterations
-    cfg = resolve_train_config("omniglot", flags, suite_options).config
-    return cfg.learner, cfg
+    return resolve_train_config("omniglot", flags, suite_options).config
 
 
 def _recipe_summary(cfg: TrainConfig) -> str:

@@ -165,6 +165,17 @@ def _moments(x: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
     return mean, (x - mean).square().mean(dim=dims, keepdim=True)
 
 
+def _normalize_by(x: Tensor, stats: Tensor, dims: tuple[int, ...], weight: Tensor,
+                  bias: Tensor) -> Tensor:
+    """``x`` normalized by the mean and biased variance of ``stats`` (its reference examples)
+    over ``dims``, then the affine (``weight`` and ``bias`` shaped to broadcast). The statistics
+    and the affine are folded into one scale and shift, so ``x`` sees one full-size operation
+    instead of four: the support-norm path's hot spot on CPU."""
+    var, mean = torch.var_mean(stats, dim=dims, correction=0, keepdim=True)
+    scale = weight * torch.rsqrt(var + _EPS)
+    return torch.addcmul(bias - mean * scale, x, scale)
+
+
 class BatchNorm2dStats(nn.Module):
     """Batch normalization with statistics of the current batch and a learnable affine.
 
@@ -185,19 +196,14 @@ class BatchNorm2dStats(nn.Module):
 
     def forward(self, x: Tensor, count: int | None = None) -> Tensor:
         """Normalize ``x`` with the statistics of its first ``count`` examples (default: all)."""
+        weight, bias = self.weight.view(1, -1, 1, 1), self.bias.view(1, -1, 1, 1)
         if count is not None and count < x.shape[0]:
-            # the statistics and the affine folded into one scale and shift per channel: one
-            # full-size operation instead of four (the support-norm path's hot spot on CPU)
-            var, mean = torch.var_mean(x[:count], dim=(0, 2, 3), correction=0)
-            scale = self.weight * torch.rsqrt(var + _EPS)
-            shift = self.bias - mean * scale
-            return torch.addcmul(shift.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
+            return _normalize_by(x, x[:count], (0, 2, 3), weight, bias)
         # (one value per channel: the fused kernel refuses it, the primitive ops give zeros)
         if self.fused and x.numel() > x.shape[1] and _plain_tensor(x):
             return F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=_EPS)
         mean, var = _moments(x, (0, 2, 3))
-        x = (x - mean) * torch.rsqrt(var + _EPS)
-        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return (x - mean) * torch.rsqrt(var + _EPS) * weight + bias
 
 
 #: the ConvNet's normalizations: ``"support"`` (the default) takes its statistics from the task's
@@ -205,6 +211,15 @@ class BatchNorm2dStats(nn.Module):
 CONVNET_NORMS = ("group", "layer", "support", "batch", "none")
 #: channels per group of ``norm="group"`` (groups = filters // this, at least one)
 GROUP_SIZE = 8
+
+
+def check_convnet_options(norm: str, feature_gain: float) -> None:
+    """Raise :class:`ConfigError` for a ConvNet ``norm`` or ``feature_gain`` it cannot take (the
+    Omniglot suite checks its options with it before any data is read)."""
+    if norm not in CONVNET_NORMS:
+        raise ConfigError(f"ConvNet norm must be one of {', '.join(CONVNET_NORMS)}, got {norm!r}")
+    if not (math.isfinite(feature_gain) and feature_gain > 0):
+        raise ConfigError(f"ConvNet feature_gain must be positive, got {feature_gain}")
 
 
 def _norm_groups(norm: str, channels: int) -> int:
@@ -254,11 +269,7 @@ class ConvNet(nn.Module):
         feature_gain: float = 1.0,
     ) -> None:
         super().__init__()
-        if not (math.isfinite(feature_gain) and feature_gain > 0):
-            raise ConfigError(f"ConvNet feature_gain must be positive, got {feature_gain}")
-        if norm not in CONVNET_NORMS:
-            raise ConfigError(
-                f"ConvNet norm must be one of {', '.join(CONVNET_NORMS)}, got {norm!r}")
+        check_convnet_options(norm, feature_gain)
         for label, value in (("in_channels", in_channels), ("num_classes", num_classes),
                              ("filters", filters), ("blocks", blocks), ("image_size", image_size)):
             if int(value) < 1:
@@ -387,9 +398,12 @@ class ConvNet(nn.Module):
                                      training=True, eps=_EPS)
                 else:
                     g = h.view(n, t, self.filters, *h.shape[2:])
-                    mean, var = _moments(g if count is None else g[:count], (0, 3, 4))
-                    g = (g - mean) * torch.rsqrt(var + _EPS)
-                    g = g * weight.view(1, t, -1, 1, 1) + bias.view(1, t, -1, 1, 1)
+                    weight, bias = weight.view(1, t, -1, 1, 1), bias.view(1, t, -1, 1, 1)
+                    if count is not None:  # the support's statistics, as BatchNorm2dStats
+                        g = _normalize_by(g, g[:count], (0, 3, 4), weight, bias)
+                    else:
+                        mean, var = _moments(g, (0, 3, 4))
+                        g = (g - mean) * torch.rsqrt(var + _EPS) * weight + bias
                     h = g.view(n, t * self.filters, *h.shape[2:])
             h = F.max_pool2d(F.relu(h), 2)
         feats = h.view(n, t, -1).transpose(0, 1)[:, 0 if with_reference else count or 0:]

@@ -208,9 +208,6 @@ class TrainConfig:
             raise ConfigError(
                 f"inner params must be one of {', '.join(INNER_PARAMS)}, got {self.inner_params!r}"
             )
-        if self.inner_params != "all" and self.learner == "reptile":
-            raise ConfigError("reptile adapts every parameter; inner params 'head' needs maml, "
-                              "fomaml or metasgd")
         if self.outer_optimizer not in (None, "adam", "sgd"):
             raise ConfigError(f"outer optimizer must be 'adam' or 'sgd', got {self.outer_optimizer!r}")
         if self.meta_lr_schedule not in META_LR_SCHEDULES:
@@ -810,7 +807,7 @@ class MetaTrainer:
                     window_finite += 1
                 it = self.iteration
                 record: dict[str, Any] | None = None
-                if (it % cfg.eval_every == 0 or it == cfg.iterations) and not self._no_val:
+                if it % cfg.eval_every == 0 or it == cfg.iterations:
                     last_val = self.evaluate()
                     if last_val is not None:
                         record = {"iteration": it, "val_" + self.suite.metric_name: last_val}
@@ -838,7 +835,7 @@ class MetaTrainer:
                 if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
                     self.save_checkpoint()
                 bar.update(task, completed=it)
-        if last_val is None and not self._no_val:
+        if last_val is None:
             last_val = self.evaluate()
         return TrainResult(self.learner, self.suite, cfg, self.history, self.out_dir, last_val)
 

@@ -56,17 +56,22 @@ def test_reference_protonet_loss_equals_the_prototype_head_loss(monkeypatch):
     assert ref.conv4(8)(torch.zeros(2, 1, 28, 28)).shape == (2, 8)
 
 
+@pytest.mark.parametrize("inner_params, per_step_lrs", [("all", False), ("head", True)])
 @pytest.mark.parametrize("learner_name", ["maml", "fomaml", "metasgd"])
-def test_batching_paths_agree_with_a_prototype_head(learner_name):
+def test_batching_paths_agree_with_a_prototype_head(learner_name, inner_params, per_step_lrs):
     suite = TinyImageSuite()
     batch = _batch(suite, n=4)
     results = {}
     for batching in ("loop", "vmap", "batched"):
-        learner = _learner(learner_name, suite, batching, steps=2, head_init="prototypes")
+        learner = _learner(learner_name, suite, batching, steps=2, head_init="prototypes",
+                           inner_params=inner_params, per_step_lrs=per_step_lrs)
         results[batching] = learner.meta_gradient(batch)
     ref = results["loop"]
+    # the feature extractor learns through the prototypes (and, head alone, the features)
+    assert ref.grads["model.convs.0.weight"].abs().max() > 0
     scale = max(g.abs().max().item() for g in ref.grads.values())
     for batching in ("vmap", "batched"):
+        assert torch.allclose(results[batching].loss, ref.loss, atol=1e-12)
         for n in ref.grads:
             assert (results[batching].grads[n] - ref.grads[n]).abs().max() < 1e-10 * scale, n
 

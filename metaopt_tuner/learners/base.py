@@ -107,10 +107,12 @@ class MetaLearner(nn.Module, abc.ABC):
             ``"loop"``.
         head_init: ``"theta"`` (the meta-learned head) or ``"prototypes"`` (each task's head
             starts from its support set's class means; models with a Linear ``head``).
+        inner_params: ``"all"`` (the steps move every parameter) or ``"head"`` (the Linear head
+            alone, on features computed once per task; the other parameters get no rates).
 
     Raises:
-        ConfigError: an unknown ``head_init`` or ``batching``, a model that cannot do what they
-            ask, a non-positive ``inner_steps``, or invalid rate options.
+        ConfigError: an unknown ``head_init``, ``inner_params`` or ``batching``, a model that
+            cannot do what they ask, a non-positive ``inner_steps``, or invalid rate options.
     """
 
     #: registry name, e.g. "maml"
@@ -307,7 +309,7 @@ class MetaLearner(nn.Module, abc.ABC):
         Returns query loss, metric, the adapted parameters (every one of the model's) and, with
         ``tail``, the mean query loss after each of :attr:`tail_steps` more first-order steps past
         the horizon (else the query loss again); with ``curve``, ``[..., steps + 1]`` curves.
-        The steps move the parameters that have rates; the others are held fixed.
+        With ``inner_params="head"`` the steps move the head alone.
         """
         loss_fn, metric_fn = self.loss_fn, self.metric_fn
         # a model normalizing with its support set's statistics (ConvNet(norm="support")) gets
@@ -318,7 +320,8 @@ class MetaLearner(nn.Module, abc.ABC):
             # support's statistics normalize the queries, and each step runs on the head alone
             if reference is not None:
                 both = forward(params, xq, head=False, reference=reference, with_reference=True)
-                fs, fq = both[..., : xs.shape[-4], :], both[..., xs.shape[-4]:, :]
+                shots = ys.shape[-1]
+                fs, fq = both[..., :shots, :], both[..., shots:, :]
             else:
                 fs, fq = forward(params, xs, head=False), forward(params, xq, head=False)
             weight, bias = params[HEAD_WEIGHT], params[HEAD_BIAS]
@@ -328,22 +331,24 @@ class MetaLearner(nn.Module, abc.ABC):
             if grad_fn is autograd_grads and not weight.requires_grad:
                 moving = {k: v.detach().requires_grad_() for k, v in moving.items()}
 
+            def head_out(h: Params, features: Tensor) -> Tensor:
+                return features @ h[HEAD_WEIGHT].transpose(-1, -2) + h[HEAD_BIAS].unsqueeze(-2)
+
             def support_out(h: Params) -> Tensor:
-                return fs @ h[HEAD_WEIGHT].transpose(-1, -2) + h[HEAD_BIAS].unsqueeze(-2)
+                return head_out(h, fs)
 
             def query_out(h: Params) -> Tensor:
-                return fq @ h[HEAD_WEIGHT].transpose(-1, -2) + h[HEAD_BIAS].unsqueeze(-2)
+                return head_out(h, fq)
         else:
             if self.head_init == "prototypes":
                 params = self._with_prototype_head(params, xs, ys, forward)
-            moving = {k: v for k, v in params.items() if k in lrs}
-            fixed = {k: v for k, v in params.items() if k not in lrs}
+            moving = params
 
             def support_out(p: Params) -> Tensor:
-                return forward({**fixed, **p}, xs)
+                return forward(p, xs)
 
             def query_out(p: Params) -> Tensor:
-                return forward({**fixed, **p}, xq, reference=reference)
+                return forward(p, xq, reference=reference)
 
         def support_loss(p: Params) -> Tensor:
             return loss_fn(support_out(p), ys).mean(-1).sum()

@@ -26,7 +26,7 @@ class Reptile(MetaLearner):
 
     Raises:
         ConfigError: ``head_init="prototypes"``: Reptile learns only from the support loss, which
-            a prototype head already fits.
+            a prototype head already fits; ``inner_params="head"``: its body would never learn.
     """
 
     learner_name = "reptile"
@@ -40,6 +40,11 @@ class Reptile(MetaLearner):
             # (exactly, at one shot): measured on Omniglot 5-way 1-shot, its steps changed nothing
             raise ConfigError("Reptile learns only from the support loss, which a prototype head "
                               "already fits; use maml, fomaml or metasgd with it")
+        if options.get("inner_params", "all") != "all":
+            # its meta-gradient is theta minus the adapted theta: a body that never moves in the
+            # inner loop would never learn
+            raise ConfigError("reptile adapts every parameter; inner params 'head' needs maml, "
+                              "fomaml or metasgd")
         super().__init__(model, loss_fn, metric_fn, **options)
 
     def meta_gradient(self, batch: TaskBatch) -> MetaGradient:

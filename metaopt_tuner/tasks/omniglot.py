@@ -7,7 +7,6 @@ directly. Splits are made by alphabet (group), so test characters are never seen
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, DataError
-from ..models import CONVNET_NORMS
+from ..models import check_convnet_options
 from ..recipes import Recipe
 from .augment import check_jitter, random_affine
 from .base import EVAL_SPLITS, SPLITS, ClassificationSuite, TaskBatch
@@ -177,12 +176,9 @@ class OmniglotSuite(ClassificationSuite):
         self.alphabets = _names(alphabets, "alphabets")
         self.exclude_alphabets = _names(exclude_alphabets, "exclude_alphabets")
         self.filters = _positive(filters, "filters")
-        if norm not in CONVNET_NORMS:
-            raise ConfigError(f"norm must be one of {', '.join(CONVNET_NORMS)}, got {norm!r}")
+        check_convnet_options(norm, float(feature_gain))
         self.norm = norm
         self.feature_gain = float(feature_gain)
-        if not (math.isfinite(self.feature_gain) and self.feature_gain > 0):
-            raise ConfigError(f"feature_gain must be positive, got {feature_gain}")
         self.cache = bool(cache)
         self.cache_dir = str(cache_dir) if cache_dir is not None else None
         self.jitter_degrees, self.jitter_scale, self.jitter_shift = check_jitter(

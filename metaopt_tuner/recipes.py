@@ -82,11 +82,15 @@ class Recipe:
         return values
 
 
-def recipe_for(suite: str) -> Recipe:
-    """The recipe of the suite registered as (or importable as) ``suite``; empty if it has none."""
+def recipe_for(suite: str, suite_options: Mapping[str, Any] | None = None) -> Recipe:
+    """The recipe of the suite registered as (or importable as) ``suite`` for a run with these
+    ``suite_options`` (a suite may keep one recipe per model, e.g. intents with an encoder
+    folder); empty if it has none."""
     from .tasks import suite_class
 
-    recipe = getattr(suite_class(suite), "recipe", None)
+    cls = suite_class(suite)
+    choose = getattr(cls, "recipe_for_options", None)
+    recipe = choose(dict(suite_options or {})) if choose else getattr(cls, "recipe", None)
     return recipe if isinstance(recipe, Recipe) else Recipe()
 
 
@@ -160,7 +164,7 @@ def resolve_train_config(
     flags.pop("suite_options", None)
     sources: dict[str, str] = {"suite": "default" if suite is None else "flag"}
     suite = suite or TrainConfig.suite
-    recipe = recipe_for(suite) if recipe is None else recipe
+    recipe = recipe_for(suite, suite_options) if recipe is None else recipe
     values: dict[str, Any] = {}
     for source, layer in (("recipe", recipe.values()), ("flag", flags)):
         if any(k in layer for k in _LENGTH):  # this level decides how long to train

@@ -236,6 +236,26 @@ def test_episodes_shapes_labels_classes(tmp_path: Path) -> None:
     assert torch.equal(rebuilt.fixed_tasks(5, "test").x_support, suite.fixed_tasks(5, "test").x_support)
 
 
+def test_fixed_episode_texts_are_the_fixed_tasks(tmp_path: Path) -> None:
+    """Methods that read text (SetFit) see the very episodes the features' methods see."""
+    suite = _suite(make_csv(tmp_path / "d.csv", labels=WORDS[:10], n=8), val_fraction=0.0,
+                   test_fraction=0.4, ways=3, shots=2, query=3)
+    tasks = suite.fixed_tasks(4, "test", seed=3)
+    episodes = suite.fixed_episode_texts(4, "test", seed=3)
+    assert len(episodes) == 4
+    for t, episode in enumerate(episodes):
+        assert episode.support_labels == tasks.y_support[t].tolist()
+        assert episode.query_labels == tasks.y_query[t].tolist()
+        for texts, x in ((episode.support_texts, tasks.x_support[t]),
+                         (episode.query_texts, tasks.x_query[t])):
+            rows = [suite.data.texts.index(text) for text in texts]
+            expected = suite.token_ids[rows][:, : x.shape[-1]]
+            assert torch.equal(expected, x)
+    assert episodes[0] != suite.fixed_episode_texts(4, "test", seed=4)[0]
+    with pytest.raises(ConfigError, match="unknown split"):
+        suite.fixed_episode_texts(1, "nope")
+
+
 def test_loss_and_metric_per_example(tmp_path: Path) -> None:
     suite = _suite(make_csv(tmp_path / "d.csv"), val_fraction=0.0, test_fraction=0.4)
     pred = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]]])

@@ -166,3 +166,23 @@ def test_user_suites_by_module_path():
         suite_class("metaopt_tuner.models:MLP")
     with pytest.raises(SuiteError, match="unknown suite 'nope'"):
         suite_class("nope")
+
+
+def test_intents_with_an_encoder_folder_gets_the_encoder_recipe(tmp_path):
+    from metaopt_tuner.tasks.intents import ENCODER_RECIPE, RECIPE
+
+    folder = tmp_path / "encoder"
+    folder.mkdir()
+    resolved = resolve_train_config("intents", {"meta_batch": 2}, {"encoder": str(folder)})
+    cfg, src = resolved.config, resolved.sources
+    assert recipe_for("intents", {"encoder": str(folder)}) is ENCODER_RECIPE
+    # the pretrained layer is meta-learned gently and only the head adapts per task
+    assert (cfg.meta_lr, src["meta_lr"]) == (1e-4, "recipe")
+    assert (cfg.inner_params, cfg.head_init) == ("head", "prototypes")
+    assert (cfg.suite_options["adapt_layers"], src["suite_options.adapt_layers"]) == (1, "recipe")
+    assert (cfg.meta_batch, src["meta_batch"]) == (2, "flag")
+    # hashed n-grams, a module:function encoder or a missing folder keep the n-gram recipe
+    for options in ({}, {"encoder": "hashed"}, {"encoder": "tests.fake_encoder:encode"},
+                    {"encoder": str(tmp_path / "missing")}):
+        assert recipe_for("intents", options) is RECIPE
+    assert "adapt_layers" not in resolve_train_config("intents").config.suite_options

@@ -15,7 +15,8 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from ..recipes import Recipe
 
-__all__ = ["Task", "TaskBatch", "TaskSuite", "ClassificationSuite", "SPLITS", "EVAL_SPLITS"]
+__all__ = ["Task", "TaskBatch", "TaskSuite", "ClassificationSuite", "SPLITS", "EVAL_SPLITS",
+           "fixed_generator"]
 
 #: the splits every suite understands
 SPLITS = ("train", "val", "test")
@@ -23,6 +24,11 @@ SPLITS = ("train", "val", "test")
 #: artifact was not trained on)
 EVAL_SPLITS = (*SPLITS, "all")
 _SPLIT_STREAMS = {name: i for i, name in enumerate(SPLITS)}
+
+
+def fixed_generator(split: str, seed: int = 0) -> torch.Generator:
+    """The generator :meth:`TaskSuite.fixed_tasks` draws ``split``'s held-out tasks from."""
+    return torch.Generator().manual_seed(1_000_003 * (_SPLIT_STREAMS.get(split, 3) + 1) + int(seed))
 
 
 def _move(t: Tensor, device: torch.device | str | None, dtype: torch.dtype | None) -> Tensor:
@@ -141,6 +147,12 @@ class TaskSuite(abc.ABC):
     #: alphabets or domains mean nothing there
     split_options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 
+    @classmethod
+    def recipe_for_options(cls, options: Mapping[str, Any]) -> Recipe | None:
+        """The recipe for a run given these suite ``options``: :attr:`recipe` unless the options
+        choose another model (the intents suite's encoder folder), whose recipe is another value."""
+        return cls.recipe
+
     def load(self) -> TaskSuite:
         """Read and check the suite's data now (suites backed by files override it); returns self.
 
@@ -161,8 +173,7 @@ class TaskSuite(abc.ABC):
         Each split draws from its own seeded stream, so "val" and "test" tasks differ even for
         suites whose splits share one distribution (the sinusoid).
         """
-        stream = 1_000_003 * (_SPLIT_STREAMS.get(split, 3) + 1) + int(seed)
-        return self.sample(num_tasks, torch.Generator().manual_seed(stream), split=split)
+        return self.sample(num_tasks, fixed_generator(split, seed), split=split)
 
     def split_summary(self, split: str) -> dict[str, int] | None:
         """``{"num_classes": ..., "num_examples": ...}`` that ``split``'s tasks draw from, for

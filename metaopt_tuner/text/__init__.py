@@ -1,4 +1,4 @@
-"""Text for the intents suite (:mod:`metaopt_tuner.tasks.intents`), in three parts.
+"""Text for the intents suite (:mod:`metaopt_tuner.tasks.intents`): featurizers, models, baselines.
 
 * :mod:`.featurizers`: hashed word and character n-grams (:class:`HashedNgrams`), offline and
   identical on every machine;
@@ -8,7 +8,9 @@
   on n-grams);
 * :mod:`.transformer` and :mod:`.encoder_states`: an encoder's top layers adapted per task
   (:class:`EncoderTop`) over its lower layers' token states, cached per utterance and tied to
-  the encoder folder by a content checksum.
+  the encoder folder by a content checksum;
+* :mod:`.setfit_baseline`: SetFit on one episode from the same folder, the baseline people reach
+  for (``pip install metaopt-tuner[setfit]``).
 
 The encoder parts import their optional packages (``pip install metaopt-tuner[text]``) only
 when used.

@@ -64,6 +64,7 @@ FORMAT = "metaopt-tuner/comparison"
 RESULTS, REPORT_MD, REPORT_HTML, PLOTS = "results.json", "report.md", "report.html", "plots"
 META = "meta-learned"
 ORACLE = "oracle-adam"
+CENTROID = "nearest-centroid"
 #: (baseline, factor, relation) targets checked on the query loss; see the issue's protocol
 TARGETS = [
     ("best from-scratch tuned baseline", ("adam", "sgd"), 0.5, "at most half of"),
@@ -264,6 +265,13 @@ def compare(
         meta_curve = Curve(curve.loss, curve.metric, tasks * steps, time.perf_counter() - t0)
         methods.append(_method(META, _meta_label(art), "meta", meta_curve, setup=meta_training_cost(art)))
 
+        # 1b. nearest centroid on the suite's reference features: what a prototype head starts
+        # from, so the meta-learned row shows what meta-training and the steps add to it
+        if art.learner_config.get("head_init") == "prototypes":
+            methods.append(_method(CENTROID, "Nearest centroid on the suite's reference model's "
+                                   "features (untrained head, no steps, no tuning)", "reference",
+                                   _centroid_curve(suite, test, steps)))
+
         # 2. the multi-task pretrained initialization (cached in the output folder)
         pre = None
         if any(b.init == "pretrained" for b in chosen):
@@ -324,6 +332,19 @@ def compare(
     data = _rounded(data)
     paths = write_report(data, out, rates=art.rates)
     return ComparisonResult(data, paths)
+
+
+def _centroid_curve(suite: TaskSuite, test: Any, steps: int) -> Curve:
+    """The prototype classifier of ``suite.build_model()``'s features (pretrained where the suite
+    loads weights, e.g. an encoder's top layers) on every test task, flat over the K steps."""
+    from .learners import build_learner
+
+    learner = build_learner("metasgd", suite, model=suite.build_model().to(dtype=torch.float32),
+                            head_init="prototypes", inner_params="head")
+    begun = time.perf_counter()
+    curve = learner.adaptation_curve(test.to(dtype=torch.float32), 0)
+    flat = [c[:, :1].expand(-1, steps + 1).clone() for c in (curve.loss, curve.metric)]
+    return Curve(flat[0], flat[1], 0, time.perf_counter() - begun)
 
 
 def _meta_label(art: Artifact) -> str:
@@ -474,7 +495,8 @@ def _protocol(data: dict[str, Any]) -> list[str]:
         f"The oracle tunes Adam's lr ({p['oracle_trials']} trials) on each of {p['oracle_tasks']} test "
         "tasks' own query set: an upper bound for learning-rate tuning, not a usable method.",
         "The meta-learned optimizer adapts with its learned initialization and per-weight rates: "
-        "zero tuning.",
+        "zero tuning. With a prototype head, nearest centroid on the suite's reference model's "
+        "features (no training, no steps) is the row it must beat.",
         "Gradient evaluations count forward + backward passes over one task's data. Intervals are 95% "
         "confidence intervals of the mean over tasks.",
         f"Studies are stored in `{p['storage']}`; a re-run resumes them. One worker + the seed gives "

@@ -159,3 +159,29 @@ def test_meta_training_cost_reads_the_manifest():
     assert cost["grad_evals"] == 7 * 4 * (2 + min(TAIL_STEPS, 2) + 1) and cost["seconds"] == 3.5
     bare = meta_training_cost(Artifact.from_learner(learner, suite, None))
     assert bare["grad_evals"] is None and bare["recorded"] is False
+
+
+def test_a_prototype_head_artifact_is_compared_with_nearest_centroid(tmp_path):
+    """The centroid row is the untrained prototype classifier: checked against one by hand."""
+    from tests.test_intents import WORDS, make_csv
+
+    data = make_csv(tmp_path / "d.csv", labels=WORDS, n=8)
+    options = {"data_dir": str(data), "encoder": "tests.fake_encoder:encode", "ways": 3,
+               "shots": 2, "query": 3, "val_fraction": 0.25, "test_fraction": 0.25}
+    result = train(suite="intents", suite_options=options, learner="metasgd", iterations=2,
+                   meta_batch=2, head_init="prototypes", eval_every=2, eval_tasks=2, log_every=2)
+    art = Artifact.from_learner(result.learner, result.suite, result.config.to_dict())
+    art.save(tmp_path / "artifact")
+    report = compare(tmp_path / "artifact", tmp_path / "out", suite=result.suite, steps=2, tasks=6, trials=2,
+                     val_tasks=3, oracle_tasks=0, baselines=["adam"], progress=False)
+    centroid = report.method("nearest-centroid")
+    assert centroid["kind"] == "reference" and centroid["tuning"]["trials"] == 0
+    assert len(set(centroid["curve"]["metric_mean"])) == 1  # no steps: flat
+    tasks = result.suite.fixed_tasks(6, split="test")
+    hits = []
+    for t in range(6):
+        xs, ys, xq, yq = tasks.x_support[t], tasks.y_support[t], tasks.x_query[t], tasks.y_query[t]
+        protos = torch.stack([xs[ys == c].mean(0) for c in range(3)])
+        hits.append((torch.cdist(xq, protos).argmin(1) == yq).double().mean())
+    assert centroid["metric"]["mean"] == pytest.approx(float(torch.stack(hits).mean()), abs=1e-5)
+    assert "nearest-centroid" in (tmp_path / "out" / "report.md").read_text()

@@ -667,11 +667,12 @@ class Artifact:
         model folder is data and needs no trust).
         """
         from .tasks import get_suite
+        from .text.encoders import is_encoder_folder
 
         options = {**self.suite_options, **overrides}
         encoder = options.get("encoder")
         if (isinstance(encoder, str) and "encoder" not in overrides and not self.trust_factory
-                and not Path(encoder).expanduser().is_dir()):
+                and not is_encoder_folder(encoder)):
             raise ArtifactError(
                 f"the artifact's suite embeds texts with code ({encoder}); load it with "
                 "trust_factory=True (CLI: --trust-factory) if you trust that code, or pass "

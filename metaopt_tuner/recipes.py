@@ -88,9 +88,7 @@ def recipe_for(suite: str, suite_options: Mapping[str, Any] | None = None) -> Re
     folder); empty if it has none."""
     from .tasks import suite_class
 
-    cls = suite_class(suite)
-    choose = getattr(cls, "recipe_for_options", None)
-    recipe = choose(dict(suite_options or {})) if choose else getattr(cls, "recipe", None)
+    recipe = suite_class(suite).recipe_for_options(dict(suite_options or {}))
     return recipe if isinstance(recipe, Recipe) else Recipe()
 
 

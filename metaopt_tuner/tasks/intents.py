@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError, DataError
 from ..recipes import Recipe
 from ..text.encoder_states import PackedStates
+from ..text.encoders import is_encoder_folder
 from ..text.featurizers import PAD_ID, HashedNgrams
 from .base import EVAL_SPLITS, SPLITS, ClassificationSuite, TaskBatch, fixed_generator
 
@@ -368,7 +369,7 @@ class IntentSuite(ClassificationSuite):
         if self.adapt_layers:
             if self.adapt_layers < 0:
                 raise ConfigError(f"adapt_layers must be >= 0, got {adapt_layers}")
-            if self.encoder is None or not Path(self.encoder).expanduser().is_dir():
+            if not is_encoder_folder(self.encoder):
                 raise ConfigError("adapt_layers needs encoder=FOLDER (a local encoder folder "
                                   f"whose top layers are adapted), got encoder={self.encoder!r}")
             self.encoder = str(Path(self.encoder).expanduser().resolve())
@@ -391,9 +392,7 @@ class IntentSuite(ClassificationSuite):
         """:data:`ENCODER_RECIPE` when ``encoder`` names a local folder (its top layer is then
         adapted), else the n-gram :data:`RECIPE`."""
         encoder = options.get("encoder")
-        if isinstance(encoder, str) and encoder not in ("", "hashed") and Path(encoder).expanduser().is_dir():
-            return ENCODER_RECIPE
-        return RECIPE
+        return ENCODER_RECIPE if encoder != "hashed" and is_encoder_folder(encoder) else RECIPE
 
     def _check_adapt_layers(self) -> None:
         from ..text.encoder_states import encoder_config

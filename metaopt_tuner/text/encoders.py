@@ -21,9 +21,14 @@ from torch import Tensor
 from ..atomic import atomic_write
 from ..errors import ConfigError, DataError
 
-__all__ = ["Encoder", "load_encoder", "encode_cached"]
+__all__ = ["Encoder", "load_encoder", "encode_cached", "is_encoder_folder"]
 
 Encoder = Callable[[list[str]], Tensor]
+
+
+def is_encoder_folder(spec: object) -> bool:
+    """Whether ``spec`` names a local model folder (data) rather than ``module:function`` (code)."""
+    return isinstance(spec, str) and bool(spec) and Path(spec).expanduser().is_dir()
 
 
 def _sentence_transformer(folder: Path) -> Encoder:
@@ -50,9 +55,8 @@ def _sentence_transformer(folder: Path) -> Encoder:
 
 def load_encoder(spec: str) -> Encoder:
     """The encoder named by ``spec`` (a local model folder or ``"module:function"``)."""
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return _sentence_transformer(path)
+    if is_encoder_folder(spec):
+        return _sentence_transformer(Path(spec).expanduser())
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr or "/" in spec:
         raise ConfigError(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from typing import Any
 
 from ..errors import ConfigError
 from ..tasks.intents import TextEpisode
@@ -38,7 +37,9 @@ def setfit_accuracy(encoder: str, episode: TextEpisode, pairs_fraction: float = 
         raise ConfigError(f"pairs_fraction must be in (0, 1], got {pairs_fraction}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        from setfit import TrainingArguments
+        from datasets import Dataset
+        from setfit import SetFitModel, Trainer, TrainingArguments
+        from setfit.sampler import ContrastiveDataset
     except ImportError as exc:
         raise ConfigError("the SetFit baseline needs the setfit package: "
                           "pip install 'metaopt-tuner[setfit]'") from exc
@@ -49,20 +50,12 @@ def setfit_accuracy(encoder: str, episode: TextEpisode, pairs_fraction: float = 
         args = TrainingArguments(seed=seed, output_dir=scratch, report_to="none",
                                  save_strategy="no", logging_strategy="no",
                                  show_progress_bar=False)
-        return _train_and_score(encoder, episode, args, pairs_fraction)
-
-
-def _train_and_score(encoder: str, episode: TextEpisode, args: Any, pairs_fraction: float) -> float:
-    from datasets import Dataset
-    from setfit import SetFitModel, Trainer
-    from setfit.sampler import ContrastiveDataset
-
-    if pairs_fraction < 1.0:
-        pairs = len(ContrastiveDataset(episode.support_texts, episode.support_labels, False))
-        args.max_steps = max(1, math.ceil(pairs_fraction * pairs / args.embedding_batch_size))
-    model = SetFitModel.from_pretrained(encoder)
-    data = Dataset.from_dict({"text": episode.support_texts, "label": episode.support_labels})
-    Trainer(model=model, args=args, train_dataset=data).train()
+        if pairs_fraction < 1.0:
+            pairs = len(ContrastiveDataset(episode.support_texts, episode.support_labels, False))
+            args.max_steps = max(1, math.ceil(pairs_fraction * pairs / args.embedding_batch_size))
+        model = SetFitModel.from_pretrained(encoder)
+        data = Dataset.from_dict({"text": episode.support_texts, "label": episode.support_labels})
+        Trainer(model=model, args=args, train_dataset=data).train()
     predicted = model.predict(episode.query_texts, as_numpy=True)
     hits = sum(int(p) == y for p, y in zip(predicted, episode.query_labels, strict=True))
     return hits / len(episode.query_labels)

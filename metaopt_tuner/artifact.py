@@ -779,6 +779,13 @@ class Artifact:
         from .learners import MetaSGDLearner
 
         suite = self.build_suite() if suite is None else suite
+        trained, asked = self.suite_options.get("ways"), getattr(suite, "ways", None)
+        if not self.width_free and trained is not None and asked is not None and trained != asked:
+            raise ArtifactError(
+                f"this artifact's model has a fixed number of classes ({trained}): evaluate it at "
+                f"ways={trained}, or meta-train a model with a linear head (width-free) for "
+                f"{asked}-way tasks"
+            )
         model = self.build_model().to(dtype=self.dtype)
         self.initialize(model)
         inner_steps = int(learner_overrides.pop("inner_steps", self.inner_steps))

@@ -109,3 +109,12 @@ def test_evaluate_runs_at_another_width(tmp_path):
     result = evaluate(tmp_path / "a", suite=TinyImageSuite(ways=9), num_tasks=4, steps=2)
     assert len(result.loss_mean) == 3 and all(torch.isfinite(torch.tensor(result.loss_mean)))
 
+
+
+def test_inspect_says_the_artifact_is_width_free(tmp_path, capsys):
+    from .helpers import run_cli
+
+    _five_way_artifact(tmp_path)
+    code, out, err = run_cli(capsys, "inspect", str(tmp_path / "art"))
+    assert code == 0, err
+    assert "width-free head: trained at 5" in " ".join(out.split())

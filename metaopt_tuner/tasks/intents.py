@@ -302,7 +302,7 @@ class IntentSuite(ClassificationSuite):
     recipe = RECIPE
     split_options = MappingProxyType({
         **{f"{s}_{kind}": None for kind in ("domains", "classes") for s in SPLITS},
-        "val_fraction": 0.0})
+        "val_fraction": 0.0, "test_fraction": 0.0})
 
     def __init__(
         self,
@@ -425,12 +425,17 @@ class IntentSuite(ClassificationSuite):
         else:
             self._split_domains = None
             split = _split_groups(labels, self._given["classes"], fractions, self.split_seed, "class")
-        for s in ("train", "test"):
-            if len(split[s]) < self.ways:
-                raise ConfigError(
-                    f"the {s} split has {len(split[s])} classes, fewer than ways={self.ways}; "
-                    "change the split options or lower ways"
-                )
+        if len(split["train"]) < self.ways:
+            raise ConfigError(
+                f"the train split has {len(split['train'])} classes, fewer than ways={self.ways}; "
+                "change the split options or lower ways"
+            )
+        # an empty test split is refused where it is used ("all" splits nothing off)
+        if split["test"] and len(split["test"]) < self.ways:
+            raise ConfigError(
+                f"the test split has {len(split['test'])} classes, fewer than ways={self.ways}; "
+                "change the split options or lower ways"
+            )
         if split["val"] and len(split["val"]) < self.ways:
             raise ConfigError(f"the val split has {len(split['val'])} classes, fewer than "
                               f"ways={self.ways}; give it more or none (val_fraction=0)")

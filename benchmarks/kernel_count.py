@@ -25,9 +25,9 @@ import torch._inductor.metrics as inductor_metrics
 from omniglot_small import _source  # this folder is on sys.path when run as a script
 from torch.profiler import ProfilerActivity, profile
 
-from metaopt_tuner.compiled import CompiledMetaGradient
 from metaopt_tuner.learners import build_learner
 from metaopt_tuner.tasks import get_suite
+from metaopt_tuner.training.compiled import CompiledMetaGradient
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -53,8 +53,8 @@ from typing import Any
 import torch
 from omniglot_small import _source, _sync  # this folder is on sys.path when run as a script
 
-from metaopt_tuner.compiled import CompiledMetaGradient
 from metaopt_tuner.training import MetaTrainer, TrainConfig
+from metaopt_tuner.training.compiled import CompiledMetaGradient
 
 
 @dataclass
@@ -80,7 +80,7 @@ VARIANTS = [
     Variant("im2col, fused BN, TF32, graph", conv="unfold", tf32=True, graph=True),
     Variant("im2col per (image, task), fused BN, graph", conv="unfold_nt", graph=True),
     Variant("im2col, fused BN, eager", conv="unfold"),
-    # torch.compile of the whole meta-gradient (metaopt_tuner.compiled), indices 10-14
+    # torch.compile of the whole meta-gradient (metaopt_tuner.training.compiled), indices 10-14
     Variant("im2col per (image, task), fused BN, compiled", conv="unfold_nt", compiled=True),
     Variant("im2col per (image, task), fused BN, compiled, graph", conv="unfold_nt", compiled=True,
             graph=True),

@@ -176,8 +176,8 @@ from typing import Any
 import torch
 
 from metaopt_tuner.evaluation import mean_ci, query_metric_alone
-from metaopt_tuner.learners.proto_head import HEAD_INITS
 from metaopt_tuner.models import CONVNET_NORMS, BatchNorm2dStats
+from metaopt_tuner.models.proto_head import HEAD_INITS
 from metaopt_tuner.tasks import get_suite
 from metaopt_tuner.training import META_LR_SCHEDULES, MetaTrainer, TrainConfig
 
@@ -471,7 +471,7 @@ def _method_name(args: argparse.Namespace, lname: str, ls: dict[str, Any], cfg: 
 def _recipe_config(args: argparse.Namespace, suite_options: dict[str, Any]) -> TrainConfig:
     """The omniglot recipe's configuration, as ``metaopt train --suite omniglot`` resolves it,
     with only the protocol given: data, ways and shots, the budget (or iterations) and the seed."""
-    from metaopt_tuner.recipes import resolve_train_config
+    from metaopt_tuner.training import resolve_train_config
 
     flags: dict[str, Any] = {"seed": args.seed, "device": args.device}
     if args.budget:
@@ -547,9 +547,9 @@ def run_baselines(args: argparse.Namespace, train_opts: dict[str, Any], test_sui
     """Optuna-tuned Adam and SGD from the meta-learners' initialization and from a pretrained one."""
     try:
         from metaopt_tuner import baselines as bl
-        from metaopt_tuner.pretraining import pretrain
+        from metaopt_tuner.compare.pretraining import pretrain
     except ImportError as exc:
-        print(f"TODO baselines: metaopt_tuner.baselines is not available ({exc}); no baseline rows",
+        print(f"TODO baselines: metaopt_tuner.compare.baselines is not available ({exc}); no baseline rows",
               flush=True)
         return []
     import optuna

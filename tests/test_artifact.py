@@ -19,14 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save as st_save
 
-from metaopt_tuner.artifact import (
-    FORMAT_VERSION,
-    MANIFEST,
-    TENSORS,
-    Artifact,
-    load_artifact,
-    pretrained,
-)
+from metaopt_tuner.artifact import FORMAT_VERSION, MANIFEST, TENSORS, Artifact, load_artifact, pretrained
 from metaopt_tuner.errors import ArtifactError, ModelMismatchError
 from metaopt_tuner.learners import build_learner
 from metaopt_tuner.training import MetaTrainer, TrainConfig

@@ -1,7 +1,7 @@
 """``metaopt train``: meta-train a learner on a task suite into an output folder.
 
 Every training option defaults to None, meaning "not given": the suite's recipe, then
-TrainConfig's defaults, fill what the user did not give (see ``metaopt_tuner.recipes``).
+TrainConfig's defaults, fill what the user did not give (see ``metaopt_tuner.training.recipes``).
 """
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ from typing import Annotated
 
 import typer
 
-from metaopt_tuner import distributed
 from metaopt_tuner.budget import parse_duration
-from metaopt_tuner.recipes import resolve_train_config
 from metaopt_tuner.threads import use_threads
 from metaopt_tuner.tracking import track_training
-from metaopt_tuner.training import MetaTrainer
+from metaopt_tuner.training import MetaTrainer, distributed, resolve_train_config
 
 from ..options import DataDir, Threads, TrackingUri, parse_suite_options
 

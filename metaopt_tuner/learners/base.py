@@ -23,28 +23,17 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from ..config import BATCHING_MODES, INNER_PARAMS
 from ..errors import ConfigError
 from ..models import supports_batched
+from ..models.proto_head import HEAD_BIAS, HEAD_INITS, HEAD_WEIGHT, prototype_head, supports_prototype_head
 from ..tasks.base import TaskBatch
-from .inner import (
-    TAIL_DECAY,
-    TAIL_STEPS,
-    GradFn,
-    Params,
-    adapt,
-    autograd_grads,
-    functorch_grads,
-    tail_factor,
-)
-from .proto_head import HEAD_BIAS, HEAD_INITS, HEAD_WEIGHT, prototype_head, supports_prototype_head
+from ..update_rule import TAIL_DECAY, TAIL_STEPS, tail_factor
+from .inner import GradFn, Params, adapt, autograd_grads, functorch_grads
 from .rates import LearningRates
 
 __all__ = ["MetaLearner", "MetaGradient", "AdaptationOutcome", "BATCHING_MODES", "INNER_PARAMS"]
 
-BATCHING_MODES = ("auto", "batched", "vmap", "loop")
-#: what the inner loop adapts: every parameter, or the linear head alone on features computed
-#: once per task (the body's rates are then zero: only the head moves)
-INNER_PARAMS = ("all", "head")
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 

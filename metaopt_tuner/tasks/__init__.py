@@ -6,11 +6,11 @@ subclass importable in the environment (a user's own suite) just as well.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
 from ..errors import MetaOptError, SuiteError
+from ..imports import import_object
 from .base import ClassificationSuite, Task, TaskBatch, TaskSuite
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "get_suite",
     "list_suites",
     "register_suite",
+    "unregister_suite",
     "suite_class",
     "suite_ref",
 ]
@@ -46,6 +47,11 @@ def register_suite(name: str, target: str | type[TaskSuite]) -> None:
     _REGISTRY[name] = target
 
 
+def unregister_suite(name: str) -> None:
+    """Forget the suite registered as ``name`` (nothing happens for an unknown name)."""
+    _REGISTRY.pop(name, None)
+
+
 def list_suites() -> list[str]:
     """Names of every registered suite, sorted.
 
@@ -68,11 +74,8 @@ def suite_class(name: str) -> type[TaskSuite]:
     else:
         raise SuiteError(f"unknown suite {name!r}; available: {', '.join(list_suites())} "
                          "(or module:Class for your own)")
-    module_name, _, cls_name = target.partition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in cls_name.split("."):
-            obj = getattr(obj, part)
+        obj: Any = import_object(target)
     except Exception as exc:  # ImportError, AttributeError, or the module's own failure
         raise SuiteError(f"cannot import suite {name!r}: {type(exc).__name__}: {exc}") from None
     if not (isinstance(obj, type) and issubclass(obj, TaskSuite)):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from ..recipes import Recipe
+    from .recipe import Recipe
 
 __all__ = ["Task", "TaskBatch", "TaskSuite", "ClassificationSuite", "SPLITS", "EVAL_SPLITS",
            "fixed_generator"]

@@ -33,11 +33,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
-from ..recipes import Recipe
-from ..text.encoder_states import PackedStates
-from ..text.encoders import is_encoder_folder
-from ..text.featurizers import PAD_ID, HashedNgrams
+from ..models.text.encoder_states import PackedStates
+from ..models.text.encoders import is_encoder_folder
+from ..models.text.featurizers import PAD_ID, HashedNgrams
 from .base import EVAL_SPLITS, SPLITS, ClassificationSuite, TaskBatch, fixed_generator
+from .recipe import Recipe
 
 __all__ = ["IntentSuite", "IntentData", "TextEpisode", "load_intent_data", "RECIPE",
            "ENCODER_RECIPE"]
@@ -236,12 +236,12 @@ def _load_encoded(
         if encoder is None:
             _CACHE[key] = (data, featurizer.encode(data.texts))
         elif adapt_layers:
-            from ..text.encoder_states import encoder_config, states_cached
+            from ..models.text.encoder_states import encoder_config, states_cached
 
             cut = encoder_config(encoder)["num_hidden_layers"] - adapt_layers
             _CACHE[key] = (data, states_cached(encoder, data.texts, cut))
         else:
-            from ..text.encoders import encode_cached
+            from ..models.text.encoders import encode_cached
             from .image_cache import default_cache_dir
 
             _CACHE[key] = (data, encode_cached(encoder, data.texts, default_cache_dir(path)))
@@ -395,7 +395,7 @@ class IntentSuite(ClassificationSuite):
         return ENCODER_RECIPE if encoder != "hashed" and is_encoder_folder(encoder) else RECIPE
 
     def _check_adapt_layers(self) -> None:
-        from ..text.encoder_states import encoder_config
+        from ..models.text.encoder_states import encoder_config
 
         total = encoder_config(self.encoder)["num_hidden_layers"]
         if self.adapt_layers > total:
@@ -564,7 +564,7 @@ class IntentSuite(ClassificationSuite):
         split's IDF, so one inner step from theta is already TF-IDF nearest-class-mean."""
         model = super().build_model()
         if self.adapt_layers:
-            from ..text.encoder_states import top_layer_weights
+            from ..models.text.encoder_states import top_layer_weights
 
             with torch.no_grad():
                 for name, value in top_layer_weights(self.encoder, self.adapt_layers).items():
@@ -576,7 +576,7 @@ class IntentSuite(ClassificationSuite):
 
     def model_spec(self) -> dict[str, Any]:
         if self.adapt_layers:
-            from ..text.encoder_states import encoder_checksum, encoder_config
+            from ..models.text.encoder_states import encoder_checksum, encoder_config
 
             cfg = encoder_config(self.encoder)
             kwargs = {k: cfg[k] for k in ("hidden_size", "num_attention_heads",

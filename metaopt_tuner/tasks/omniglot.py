@@ -16,10 +16,10 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..models import check_convnet_options
-from ..recipes import Recipe
 from .augment import check_jitter, random_affine
 from .base import EVAL_SPLITS, SPLITS, ClassificationSuite, TaskBatch
 from .image_cache import ImageCollection, load_image_collection
+from .recipe import Recipe
 
 __all__ = ["OmniglotSuite", "ImageFolderSuite", "RECIPE"]
 

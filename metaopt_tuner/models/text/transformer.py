@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 __all__ = ["EncoderTop", "BertLayerParams"]
 

@@ -36,7 +36,6 @@ forwards, returning the features the final linear layer ``head`` reads.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -45,7 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..imports import import_object
 
 __all__ = [
     "MLP",
@@ -416,8 +416,8 @@ class ConvNet(nn.Module):
 _MODELS: dict[str, Callable[..., nn.Module] | str] = {
     "mlp": MLP, "convnet": ConvNet, "features": FeatureClassifier,
 }
-_MODELS["text_bag"] = "metaopt_tuner.text.models:TextBagClassifier"
-_MODELS["encoder_top"] = "metaopt_tuner.text.transformer:EncoderTop"
+_MODELS["text_bag"] = "metaopt_tuner.models.text.models:TextBagClassifier"
+_MODELS["encoder_top"] = "metaopt_tuner.models.text.transformer:EncoderTop"
 
 
 def register_model(name: str, factory: Callable[..., nn.Module] | str) -> None:
@@ -442,8 +442,7 @@ def build_model(spec: Mapping[str, Any]) -> nn.Module:
         raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(_MODELS))}")
     factory = _MODELS[name]
     if isinstance(factory, str):
-        module_name, _, attr = factory.partition(":")
-        factory = getattr(importlib.import_module(module_name), attr)
+        factory = import_object(factory)
     return factory(**dict(spec.get("kwargs", {})))
 
 

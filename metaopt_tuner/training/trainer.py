@@ -26,27 +26,25 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..artifact import Artifact
+from ..atomic import atomic_write, atomic_write_text
+from ..budget import MIN_TIMED_STEPS, BudgetPlan, iterations_for_budget, warmup_seconds
+from ..config import DTYPES, TrainConfig
+from ..errors import ConfigError, DistributedError, MetaOptError, NonFiniteLossError, RunDirError
+from ..learners import MetaGradient, MetaLearner, build_learner
+from ..tasks import TaskBatch, TaskSuite, get_suite
 from . import distributed
-from .artifact import Artifact
-from .atomic import atomic_write, atomic_write_text
-from .budget import MIN_TIMED_STEPS, BudgetPlan, iterations_for_budget, warmup_seconds
 from .compiled import CompiledMetaGradient
 from .cuda_graphs import GraphedMetaGradient
-from .devices import resolve_device
-from .errors import ConfigError, DistributedError, MetaOptError, NonFiniteLossError, RunDirError
-from .learners import BATCHING_MODES, MetaGradient, MetaLearner, build_learner, list_learners
-from .learners.base import INNER_PARAMS
-from .learners.proto_head import HEAD_INITS
-from .tasks import TaskBatch, TaskSuite, get_suite
 
-__all__ = ["TrainConfig", "TrainResult", "MetaTrainer", "train", "RUN_MARKER", "META_LR_SCHEDULES",
-           "meta_lr_factor"]
+__all__ = ["TrainResult", "MetaTrainer", "train", "build_outer_optimizer", "meta_lr_factor", "RUN_MARKER",
+           "CHECKPOINT", "METRICS", "ARTIFACT", "MAX_NONFINITE_STREAK"]
 
 RUN_MARKER = "run.json"
 CHECKPOINT = "checkpoint.pt"
@@ -54,21 +52,8 @@ METRICS = "metrics.jsonl"
 ARTIFACT = "artifact"
 _PROGRAM = "metaopt-tuner"
 
-# Outer-loop defaults per learner: Adam 1e-3 as in MAML and Meta-SGD; Reptile's plain SGD step
-# theta <- theta + eps * mean(theta' - theta) needs SGD for the update to be exactly the formula.
-_OUTER_DEFAULTS = {"reptile": ("sgd", 0.1)}
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-_COMPILABLE_LEARNERS = ("maml", "fomaml", "metasgd")
-#: options of older versions that are now always on (learned rates are positive by construction)
-_RETIRED_OPTIONS = frozenset({"nonnegative_lrs"})
 #: non-finite meta-iterations in a row (each one skipped) after which a run stops as diverged
 MAX_NONFINITE_STREAK = 10
-#: the outer learning rate of the (log-space) learned inner rates; see ``resolved_rates_lr``
-RATES_META_LR = 1e-2
-#: how the outer learning rates change over a run (see ``meta_lr_factor``)
-META_LR_SCHEDULES = ("constant", "cosine")
-
-
 def meta_lr_factor(schedule: str, iteration: int, total: int) -> float:
     """The multiplier of every outer learning rate for step ``iteration`` (0-based) of ``total``.
 
@@ -80,210 +65,6 @@ def meta_lr_factor(schedule: str, iteration: int, total: int) -> float:
         return 1.0
     return 0.5 * (1.0 + math.cos(math.pi * min(iteration, total) / total))
 
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a meta-training run (recorded in run.json and artifacts).
-
-    The defaults here are the lowest layer: a suite's recipe and the options given override them
-    (see ``recipes.resolve_train_config``; :func:`train` and ``metaopt train`` resolve that way).
-
-    Args:
-        suite: a registered suite name or ``"module:Class"``.
-        suite_options: the suite's constructor options (``shots``, ``data_dir``, ...).
-        learner: ``"maml"``, ``"fomaml"``, ``"metasgd"`` or ``"reptile"``.
-        iterations: meta-iterations (outer steps) in total.
-        budget_seconds: train for this many seconds instead; ``iterations`` is then fixed by a
-            timed warm-up (see ``budget``).
-        meta_batch: tasks per meta-iteration.
-        inner_steps: adaptation steps per task: the horizon the rates are meta-trained for.
-        inner_lr: the inner rate (the initial value of learned rates).
-        meta_lr: the outer rate (None: 1e-3 with Adam; Reptile 0.1 with SGD).
-        rates_meta_lr: the learned rates' outer rate (None: :data:`RATES_META_LR`, 1e-2).
-        outer_optimizer: ``"adam"`` or ``"sgd"`` (None: the learner's).
-        meta_lr_schedule: ``"constant"`` or ``"cosine"``.
-        clip_grad: clip the meta-gradient's global norm to this (None: no clipping).
-        first_order: override the learner's order (None: the learner's).
-        per_step_lrs: learn one set of rates per inner step.
-        lr_granularity: ``"scalar"``, ``"tensor"`` or ``"element"`` (None: the learner's).
-        batching: ``"auto"``, ``"batched"``, ``"vmap"`` or ``"loop"``.
-        head_init: ``"theta"`` or ``"prototypes"``.
-        inner_params: ``"all"`` or ``"head"`` (what the inner loop adapts).
-        eval_every: evaluate on held-out validation tasks every this many iterations.
-        eval_tasks: the number of fixed validation tasks.
-        checkpoint_every: write a checkpoint every this many iterations.
-        log_every: append a line to ``metrics.jsonl`` every this many iterations.
-        seed: the seed of task sampling and initialization.
-        device: the torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
-        dtype: ``"float32"`` or ``"float64"``.
-        task_streams: seeded task streams per meta-batch (None: one per process).
-        cuda_graph: replay each meta-gradient from a CUDA graph (CUDA only).
-        compile: compute each meta-gradient with one ``torch.compile``-d function.
-        tf32: let float32 products use TF32 tensor cores (CUDA only).
-
-    Raises:
-        ConfigError: from :meth:`validate`, which the trainer calls, for an invalid option.
-    """
-
-    suite: str = "sinusoid"
-    suite_options: dict[str, Any] = field(default_factory=dict)
-    learner: str = "metasgd"
-    iterations: int = 1000
-    #: train for this many seconds instead: ``iterations`` is fixed from a timed warm-up before
-    #: the first step (the rule is in ``metaopt_tuner.budget``) and recorded for a resume
-    budget_seconds: float | None = None
-    meta_batch: int = 25
-    inner_steps: int = 1
-    inner_lr: float = 0.01
-    meta_lr: float | None = None
-    #: outer step size of the learned rates (Meta-SGD); None: see ``resolved_rates_lr``
-    rates_meta_lr: float | None = None
-    outer_optimizer: str | None = None
-    #: "constant" or "cosine" (every outer rate annealed to zero over ``iterations``)
-    meta_lr_schedule: str = "constant"
-    clip_grad: float | None = None
-    first_order: bool | None = None
-    per_step_lrs: bool = False
-    lr_granularity: str | None = None
-    batching: str = "auto"
-    #: "theta" (the meta-learned head) or "prototypes" (Proto-MAML: from each task's support set)
-    head_init: str = "theta"
-    #: "all" (every parameter adapts in the inner loop) or "head" (the linear head alone, on
-    #: features computed once per task; models with a Linear ``head``)
-    inner_params: str = "all"
-    eval_every: int = 500
-    eval_tasks: int = 100
-    checkpoint_every: int = 1000
-    log_every: int = 100
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float32"
-    #: independent seeded task streams a meta-batch is drawn from; None: one per process. The
-    #: same value and seed give the same run on any number of processes (up to this many).
-    task_streams: int | None = None
-    #: replay each meta-gradient from a CUDA graph (CUDA only; see ``cuda_graphs``)
-    cuda_graph: bool = False
-    #: compute each meta-gradient with one ``torch.compile``-d function (maml, fomaml, metasgd;
-    #: see ``compiled``): fused kernels; the first meta-batch of each shape pays the compilation
-    compile: bool = False
-    #: let float32 matrix products and convolutions use TF32 tensor cores (CUDA only). Measured on
-    #: Omniglot (second-order MAML, 5 steps, H100): 25.3 instead of 23.4 it/s, but a meta-gradient
-    #: 19-79% off (relative norm) against float64, where FP32 is 3e-5 off.
-    tf32: bool = False
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid option."""
-        positive = ("iterations", "meta_batch", "inner_steps", "eval_every", "eval_tasks",
-                    "checkpoint_every", "log_every")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value}")
-        if self.task_streams is not None and (
-            not isinstance(self.task_streams, int) or isinstance(self.task_streams, bool)
-            or not 1 <= self.task_streams <= self.meta_batch
-        ):
-            raise ConfigError(
-                f"task-streams must be an integer from 1 to meta-batch ({self.meta_batch}), "
-                f"got {self.task_streams}"
-            )
-        if self.learner not in list_learners():
-            raise ConfigError(
-                f"unknown learner {self.learner!r}; available: {', '.join(list_learners())}"
-            )
-        if self.batching not in BATCHING_MODES:
-            raise ConfigError(
-                f"unknown batching {self.batching!r}; expected one of {', '.join(BATCHING_MODES)}"
-            )
-        for name in ("inner_lr", "meta_lr", "rates_meta_lr", "clip_grad", "budget_seconds"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name.replace('_', '-')} must be a positive number, got {value}")
-        if self.head_init not in HEAD_INITS:
-            raise ConfigError(
-                f"head init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}"
-            )
-        if self.inner_params not in INNER_PARAMS:
-            raise ConfigError(
-                f"inner params must be one of {', '.join(INNER_PARAMS)}, got {self.inner_params!r}"
-            )
-        if self.outer_optimizer not in (None, "adam", "sgd"):
-            raise ConfigError(f"outer optimizer must be 'adam' or 'sgd', got {self.outer_optimizer!r}")
-        if self.meta_lr_schedule not in META_LR_SCHEDULES:
-            raise ConfigError(
-                f"meta-lr schedule must be one of {', '.join(META_LR_SCHEDULES)}, "
-                f"got {self.meta_lr_schedule!r}"
-            )
-        if self.dtype not in _DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
-        if self.compile and self.learner not in _COMPILABLE_LEARNERS:
-            raise ConfigError(
-                f"--compile needs a gradient-based learner ({', '.join(_COMPILABLE_LEARNERS)}), "
-                f"not {self.learner}"
-            )
-        if self.compile and self.batching == "loop":
-            raise ConfigError("--compile needs batching 'auto', 'batched' or 'vmap', not 'loop'")
-        device = resolve_device(self.device)
-        for name in ("cuda_graph", "tf32"):
-            if getattr(self, name) and device.type != "cuda":
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} needs a CUDA device, got --device {self.device}"
-                )
-
-    def resolved_outer(self) -> tuple[str, float]:
-        """The outer optimizer's name and rate, defaults resolved for the learner."""
-        name, lr = _OUTER_DEFAULTS.get(self.learner, ("adam", 1e-3))
-        return self.outer_optimizer or name, self.meta_lr if self.meta_lr is not None else lr
-
-    def resolved_rates_lr(self) -> float:
-        """The learned rates' outer step size (default :data:`RATES_META_LR`, whatever the meta-lr).
-
-        Learned rates are stored as logarithms, so Adam's steps on them are relative (about 1% of
-        a rate per iteration at 1e-2) and one value serves every suite and model scale. Measured on
-        the sinusoid (Meta-SGD, 10 inner steps, per-step per-weight rates, 5,000 iterations, clip
-        1.0): held-out MSE after 10 steps 0.062 at 1e-3, 0.019 at 3e-3, 0.0054 at 1e-2; at 3e-2 the
-        meta-gradient became NaN within 300 iterations.
-        """
-        if self.rates_meta_lr is not None:
-            return self.rates_meta_lr
-        return RATES_META_LR
-
-    def learner_options(self) -> dict[str, Any]:
-        """The keyword options ``build_learner`` gets from this configuration."""
-        options: dict[str, Any] = {
-            "inner_steps": self.inner_steps,
-            "inner_lr": self.inner_lr,
-            "per_step_lrs": self.per_step_lrs,
-            "batching": self.batching,
-        }
-        if self.head_init != "theta":  # passed only when used: learners registered by users may lack it
-            options["head_init"] = self.head_init
-        if self.inner_params != "all":  # passed only when used, as head_init
-            options["inner_params"] = self.inner_params
-        if self.first_order is not None:
-            options["first_order"] = self.first_order
-        if self.lr_granularity is not None:
-            options["lr_granularity"] = self.lr_granularity
-        return options
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, JSON-able (as run.json and manifests record it)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """The configuration :meth:`to_dict` gave (retired options are dropped).
-
-        Raises:
-            ConfigError: an unknown field.
-        """
-        known = {f.name for f in dataclasses.fields(cls)}
-        data = {k: v for k, v in data.items() if k not in _RETIRED_OPTIONS}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
-        return cls(**data)
 
 
 @dataclass
@@ -373,7 +154,7 @@ class MetaTrainer:
         self.clock = clock
         self.budget_plan: BudgetPlan | None = None
         self._budget_iterations: int | None = None  # fixed by a budget (restored on resume)
-        self.dtype = _DTYPES[config.dtype]
+        self.dtype = DTYPES[config.dtype]
         self.suite = get_suite(config.suite, **config.suite_options).load()
         torch.manual_seed(config.seed)
         self.learner = build_learner(config.learner, self.suite, **config.learner_options())

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 from .featurizers import PAD_ID
 
 __all__ = ["TextBagClassifier"]

@@ -19,9 +19,9 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from .errors import ConfigError
-from .learners.base import MetaGradient, MetaLearner
-from .tasks.base import TaskBatch
+from ..errors import ConfigError
+from ..learners.base import MetaGradient, MetaLearner
+from ..tasks.base import TaskBatch
 
 __all__ = ["GraphedMetaGradient"]
 

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..atomic import atomic_write_bytes
-from ..errors import ConfigError, DataError, EncoderMismatchError
+from ...atomic import atomic_write_bytes
+from ...errors import ConfigError, DataError, EncoderMismatchError
 
 __all__ = ["PackedStates", "encoder_checksum", "verify_encoder", "encoder_config",
            "top_layer_weights", "states_cached", "states_cache_dir"]

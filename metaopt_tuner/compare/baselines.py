@@ -32,10 +32,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ..errors import ConfigError, MetaOptError, StudyStorageError
+from ..models import supports_batched
+from ..tasks.base import TaskBatch, TaskSuite
 from . import studies
-from .errors import ConfigError, MetaOptError, StudyStorageError
-from .models import supports_batched
-from .tasks.base import TaskBatch, TaskSuite
 
 __all__ = [
     "OPTIMIZERS",
@@ -51,7 +51,7 @@ __all__ = [
     "available_optimizers",
     "get_baseline",
     "run_optimizer",
-    "adapt",
+    "baseline_curve",
     "tune",
     "tune_on_suite",
     "open_study",
@@ -59,6 +59,9 @@ __all__ = [
     "finished_trials",
     "batched_adam_curve",
     "oracle_tune",
+    "retry_locked",
+    "finite_or_diverged",
+    "DIVERGED",
 ]
 
 Params = dict[str, Tensor]
@@ -388,7 +391,7 @@ def _curve(
     return torch.stack(losses, 1), torch.stack(metrics, 1)
 
 
-def adapt(
+def baseline_curve(
     baseline: Baseline | str,
     hparams: Mapping[str, float],
     model: nn.Module,
@@ -425,7 +428,8 @@ def _storage(url: str | None) -> optuna.storages.BaseStorage | None:
     return None if url is None else studies.open_storage(url)
 
 
-def _retry_locked(fn: Callable[[], Any], what: str, attempts: int = 8) -> Any:
+def retry_locked(fn: Callable[[], Any], what: str, attempts: int = 8) -> Any:
+    """``fn()``, retried while the study's SQLite storage reports "database is locked"."""
     try:
         return studies.retry(fn, _is_locked, attempts=attempts, max_delay=5.0)
     except Exception as exc:
@@ -449,7 +453,7 @@ def open_study(
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=10)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=warmup_steps)
     store = _storage(storage)
-    return _retry_locked(
+    return retry_locked(
         lambda: optuna.create_study(storage=store, sampler=sampler, pruner=pruner, study_name=name,
                                     direction="minimize", load_if_exists=True),
         f"opening study {name!r}",
@@ -458,7 +462,7 @@ def open_study(
 
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Complete and pruned trials: those a re-run keeps and counts."""
-    return _retry_locked(lambda: study.get_trials(deepcopy=False, states=FINISHED), "reading trials")
+    return retry_locked(lambda: study.get_trials(deepcopy=False, states=FINISHED), "reading trials")
 
 
 @dataclass
@@ -478,7 +482,8 @@ class TuneResult:
     new_trials: list[int] = field(default_factory=list)
 
 
-def _finite(x: float) -> float:
+def finite_or_diverged(x: float) -> float:
+    """``x``, or :data:`DIVERGED` for NaN or infinity (TPE needs a finite objective)."""
     return x if math.isfinite(x) else DIVERGED
 
 
@@ -535,7 +540,7 @@ def tune(
         def on_step(step: int, value: float) -> None:
             if step == 0:
                 return
-            trial.report(_finite(value), step)
+            trial.report(finite_or_diverged(value), step)
             if step < steps and trial.should_prune():
                 record_cost(step)
                 raise optuna.TrialPruned()
@@ -544,7 +549,7 @@ def tune(
         curve = run_optimizer(baseline.optimizer, hp, model, init, suite, tasks, steps,
                               on_step=on_step)
         record_cost(steps)
-        return _finite(float(curve.loss[:, -1].mean()))
+        return finite_or_diverged(float(curve.loss[:, -1].mean()))
 
     def report(_trial: optuna.trial.FrozenTrial | None = None) -> None:
         if on_trial is not None:
@@ -723,7 +728,7 @@ def oracle_tune(
         loss, _ = batched_adam_curve(model, params, lr, suite, tasks, steps)
         final = loss[:, -1]
         for s, t, value in zip(studies, asked, final.tolist()):
-            s.tell(t, _finite(value))
+            s.tell(t, finite_or_diverged(value))
         better = torch.nan_to_num(final, nan=math.inf) < best
         best = torch.where(better, final, best)
         best_lr = torch.where(better, lr, best_lr)

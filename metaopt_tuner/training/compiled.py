@@ -27,10 +27,10 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from .errors import ConfigError
-from .learners.base import MetaGradient, MetaLearner
-from .learners.maml import GradientMetaLearner
-from .tasks.base import TaskBatch
+from ..errors import ConfigError
+from ..learners.base import MetaGradient, MetaLearner
+from ..learners.maml import GradientMetaLearner
+from ..tasks.base import TaskBatch
 
 __all__ = ["CompiledMetaGradient"]
 

@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 
 from ..errors import ArtifactError
+from ..models import complete_spec
+from ..update_rule import TAIL_DECAY
 from ..version import __version__
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "parameter_mismatch",
     "mismatch_message",
     "shape_str",
+    "upgrade",
 ]
 
 FORMAT = "metaopt-tuner/artifact"
@@ -251,3 +254,24 @@ def expand_rates(rates: Mapping[str, Tensor], params: Mapping[str, Tensor]) -> d
         r = r.reshape(steps, *lead, *r.shape[1:]).expand(steps, *p.shape)
         out[name] = r.to(device="cpu", dtype=p.dtype).contiguous().clone()
     return out
+
+
+def upgrade(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest as this version reads it: what an older version left out, with the value it
+    meant then. The one place that knows older manifests (the files are never rewritten):
+
+    * no ``tail``: the rates were meta-trained for ``inner_steps`` steps, and later steps follow
+      the library's decay;
+    * a model spec that omits an argument whose default has changed since: the old default (see
+      ``models.complete_spec``; an old ConvNet names its batch norm).
+    """
+    out = dict(manifest)
+    tail = dict(manifest.get("tail", {}))
+    if "horizon" not in tail:
+        tail["horizon"] = int(manifest["inner_steps"])
+    tail.setdefault("decay", TAIL_DECAY)
+    out["tail"] = tail
+    if "model" in manifest:
+        out["model"] = complete_spec(manifest["model"])
+    return out
+

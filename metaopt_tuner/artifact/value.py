@@ -65,7 +65,6 @@ from ..atomic import atomic_write_directory
 from ..errors import ArtifactError, MetaOptError, ModelMismatchError
 from ..imports import import_object
 from ..models import build_model, complete_spec
-from ..update_rule import TAIL_DECAY
 from ..version import __version__
 from .format import (
     DTYPE_NAMES,
@@ -79,6 +78,7 @@ from .format import (
     expand_rates,
     mismatch_message,
     parameter_mismatch,
+    upgrade,
 )
 
 if TYPE_CHECKING:
@@ -142,8 +142,8 @@ class Artifact:
     @property
     def model_spec(self) -> dict[str, Any]:
         """The model spec, with arguments that were defaults when it was written spelled out
-        (an artifact from before group norm became the ConvNet's default names batch norm)."""
-        return complete_spec(self.manifest["model"])
+        (see ``format.upgrade``)."""
+        return upgrade(self.manifest)["model"]
 
     @property
     def suite_name(self) -> str:
@@ -163,12 +163,12 @@ class Artifact:
     @property
     def horizon(self) -> int:
         """The steps the rates were meta-trained for; past it they shrink (see :meth:`tail_rule`)."""
-        return int(self.manifest.get("tail", {}).get("horizon", self.inner_steps))
+        return int(upgrade(self.manifest)["tail"]["horizon"])
 
     @property
     def tail_decay(self) -> float:
         """How much each step past the horizon shrinks the rates of the step before."""
-        return float(self.manifest.get("tail", {}).get("decay", TAIL_DECAY))
+        return float(upgrade(self.manifest)["tail"]["decay"])
 
     def tail_rule(self) -> str:
         """One line that says what the optimizer does after the trained horizon."""

@@ -59,6 +59,10 @@ __all__ = [
     "finished_trials",
     "batched_adam_curve",
     "oracle_tune",
+    "STARTUP_TRIALS",
+    "pruner_warmup",
+    "pruner_kwargs",
+    "describe_pruner",
     "retry_locked",
     "finite_or_diverged",
     "DIVERGED",
@@ -441,17 +445,39 @@ def retry_locked(fn: Callable[[], Any], what: str, attempts: int = 8) -> Any:
         ) from None
 
 
+#: finished trials the sampler and the pruner wait for before they act on what they have seen
+STARTUP_TRIALS = 10
+
+
+def pruner_warmup(steps: int) -> int:
+    """The steps a tuning study of ``steps``-step adaptation waits before it prunes: half of them
+    (early in adaptation a large learning rate often looks worse than a small one and then
+    overtakes it)."""
+    return steps // 2
+
+
+def pruner_kwargs(warmup_steps: int) -> dict[str, int]:
+    """The median pruner's settings: wait for :data:`STARTUP_TRIALS` finished trials and
+    ``warmup_steps`` steps."""
+    return {"n_startup_trials": STARTUP_TRIALS, "n_warmup_steps": warmup_steps}
+
+
+def describe_pruner(warmup_steps: int) -> str:
+    """The pruner as the report prints it: ``MedianPruner(n_startup_trials=10, ...)``."""
+    settings = ", ".join(f"{k}={v}" for k, v in pruner_kwargs(warmup_steps).items())
+    return f"MedianPruner({settings})"
+
+
 def open_study(
     name: str, storage: str | None, *, seed: int = 0, warmup_steps: int = 1
 ) -> optuna.Study:
     """Create or load (resume) study ``name``: TPE seeded, median pruning on intermediate losses.
 
-    The pruner waits for 10 finished trials and ``warmup_steps`` steps: early in adaptation a
-    large learning rate often looks worse than a small one and then overtakes it.
+    The pruner waits as :func:`pruner_kwargs` says.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=10)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=warmup_steps)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
+    pruner = optuna.pruners.MedianPruner(**pruner_kwargs(warmup_steps))
     store = _storage(storage)
     return retry_locked(
         lambda: optuna.create_study(storage=store, sampler=sampler, pruner=pruner, study_name=name,
@@ -525,7 +551,7 @@ def tune(
         )
     name = study_name or study_name_for(suite, baseline.name, steps=steps, val_tasks=len(tasks),
                                         seed=seed)
-    study = open_study(name, storage, seed=seed, warmup_steps=steps // 2)
+    study = open_study(name, storage, seed=seed, warmup_steps=pruner_warmup(steps))
     new: list[int] = []
 
     def objective(trial: optuna.Trial) -> float:

@@ -33,9 +33,16 @@ import torch
 from torch import Tensor, nn
 
 from .artifact import Artifact, list_pretrained, pretrained
-from .artifact.format import mismatch_message, shape_str
+from .artifact.format import mismatch_message, same_shape, shape_str
 from .errors import ConfigError, ModelMismatchError, NonFiniteUpdateError
-from .models.proto_head import prototype_head_
+from .models.proto_head import (
+    check_labels,
+    is_head,
+    prototype_head_,
+    resize_head_,
+    supports_prototype_head,
+    tie_classes,
+)
 from .resolver import resolve_artifact
 from .update_rule import metasgd_update, rate_row, tail_factor
 
@@ -147,8 +154,11 @@ class MetaSGD(torch.optim.Optimizer):
         for name, p in zip(self._group_names(group), group["params"]):
             self._param_names[p] = name
             rates = self.artifact.rates.get(name)
-            if rates is not None and tuple(rates.shape[1:]) == tuple(p.shape):
+            width_free = self.artifact.width_free
+            if rates is not None and same_shape(name, p.shape, rates.shape[1:], width_free):
                 self._matched.add(name)
+                if width_free and is_head(name):  # one row for every class, at any width
+                    rates = tie_classes(rates, 1).expand(steps, *p.shape)
             else:
                 if rates is None:
                     unexpected.append(name)
@@ -283,6 +293,8 @@ def prepare(
     art = resolve_artifact(artifact, trust_factory=trust_factory)
     if model is None:
         model = art.build_model().to(dtype=art.dtype)
+    if support is not None and art.width_free and supports_prototype_head(model):
+        resize_head_(model, check_labels(support[1]))  # the head's width is the task's
     art.initialize(model, strict=strict)
     if getattr(model, "uses_reference", False):  # norm="support": the task's support statistics
         if support is None:

@@ -8,7 +8,7 @@ learner, the trainer or the registry (``pyproject.toml``'s import-linter contrac
 from __future__ import annotations
 
 from .._compat import module_getattr
-from .format import FORMAT, FORMAT_VERSION, MANIFEST, TENSORS
+from .format import FORMAT, FORMAT_VERSION, MANIFEST, TENSORS, same_shape, seal_manifest
 from .pretrained import PRETRAINED_DIR, list_pretrained, local_artifact, pretrained
 from .value import Artifact, load_artifact
 
@@ -23,6 +23,8 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
     "TENSORS",
+    "seal_manifest",
+    "same_shape",
 ]
 
 __getattr__ = module_getattr(__name__)  # old paths of names that moved (see _compat)

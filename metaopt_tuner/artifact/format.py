@@ -2,6 +2,9 @@
 in :mod:`metaopt_tuner.artifact.value`)."""
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -11,6 +14,7 @@ from torch import Tensor
 
 from ..errors import ArtifactError
 from ..models import complete_spec
+from ..models.proto_head import is_head
 from ..update_rule import TAIL_DECAY
 from ..version import __version__
 
@@ -27,11 +31,20 @@ __all__ = [
     "parameter_mismatch",
     "mismatch_message",
     "shape_str",
+    "same_shape",
+    "seal_manifest",
+    "MAX_STEPS",
+    "MAX_ELEMENTS",
     "upgrade",
 ]
 
 FORMAT = "metaopt-tuner/artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: the first version whose manifest carries its own checksum
+SEALED_VERSION = 2
+#: bounds a manifest's numbers must keep before anything is read or allocated
+MAX_STEPS = 10_000
+MAX_ELEMENTS = 2**32
 MANIFEST = "manifest.json"
 TENSORS = "tensors.safetensors"
 
@@ -44,6 +57,24 @@ DTYPES = {
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 MAX_MANIFEST_BYTES = 16 * 2**20
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_SUITE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+
+
+def _canonical_digest(manifest: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def seal_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """``manifest`` with its ``manifest_sha256`` (re)computed: what :meth:`Artifact.save` writes.
+
+    A loader refuses a manifest whose digest does not match, so an edited manifest must be sealed
+    again (a tool that rewrites manifests on purpose calls this).
+    """
+    sealed = dict(manifest)
+    sealed["manifest_sha256"] = _canonical_digest(sealed)
+    return sealed
 
 
 def _is_int(value: Any) -> bool:
@@ -55,8 +86,19 @@ def shape_str(shape: Iterable[int]) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ")"
 
 
+def same_shape(name: str, shape: Iterable[int], expected: Iterable[int], width_free: bool) -> bool:
+    """Whether parameter ``name`` of ``shape`` takes the artifact's ``expected`` values: equal
+    shapes, or (``width_free``) a head that differs in its number of classes alone."""
+    shape, expected = tuple(shape), tuple(expected)
+    if shape == expected:
+        return True
+    return (width_free and is_head(name) and len(shape) == len(expected)
+            and shape[1:] == expected[1:])
+
+
 def parameter_mismatch(
-    expected: Mapping[str, tuple[int, ...]], actual: Mapping[str, tuple[int, ...]]
+    expected: Mapping[str, tuple[int, ...]], actual: Mapping[str, tuple[int, ...]],
+    width_free: bool = False,
 ) -> tuple[list[str], list[str], list[str]]:
     """(missing, unexpected, wrong shape) of ``actual`` parameter shapes against ``expected``."""
     missing = [n for n in expected if n not in actual]
@@ -64,7 +106,7 @@ def parameter_mismatch(
     wrong = [
         f"{n} {shape_str(actual[n])} vs {shape_str(expected[n])} in the artifact"
         for n in expected
-        if n in actual and tuple(actual[n]) != tuple(expected[n])
+        if n in actual and not same_shape(n, actual[n], expected[n], width_free)
     ]
     return missing, unexpected, wrong
 
@@ -107,10 +149,12 @@ class _Check:
             raise self.fail(f"field {label!r} should be {names}, got {type(value).__name__}")
         return value
 
-    def positive_int(self, obj: Mapping[str, Any], key: str) -> int:
+    def positive_int(self, obj: Mapping[str, Any], key: str, maximum: int | None = None) -> int:
         value = self.field(obj, key, int, key)
         if value < 1:
             raise self.fail(f"field {key!r} should be a positive integer, got {value}")
+        if maximum is not None and value > maximum:
+            raise self.fail(f"field {key!r} is {value}, more than the {maximum} this library allows")
         return value
 
 
@@ -154,12 +198,14 @@ def check_manifest(manifest: Any, where: str) -> None:
         shape = c.field(entry, "shape", list, f"{label}.shape")
         if not all(_is_int(s) and s >= 0 for s in shape):
             raise c.fail(f"field {label + '.shape'!r} should be a list of non-negative integers")
+        if len(shape) > 8 or math.prod(shape) > MAX_ELEMENTS:
+            raise c.fail(f"field {label + '.shape'!r} is implausibly large ({shape})")
         dtype = c.field(entry, "dtype", str, f"{label}.dtype")
         if dtype not in DTYPES:
             raise c.fail(f"field {label + '.dtype'!r} is {dtype!r}; expected one of "
                          f"{', '.join(DTYPES)}")
-    c.positive_int(manifest, "rate_steps")
-    c.positive_int(manifest, "inner_steps")
+    c.positive_int(manifest, "rate_steps", MAX_STEPS)
+    c.positive_int(manifest, "inner_steps", MAX_STEPS)
     model = c.field(manifest, "model", dict, "model")
     c.field(model, "kwargs", dict, "model.kwargs", optional=True)
     has_name, has_factory = "name" in model, "factory" in model
@@ -170,26 +216,33 @@ def check_manifest(manifest: Any, where: str) -> None:
         c.field(model, "name", str, "model.name")
     else:
         factory = c.field(model, "factory", str, "model.factory")
-        if not _FACTORY.match(factory):
+        if not _FACTORY.fullmatch(factory):
             raise c.fail(f"field 'model.factory' is not a 'module:attr' path: {factory!r}")
     suite = c.field(manifest, "suite", dict, "suite")
-    c.field(suite, "name", str, "suite.name")
+    suite_name = c.field(suite, "name", str, "suite.name")
+    if not (_SUITE_NAME.fullmatch(suite_name) or _FACTORY.fullmatch(suite_name)):
+        raise c.fail(f"field 'suite.name' is neither a suite name nor 'module:Class': {suite_name!r}")
     c.field(suite, "options", dict, "suite.options")
     c.field(suite, "metric_name", str, "suite.metric_name", optional=True)
     c.field(suite, "metric_higher_is_better", bool, "suite.metric_higher_is_better", optional=True)
     c.field(manifest, "learner", dict, "learner")
     tail = c.field(manifest, "tail", dict, "tail", optional=True)
     if tail is not None:
-        c.positive_int(tail, "horizon")
+        c.positive_int(tail, "horizon", MAX_STEPS)
         decay = c.field(tail, "decay", (int, float), "tail.decay")
         if not 0 <= decay < 1:
             raise c.fail(f"field 'tail.decay' must be in [0, 1), got {decay}")
         steps = c.field(tail, "steps", int, "tail.steps", optional=True)
-        if steps is not None and steps < 0:
-            raise c.fail(f"field 'tail.steps' must not be negative, got {steps}")
+        if steps is not None and not 0 <= steps <= MAX_STEPS:
+            raise c.fail(f"field 'tail.steps' must be in [0, {MAX_STEPS}], got {steps}")
     c.field(manifest, "training", dict, "training", optional=True)
     c.field(manifest, "metrics", dict, "metrics")
     c.field(manifest, "provenance", dict, "provenance", optional=True)
+    sealed = c.field(manifest, "manifest_sha256", str, "manifest_sha256",
+                     optional=version < SEALED_VERSION)
+    if sealed is not None and sealed != _canonical_digest(manifest):
+        raise c.fail(f"{MANIFEST} does not match its checksum (manifest_sha256): the file was "
+                     "edited or corrupted")
 
 
 def check_tensors(

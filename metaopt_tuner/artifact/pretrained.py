@@ -41,7 +41,7 @@ def pretrained(name: str = "sinusoid") -> Artifact:
         ArtifactError: no shipped artifact has that name, or it is damaged.
     """
     available = list_pretrained()
-    if not isinstance(name, str) or not _NAME.match(name) or name not in available:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name not in available:
         raise ArtifactError(
             f"no pretrained artifact named {name!r}; available: {', '.join(available) or 'none'}"
         )

@@ -13,11 +13,14 @@ An artifact is a directory with two files::
   always stored per element, whatever granularity was learned (a scalar or per-tensor rate is
   expanded), so every consumer reads one layout. Inner step ``t`` uses row ``min(t, rate_steps-1)``.
 
-``manifest.json`` (format version 1) is an object with these fields:
+``manifest.json`` (format version 2) is an object with these fields:
 
 =====================  ==========================================================================
 ``format``             ``"metaopt-tuner/artifact"``
-``format_version``     ``1``; a loader refuses versions newer than it knows
+``format_version``     ``2`` (``1``: the same without ``manifest_sha256``); a loader refuses
+                       versions newer than it knows
+``manifest_sha256``    SHA-256 of the manifest's canonical JSON without this field (sorted keys,
+                       no spaces; see :func:`seal_manifest`): an edited manifest is refused
 ``library_version``    the metaopt-tuner version that wrote it
 ``created``            UTC time of writing, ISO 8601
 ``tensors``            ``{"sha256": hex digest of tensors.safetensors, "size": its size in bytes}``
@@ -31,19 +34,22 @@ An artifact is a directory with two files::
                        those steps
 ``model``              ``{"name": reference architecture, "kwargs": {...}}`` (see
                        ``models.build_model``) or ``{"factory": "module:attr", "kwargs": {...}}``
-``suite``              ``{"name", "options", "metric_name", "metric_higher_is_better"}``
+``suite``              ``{"name", "options", "metric_name", "metric_higher_is_better"}``; options
+                       naming places on disk (``TaskSuite.path_options``) are a record only
 ``learner``            the learner's configuration (``MetaLearner.config()``)
 ``training``           the training configuration (``TrainConfig.to_dict()``) or ``null``
 ``metrics``            held-out metrics at the time of saving (free-form numbers)
 ``provenance``         optional: how the artifact was made (script, command, duration, ...)
 =====================  ==========================================================================
 
-Loading never unpickles and never imports code: a ``factory`` model spec is imported only when the
-artifact was loaded with ``trust_factory=True``. Every inconsistency (a truncated or altered file,
-a missing or wrongly typed field, a shape that disagrees, NaN in the tensors, a newer format) raises
-:class:`~metaopt_tuner.errors.ArtifactError` with a sentence saying what is wrong. Writes go to a
-temporary directory that is then renamed into place, so a reader sees the old artifact or the new
-one, never half of one.
+Loading never unpickles and never imports code: a ``factory`` model spec, a ``module:Class`` suite
+and a ``module:function`` encoder are imported only when the artifact was loaded with
+``trust_factory=True``; paths come from the user, never from the manifest; sizes, shapes and step
+counts are checked against bounds before anything is read or allocated. Every inconsistency (a
+truncated or altered file, a missing or wrongly typed field, a shape that disagrees, NaN in the
+tensors, a newer format) raises :class:`~metaopt_tuner.errors.ArtifactError` with a sentence saying
+what is wrong. Writes go to a temporary directory that is then renamed into place, so a reader sees
+the old artifact or the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ from ..atomic import atomic_write_directory
 from ..errors import ArtifactError, MetaOptError, ModelMismatchError
 from ..imports import import_object
 from ..models import build_model, complete_spec
+from ..models.proto_head import HEAD_WEIGHT, head_at_width, is_head
 from ..version import __version__
 from .format import (
     DTYPE_NAMES,
@@ -78,6 +85,8 @@ from .format import (
     expand_rates,
     mismatch_message,
     parameter_mismatch,
+    same_shape,
+    seal_manifest,
     upgrade,
 )
 
@@ -144,6 +153,17 @@ class Artifact:
         """The model spec, with arguments that were defaults when it was written spelled out
         (see ``format.upgrade``)."""
         return upgrade(self.manifest)["model"]
+
+    @property
+    def width_free(self) -> bool:
+        """Whether the model has a class-indexed ``head`` whose values and rates are tied across
+        classes: the artifact then serves tasks of any number of classes."""
+        return HEAD_WEIGHT in self.theta and self.theta[HEAD_WEIGHT].dim() == 2
+
+    @property
+    def head_width(self) -> int | None:
+        """The number of classes the head had in training (None without a head)."""
+        return int(self.theta[HEAD_WEIGHT].shape[0]) if self.width_free else None
 
     @property
     def suite_name(self) -> str:
@@ -263,7 +283,7 @@ class Artifact:
             ],
             rate_steps=self.rate_steps,
         )
-        return manifest
+        return seal_manifest(manifest)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the artifact directory ``path`` atomically; an existing artifact is replaced.
@@ -345,10 +365,11 @@ class Artifact:
 
         ``strict`` raises :class:`ModelMismatchError` naming the missing, unexpected and
         wrong-shape parameters; ``strict=False`` loads those that match and warns about the rest.
+        A head of another number of classes (:attr:`width_free`) gets the class-tied values.
         """
         named = dict(model.named_parameters())
         missing, unexpected, wrong = parameter_mismatch(
-            self.shapes, {n: tuple(p.shape) for n, p in named.items()}
+            self.shapes, {n: tuple(p.shape) for n, p in named.items()}, self.width_free
         )
         if missing or unexpected or wrong:
             message = mismatch_message("model", missing, unexpected, wrong)
@@ -358,21 +379,45 @@ class Artifact:
                           stacklevel=2)
         for name, value in self.theta.items():
             p = named.get(name)
-            if p is not None and tuple(p.shape) == tuple(value.shape):
+            if p is not None and same_shape(name, p.shape, value.shape, self.width_free):
+                if is_head(name):
+                    value = head_at_width(value, p.shape[0])
                 p.copy_(value.to(device=p.device, dtype=p.dtype))
         return model
+
+    def suite_class(self) -> type[TaskSuite]:
+        """The class of the suite the artifact was trained on.
+
+        A registered name (a built-in, or one the user's code registered) is looked up; a
+        ``module:Class`` name is code the manifest names: like a model factory, it is imported
+        only when the artifact was loaded with ``trust_factory=True``.
+        """
+        from ..tasks import is_registered_suite, suite_class
+
+        name = self.suite_name
+        if not is_registered_suite(name) and not self.trust_factory:
+            raise ArtifactError(
+                f"the artifact's suite is code ({name!r} is not a registered suite); load it with "
+                "trust_factory=True (CLI: --trust-factory) if you trust that code, or register the "
+                "suite yourself (metaopt_tuner.tasks.register_suite)"
+            )
+        return suite_class(name)
 
     def build_suite(self, **overrides: Any) -> TaskSuite:
         """The suite the artifact was trained on, with ``overrides`` (e.g. ``data_dir``).
 
-        A sentence encoder given as ``module:function`` is code the manifest names: like a model
-        factory, it is imported only when the artifact was loaded with ``trust_factory=True`` (a
-        model folder is data and needs no trust).
+        Options that name places on disk (``data_dir``, ``cache_dir``: the suite's
+        ``path_options``) come from ``overrides`` only, never from the manifest. A sentence
+        encoder given as ``module:function`` is code the manifest names: like a model factory, it
+        is imported only when the artifact was loaded with ``trust_factory=True`` (a model folder
+        is data and needs no trust).
         """
         from ..models.text.encoders import is_encoder_folder
-        from ..tasks import get_suite
+        from ..tasks import suite_from_class
 
-        options = {**self.suite_options, **overrides}
+        cls = self.suite_class()
+        recorded = {k: v for k, v in self.suite_options.items() if k not in cls.path_options}
+        options = {**recorded, **overrides}
         encoder = options.get("encoder")
         if (isinstance(encoder, str) and "encoder" not in overrides and not self.trust_factory
                 and not is_encoder_folder(encoder)):
@@ -381,7 +426,7 @@ class Artifact:
                 "trust_factory=True (CLI: --trust-factory) if you trust that code, or pass "
                 "encoder=... yourself"
             )
-        return get_suite(self.suite_name, **options)
+        return suite_from_class(cls, self.suite_name, **options)
 
     def to_learner(self, suite: TaskSuite | None = None, **learner_overrides: Any) -> MetaLearner:
         """A Meta-SGD learner whose theta and rates are the artifact's (for adaptation_curve).
@@ -457,14 +502,17 @@ def load_artifact(path: str | os.PathLike[str], trust_factory: bool = False) -> 
     check_manifest(manifest, where)
     if not tensors_path.is_file():
         raise ArtifactError(f"{where}: {TENSORS} is missing")
+    expected = manifest["tensors"]
     try:
-        data = tensors_path.read_bytes()
+        # the size is compared before reading, so a huge file is refused without being read
+        with open(tensors_path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            data = fh.read(expected["size"] + 1) if size == expected["size"] else b""
     except OSError as exc:
         raise ArtifactError(f"cannot read {tensors_path}: {exc.strerror or exc}") from None
-    expected = manifest["tensors"]
-    if len(data) != expected["size"]:
-        raise ArtifactError(f"{where}: {TENSORS} has {len(data)} bytes but the manifest says "
-                            f"{expected['size']} (truncated or replaced)")
+    if size != expected["size"] or len(data) != size:
+        raise ArtifactError(f"{where}: {TENSORS} has {max(size, len(data))} bytes but the manifest "
+                            f"says {expected['size']} (truncated or replaced)")
     if hashlib.sha256(data).hexdigest() != expected["sha256"]:
         raise ArtifactError(f"{where}: {TENSORS} does not match the manifest's checksum "
                             "(the file is corrupted or was modified)")

@@ -26,7 +26,16 @@ from torch.func import functional_call, vmap
 from ..config import BATCHING_MODES, INNER_PARAMS
 from ..errors import ConfigError
 from ..models import supports_batched
-from ..models.proto_head import HEAD_BIAS, HEAD_INITS, HEAD_WEIGHT, prototype_head, supports_prototype_head
+from ..models.proto_head import (
+    HEAD_BIAS,
+    HEAD_INITS,
+    HEAD_WEIGHT,
+    head_at_width,
+    is_head,
+    prototype_head,
+    supports_prototype_head,
+    task_width,
+)
 from ..tasks.base import TaskBatch
 from ..update_rule import TAIL_DECAY, TAIL_STEPS, tail_factor
 from .inner import GradFn, Params, adapt, autograd_grads, functorch_grads
@@ -176,8 +185,11 @@ class MetaLearner(nn.Module, abc.ABC):
             head.weight.requires_grad_(False)
             head.bias.requires_grad_(False)
         self.inner_params = inner_params
-        shapes = {n: p.shape for n, p in model.named_parameters()
-                  if _adapted_by(inner_params, n)}
+        #: the head's rows are classes, which labels shuffle in every episode: its rates are tied
+        #: across classes (one row for all), so the learner and its artifact serve any width
+        self.width_free = supports_prototype_head(model)
+        shapes = {n: (1, *p.shape[1:]) if self.width_free and is_head(n) else p.shape
+                  for n, p in model.named_parameters() if _adapted_by(inner_params, n)}
         self.rates = LearningRates(
             shapes,
             init=inner_lr,
@@ -426,6 +438,8 @@ class MetaLearner(nn.Module, abc.ABC):
         steps = self.inner_steps if steps is None else int(steps)
         params = self.initial_params() if params is None else params
         lrs = self.learning_rates() if lrs is None else lrs
+        if self.width_free:
+            params = self._at_width(params, max(task_width(batch.y_support), task_width(batch.y_query)))
         mode = self.resolve_batching(batch.x_support.device, allow_loop=not functional)
         grad_fn = functorch_grads if functional else autograd_grads
         tensors = (batch.x_support, batch.y_support, batch.x_query, batch.y_query)
@@ -458,6 +472,15 @@ class MetaLearner(nn.Module, abc.ABC):
             adapted = {k: torch.stack([r[2][k] for r in results]) for k in params}
             tail_loss = torch.stack([r[3] for r in results])
         return AdaptationOutcome(loss, metric, adapted, tail_loss if tail else None)
+
+    @staticmethod
+    def _at_width(params: Params, width: int) -> Params:
+        """``params`` with the head sized for a task of ``width`` classes (class-tied rows)."""
+        if params[HEAD_WEIGHT].shape[-2] == width:
+            return params
+        dim = params[HEAD_WEIGHT].dim() - 2  # a leading task dimension moves the class rows
+        return {**params, HEAD_WEIGHT: head_at_width(params[HEAD_WEIGHT], width, dim),
+                HEAD_BIAS: head_at_width(params[HEAD_BIAS], width, dim)}
 
     @property
     def trains_tail(self) -> bool:

@@ -146,6 +146,10 @@ class TaskSuite(abc.ABC):
     #: every class of new data is evaluated (``split="all"``): names of the old data's
     #: alphabets or domains mean nothing there
     split_options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    #: options that name places on disk (data, caches): an artifact records them for the record
+    #: but never uses them, so a manifest cannot make a loader read or write anywhere: the
+    #: user passes them again (``--data-dir``)
+    path_options: ClassVar[tuple[str, ...]] = ("data_dir", "cache_dir")
 
     @classmethod
     def recipe_for_options(cls, options: Mapping[str, Any]) -> Recipe | None:

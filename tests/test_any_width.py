@@ -1,0 +1,112 @@
+"""Width-free heads: an artifact trained at one number of classes serves tasks of any number."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from metaopt_tuner import prepare
+from metaopt_tuner.artifact import MANIFEST, Artifact, load_artifact
+from metaopt_tuner.errors import ConfigError
+from metaopt_tuner.models.proto_head import HEAD_BIAS, HEAD_WEIGHT
+
+from .helpers import TinyImageSuite
+from .helpers import float64_batch as _batch
+from .helpers import seeded_learner as _learner
+
+STEPS = 3
+
+
+def _five_way_artifact(tmp_path, inner_params="all", head_init="prototypes"):
+    suite = TinyImageSuite(ways=5, shots=2, query=2)
+    learner = _learner("metasgd", suite, "loop", steps=STEPS, head_init=head_init,
+                       inner_params=inner_params, per_step_lrs=True)
+    art = Artifact.from_learner(learner, suite, model_spec=suite.model_spec())
+    art.save(tmp_path / "art")
+    return load_artifact(tmp_path / "art")
+
+
+def _adapt_with_optimizer(art, xs, ys, steps=STEPS):
+    """The user's path: prepare + MetaSGD steps on the support loss."""
+    model, opt = prepare(None, art, support=(xs, ys))
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(xs), ys).backward()
+        opt.step()
+    return model
+
+
+@pytest.mark.parametrize("ways", [3, 12])
+@pytest.mark.parametrize("inner_params", ["all", "head"])
+def test_a_five_way_artifact_adapts_other_widths_identically_both_ways(tmp_path, ways, inner_params):
+    art = _five_way_artifact(tmp_path, inner_params)
+    assert art.width_free and art.head_width == 5
+    suite = TinyImageSuite(ways=ways, shots=2, query=2)
+    batch = _batch(suite, n=1, seed=3)
+    xs, ys = batch.x_support[0], batch.y_support[0]
+    model = _adapt_with_optimizer(art, xs, ys)
+    assert model.head.weight.shape == (ways, model.head.in_features)
+    learner = art.to_learner(suite, batching="loop")
+    out = learner.adapt_batch(batch, STEPS, create_graph=False)
+    for name, value in model.named_parameters():
+        assert torch.allclose(out.adapted[name][0], value, atol=1e-12, rtol=0), name
+    # and the query loss the learner reports is the adapted model's
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model(batch.x_query[0]), batch.y_query[0])
+    assert torch.allclose(out.loss[0], loss)
+
+
+def test_the_head_rates_are_tied_across_classes():
+    suite = TinyImageSuite(ways=5)
+    learner = _learner("metasgd", suite, "loop", steps=2, head_init="prototypes", per_step_lrs=True)
+    rates = learner.learning_rates()
+    assert rates[HEAD_WEIGHT].shape == (2, 1, learner.model.head.in_features)
+    assert rates[HEAD_BIAS].shape == (2, 1)
+
+
+def test_an_old_artifact_with_per_class_head_rates_runs_at_another_width(tmp_path):
+    art = _five_way_artifact(tmp_path)
+    manifest = json.loads((tmp_path / "art" / MANIFEST).read_text())
+    rates = dict(art.rates)
+    gen = torch.Generator().manual_seed(1)
+    per_class = torch.rand(rates[HEAD_WEIGHT].shape, generator=gen, dtype=torch.float64) * 0.1
+    rates[HEAD_WEIGHT] = per_class  # rows that differ by class: what older versions learned
+    old = Artifact(dict(art.theta), rates, manifest)
+    old.save(tmp_path / "old")
+    old = load_artifact(tmp_path / "old")
+    suite = TinyImageSuite(ways=7, shots=2, query=2)
+    batch = _batch(suite, n=1, seed=4)
+    xs, ys = batch.x_support[0], batch.y_support[0]
+    model = _adapt_with_optimizer(old, xs, ys)
+    out = old.to_learner(suite, batching="loop").adapt_batch(batch, STEPS, create_graph=False)
+    for name, value in model.named_parameters():
+        assert torch.allclose(out.adapted[name][0], value, atol=1e-12, rtol=0), name
+    # the per-class rows were averaged: one row for every class
+    model, opt = prepare(None, old, support=(xs, ys))
+    state = opt.state[model.head.weight]["rates"]
+    assert torch.allclose(state, per_class.mean(1, keepdim=True).expand_as(state))
+
+
+@pytest.mark.parametrize("labels, fragment", [
+    (torch.tensor([0.0, 1.0, 2.0]), "integer"),
+    (torch.tensor([-1, 0, 1]), "0..C-1"),
+    (torch.tensor([0, 2, 2]), "no example"),
+])
+def test_support_labels_that_are_not_classes_are_one_clear_error(tmp_path, labels, fragment):
+    art = _five_way_artifact(tmp_path)
+    xs = torch.randn(len(labels), 1, 8, 8, dtype=torch.float64)
+    with pytest.raises(ConfigError, match=fragment):
+        prepare(None, art, support=(xs, labels))
+
+
+def test_evaluate_runs_at_another_width(tmp_path):
+    from metaopt_tuner.evaluation import evaluate
+
+    suite = TinyImageSuite(ways=5)
+    learner = _learner("metasgd", suite, "loop", steps=2, head_init="prototypes")
+    Artifact.from_learner(learner, suite, model_spec=suite.model_spec()).save(tmp_path / "a")
+    result = evaluate(tmp_path / "a", suite=TinyImageSuite(ways=9), num_tasks=4, steps=2)
+    assert len(result.loss_mean) == 3 and all(torch.isfinite(torch.tensor(result.loss_mean)))
+

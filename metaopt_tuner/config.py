@@ -127,9 +127,8 @@ class TrainConfig:
     #: compute each meta-gradient with one ``torch.compile``-d function (maml, fomaml, metasgd;
     #: see ``compiled``): fused kernels; the first meta-batch of each shape pays the compilation
     compile: bool = False
-    #: let float32 matrix products and convolutions use TF32 tensor cores (CUDA only). Measured on
-    #: Omniglot (second-order MAML, 5 steps, H100): 25.3 instead of 23.4 it/s, but a meta-gradient
-    #: 19-79% off (relative norm) against float64, where FP32 is 3e-5 off.
+    #: let float32 matrix products and convolutions use TF32 tensor cores (CUDA only): faster, but
+    #: second-order meta-gradients lose most of their accuracy (docs/benchmarks.md)
     tf32: bool = False
 
     def validate(self) -> None:
@@ -200,10 +199,8 @@ class TrainConfig:
         """The learned rates' outer step size (default :data:`RATES_META_LR`, whatever the meta-lr).
 
         Learned rates are stored as logarithms, so Adam's steps on them are relative (about 1% of
-        a rate per iteration at 1e-2) and one value serves every suite and model scale. Measured on
-        the sinusoid (Meta-SGD, 10 inner steps, per-step per-weight rates, 5,000 iterations, clip
-        1.0): held-out MSE after 10 steps 0.062 at 1e-3, 0.019 at 3e-3, 0.0054 at 1e-2; at 3e-2 the
-        meta-gradient became NaN within 300 iterations.
+        a rate per iteration at 1e-2) and one value serves every suite and model scale; 1e-2 is
+        the largest measured rate that stays finite (docs/benchmarks.md).
         """
         if self.rates_meta_lr is not None:
             return self.rates_meta_lr
@@ -231,6 +228,12 @@ class TrainConfig:
         """Every field, JSON-able (as run.json and manifests record it)."""
         return asdict(self)
 
+    @staticmethod
+    def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+        """A configuration dict an older version wrote, as this one reads it: options that are now
+        always on are dropped (run.json, checkpoints and manifests all record this dict)."""
+        return {k: v for k, v in data.items() if k not in RETIRED_OPTIONS}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """The configuration :meth:`to_dict` gave (retired options are dropped).
@@ -239,7 +242,7 @@ class TrainConfig:
             ConfigError: an unknown field.
         """
         known = {f.name for f in dataclasses.fields(cls)}
-        data = {k: v for k, v in data.items() if k not in RETIRED_OPTIONS}
+        data = cls.upgrade(data)
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")

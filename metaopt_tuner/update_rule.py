@@ -36,7 +36,7 @@ __all__ = [
 #: the factor by which each step past the trained horizon shrinks the rates of the one before
 TAIL_DECAY = 0.5
 #: steps past the horizon that meta-training adapts through (first order) to train the tail, at
-#: most as many as the horizon (the measurements behind 4: docs/benchmarks.md, "The tail")
+#: most as many as the horizon (the measurements behind 4: docs/benchmarks.md)
 TAIL_STEPS = 4
 #: a tail factor below this ends the tail: a step that small changes no float32 weight (2**-40
 #: relative), so after about 40 steps past the horizon (at decay 0.5) nothing moves any more

@@ -250,10 +250,8 @@ class MetaLearner(nn.Module, abc.ABC):
     # ----------------------------------------------------------------- batching
     def resolve_batching(self, device: torch.device, allow_loop: bool = True) -> str:
         """The path ``"auto"`` picks: loop for convolutional models on CPU, where grouped and
-        vmapped convolutions are slower (Omniglot ConvNet, 64 filters, second-order MAML 5-way
-        1-shot, meta-batch 32, 5 steps, one thread of the 2-core machine, with the fused batch norm
-        in both: loop 0.160 it/s, batched 0.159, vmap 0.067; evaluating 100 tasks:
-        loop 1.3-2.4x faster); else hand-batched when the model has it, else vmap.
+        vmapped convolutions are no faster (docs/benchmarks.md); else hand-batched when the model
+        has it, else vmap.
         ``allow_loop=False`` leaves the loop out of the choice."""
         if self.batching != "auto":
             return self.batching

@@ -1,14 +1,7 @@
 """MetaTrainer: the outer loop, with checkpoints that resume exactly, progress and NaN guards.
 
-A run lives in one output folder::
-
-    run.json          marks the folder as a metaopt run and records the configuration
-    checkpoint.pt     learner, outer optimizer and task-sampler state (written atomically)
-    metrics.jsonl     one JSON object per logged iteration (loss, metric, held-out metric, it/s)
-    artifact/         the learned theta and rates with their manifest (see ``artifact``), written
-                      with every checkpoint and at the end
-
-Resuming restores all three states, so an interrupted run ends with exactly the parameters of an
+A run lives in one output folder (see ``run_folder``). Resuming restores the learner, the outer
+optimizer and the task samplers, so an interrupted run ends with exactly the parameters of an
 uninterrupted one (on CPU with the same seed).
 
 Under ``torchrun`` the trainer joins the process group (see ``distributed``): each process samples
@@ -20,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import os
 import time
@@ -33,7 +25,6 @@ from typing import Any
 import torch
 
 from ..artifact import Artifact
-from ..atomic import atomic_write, atomic_write_text
 from ..budget import MIN_TIMED_STEPS, BudgetPlan, iterations_for_budget, warmup_seconds
 from ..config import DTYPES, TrainConfig
 from ..errors import ConfigError, DistributedError, MetaOptError, NonFiniteLossError, RunDirError
@@ -42,15 +33,23 @@ from ..tasks import TaskBatch, TaskSuite, get_suite
 from . import distributed
 from .compiled import CompiledMetaGradient
 from .cuda_graphs import GraphedMetaGradient
+from .run_folder import (
+    ARTIFACT,
+    CHECKPOINT,
+    METRICS,
+    RUN_MARKER,
+    append_metrics,
+    keep_metrics,
+    prepare_run_folder,
+    read_checkpoint,
+    upgrade_checkpoint,
+    write_checkpoint,
+    write_run_marker,
+)
 
 __all__ = ["TrainResult", "MetaTrainer", "train", "build_outer_optimizer", "meta_lr_factor", "RUN_MARKER",
            "CHECKPOINT", "METRICS", "ARTIFACT", "MAX_NONFINITE_STREAK"]
 
-RUN_MARKER = "run.json"
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
-ARTIFACT = "artifact"
-_PROGRAM = "metaopt-tuner"
 
 #: non-finite meta-iterations in a row (each one skipped) after which a run stops as diverged
 MAX_NONFINITE_STREAK = 10
@@ -200,65 +199,16 @@ class MetaTrainer:
 
     # ------------------------------------------------------------------ run folder
     def _prepare_out_dir(self, resume: bool) -> None:
-        out = self.out_dir
-        if out is None:
+        if self.out_dir is None:
             if resume:
                 raise ConfigError("resume needs an output folder")
             return
-        marker = out / RUN_MARKER
-        if out.exists() and not out.is_dir():
-            raise RunDirError(f"--out {out} exists and is not a folder")
-        if resume:
-            if not marker.is_file():
-                raise RunDirError(f"--resume was given but {out} holds no metaopt run to resume")
-            self._check_same_run(marker)
-            return
-        if marker.exists():
-            raise RunDirError(
-                f"{out} already holds a metaopt run; pass --resume to continue it or choose "
-                "another --out"
-            )
-        if out.exists() and any(out.iterdir()):
-            raise RunDirError(f"--out {out} exists, is not empty and is not a metaopt run")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            self._write_marker()
-        except OSError as exc:
-            raise RunDirError(f"cannot write to {out}: {exc.strerror or exc}") from None
+        prepare_run_folder(self.out_dir, resume, self.config, self._write_marker)
 
     def _write_marker(self) -> None:
         """run.json: the configuration, where each value came from, and a budget's plan."""
         assert self.out_dir is not None
-        record: dict[str, Any] = {"program": _PROGRAM, "kind": "run", "format": 1,
-                                  "config": self.config.to_dict()}
-        if self.sources is not None:
-            record["sources"] = self.sources
-        if self.budget_plan is not None:
-            record["budget"] = dataclasses.asdict(self.budget_plan)
-        atomic_write_text(self.out_dir / RUN_MARKER, json.dumps(record, indent=2))
-
-    def _check_same_run(self, marker: Path) -> None:
-        try:
-            saved = json.loads(marker.read_text())
-            if saved.get("program") != _PROGRAM:
-                raise ValueError
-            saved_config = saved["config"]
-        except (ValueError, KeyError, TypeError, OSError):
-            raise RunDirError(f"{marker} is not a metaopt run marker") from None
-        current = self.config.to_dict()
-        defaults = TrainConfig().to_dict()  # options newer than the saved run take their default
-        # The number of iterations may grow on resume, and how the GPU executes the same
-        # arithmetic may change; everything else must match.
-        free = {"iterations", "budget_seconds", "cuda_graph", "tf32", "compile"}
-        differ = sorted(
-            k for k in current
-            if k not in free and saved_config.get(k, defaults.get(k)) != current[k]
-        )
-        if differ:
-            raise ConfigError(
-                f"cannot resume {marker.parent}: option(s) differ from the saved run: "
-                f"{', '.join(differ)}"
-            )
+        write_run_marker(self.out_dir, self.config, self.sources, self.budget_plan)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -279,9 +229,10 @@ class MetaTrainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (a resumed run continues bit for bit)."""
+        state = upgrade_checkpoint(state)
         self.learner.load_state_dict(state["learner"])
         self.optimizer.load_state_dict(state["optimizer"])
-        states = state.get("generators") or [state["generator"]]
+        states = state["generators"]
         if len(states) != len(self.generators):  # resuming with another number of processes
             if self.config.task_streams is not None:
                 raise ConfigError(
@@ -293,10 +244,10 @@ class MetaTrainer:
             generator.set_state(saved)
         self._prefetched = self._prefetch_states = None
         self.iteration = int(state["iteration"])
-        self._budget_iterations = state.get("budget_iterations")
-        self.train_seconds = float(state.get("train_seconds", 0.0))
-        self.skipped = int(state.get("skipped", 0))
-        self._nonfinite_streak = int(state.get("nonfinite_streak", 0))
+        self._budget_iterations = state["budget_iterations"]
+        self.train_seconds = float(state["train_seconds"])
+        self.skipped = int(state["skipped"])
+        self._nonfinite_streak = int(state["nonfinite_streak"])
 
     def save_checkpoint(self) -> None:
         """Write the checkpoint atomically (a crash mid-write keeps the previous one)."""
@@ -312,7 +263,7 @@ class MetaTrainer:
             state["generator"] = state["generators"][0]
             if not self.dist.is_main:
                 return
-        atomic_write(self.out_dir / CHECKPOINT, lambda fh: torch.save(state, fh))
+        write_checkpoint(self.out_dir, state)
         self._save_outputs()
 
     def _save_outputs(self) -> None:
@@ -334,33 +285,22 @@ class MetaTrainer:
 
     def _restore(self) -> None:
         assert self.out_dir is not None
-        path = self.out_dir / CHECKPOINT
-        if path.is_file():
+        state = read_checkpoint(self.out_dir, self.device)
+        if state is not None:
             try:
-                state = torch.load(path, map_location=self.device, weights_only=True)
                 self.load_state_dict(state)
             except Exception as exc:  # corrupted checkpoint: say so plainly
-                raise RunDirError(f"cannot read checkpoint {path}: {exc}") from None
-        metrics = self.out_dir / METRICS
-        if metrics.is_file():
-            kept = []
-            for line in metrics.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if record.get("iteration", 0) <= self.iteration:
-                    kept.append(record)
+                raise RunDirError(f"cannot read checkpoint {self.out_dir / CHECKPOINT}: {exc}") from None
+        kept = keep_metrics(self.out_dir, self.iteration)
+        if kept is not None:
             self.history = kept
-            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
 
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
         if not self.dist.is_main:
             return
         if self.out_dir is not None:
-            with open(self.out_dir / METRICS, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            append_metrics(self.out_dir, record)
         if self.callback is not None:
             self.callback(record)
 

@@ -42,94 +42,103 @@ RATES_META_LR = 1e-2
 META_LR_SCHEDULES = ("constant", "cosine")
 
 
+def _option(default: Any, help: str) -> Any:
+    """A TrainConfig field: its default (a callable such as ``dict`` makes a fresh value each
+    time) and its help, the one description of the option."""
+    if callable(default):
+        return field(default_factory=default, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     """Everything that determines a meta-training run (recorded in run.json and artifacts).
 
     The defaults here are the lowest layer: a suite's recipe and the options given override them
-    (see ``recipes.resolve_train_config``; :func:`train` and ``metaopt train`` resolve that way).
-
-    Args:
-        suite: a registered suite name or ``"module:Class"``.
-        suite_options: the suite's constructor options (``shots``, ``data_dir``, ...).
-        learner: ``"maml"``, ``"fomaml"``, ``"metasgd"`` or ``"reptile"``.
-        iterations: meta-iterations (outer steps) in total.
-        budget_seconds: train for this many seconds instead; ``iterations`` is then fixed by a
-            timed warm-up (see ``budget``).
-        meta_batch: tasks per meta-iteration.
-        inner_steps: adaptation steps per task: the horizon the rates are meta-trained for.
-        inner_lr: the inner rate (the initial value of learned rates).
-        meta_lr: the outer rate (None: 1e-3 with Adam; Reptile 0.1 with SGD).
-        rates_meta_lr: the learned rates' outer rate (None: :data:`RATES_META_LR`, 1e-2).
-        outer_optimizer: ``"adam"`` or ``"sgd"`` (None: the learner's).
-        meta_lr_schedule: ``"constant"`` or ``"cosine"``.
-        clip_grad: clip the meta-gradient's global norm to this (None: no clipping).
-        first_order: override the learner's order (None: the learner's).
-        per_step_lrs: learn one set of rates per inner step.
-        lr_granularity: ``"scalar"``, ``"tensor"`` or ``"element"`` (None: the learner's).
-        batching: ``"auto"``, ``"batched"``, ``"vmap"`` or ``"loop"``.
-        head_init: ``"theta"`` or ``"prototypes"``.
-        inner_params: ``"all"`` or ``"head"`` (what the inner loop adapts).
-        eval_every: evaluate on held-out validation tasks every this many iterations.
-        eval_tasks: the number of fixed validation tasks.
-        checkpoint_every: write a checkpoint every this many iterations.
-        log_every: append a line to ``metrics.jsonl`` every this many iterations.
-        seed: the seed of task sampling and initialization.
-        device: the torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
-        dtype: ``"float32"`` or ``"float64"``.
-        task_streams: seeded task streams per meta-batch (None: one per process).
-        cuda_graph: replay each meta-gradient from a CUDA graph (CUDA only).
-        compile: compute each meta-gradient with one ``torch.compile``-d function.
-        tf32: let float32 products use TF32 tensor cores (CUDA only).
+    (see ``training.recipes.resolve_train_config``; :func:`train` and ``metaopt train`` resolve
+    that way). Each field's meaning is written once, in its ``help`` metadata
+    (:meth:`TrainConfig.help`), which ``metaopt train --help`` prints for its flag.
 
     Raises:
         ConfigError: from :meth:`validate`, which the trainer calls, for an invalid option.
     """
 
-    suite: str = "sinusoid"
-    suite_options: dict[str, Any] = field(default_factory=dict)
-    learner: str = "metasgd"
-    iterations: int = 1000
-    #: train for this many seconds instead: ``iterations`` is fixed from a timed warm-up before
-    #: the first step (the rule is in ``metaopt_tuner.budget``) and recorded for a resume
-    budget_seconds: float | None = None
-    meta_batch: int = 25
-    inner_steps: int = 1
-    inner_lr: float = 0.01
-    meta_lr: float | None = None
-    #: outer step size of the learned rates (Meta-SGD); None: see ``resolved_rates_lr``
-    rates_meta_lr: float | None = None
-    outer_optimizer: str | None = None
-    #: "constant" or "cosine" (every outer rate annealed to zero over ``iterations``)
-    meta_lr_schedule: str = "constant"
-    clip_grad: float | None = None
-    first_order: bool | None = None
-    per_step_lrs: bool = False
-    lr_granularity: str | None = None
-    batching: str = "auto"
-    #: "theta" (the meta-learned head) or "prototypes" (Proto-MAML: from each task's support set)
-    head_init: str = "theta"
-    #: "all" (every parameter adapts in the inner loop) or "head" (the linear head alone, on
-    #: features computed once per task; models with a Linear ``head``)
-    inner_params: str = "all"
-    eval_every: int = 500
-    eval_tasks: int = 100
-    checkpoint_every: int = 1000
-    log_every: int = 100
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float32"
-    #: independent seeded task streams a meta-batch is drawn from; None: one per process. The
-    #: same value and seed give the same run on any number of processes (up to this many).
-    task_streams: int | None = None
-    #: replay each meta-gradient from a CUDA graph (CUDA only; see ``cuda_graphs``)
-    cuda_graph: bool = False
-    #: compute each meta-gradient with one ``torch.compile``-d function (maml, fomaml, metasgd;
-    #: see ``compiled``): fused kernels; the first meta-batch of each shape pays the compilation
-    compile: bool = False
-    #: let float32 matrix products and convolutions use TF32 tensor cores (CUDA only): faster, but
-    #: second-order meta-gradients lose most of their accuracy (docs/benchmarks.md)
-    tf32: bool = False
+    suite: str = _option(
+        "sinusoid",
+        "Task suite: a name from `metaopt suites` or module:Class (your own TaskSuite).")
+    suite_options: dict[str, Any] = _option(
+        dict, "The suite's constructor options (shots, data_dir, ...).")
+    learner: str = _option("metasgd", "maml, fomaml, metasgd or reptile.")
+    iterations: int = _option(1000, "Meta-iterations (outer steps) in total, exactly.")
+    budget_seconds: float | None = _option(
+        None,
+        "Train for this many seconds instead of --iterations: a timed warm-up fixes the iteration "
+        "count (budget / seconds per iteration, recorded in run.json for --resume; the rule is "
+        "in metaopt_tuner.budget), and the schedule is laid over it.")
+    meta_batch: int = _option(25, "Tasks per meta-iteration.")
+    inner_steps: int = _option(
+        1, "Inner (adaptation) steps per task: the horizon the rates are meta-trained for.")
+    inner_lr: float = _option(0.01, "Inner learning rate (the initial value for learned rates).")
+    meta_lr: float | None = _option(None, "Outer learning rate.")
+    rates_meta_lr: float | None = _option(
+        None,
+        "Outer learning rate of the learned rates (Meta-SGD), which are stored as logarithms: "
+        "steps are relative.")
+    outer_optimizer: str | None = _option(None, "adam or sgd.")
+    meta_lr_schedule: str = _option(
+        "constant",
+        "constant, or cosine: every outer rate annealed to zero over the iterations (raising "
+        "--iterations on --resume stretches what is left).")
+    clip_grad: float | None = _option(None, "Clip the meta-gradient's global norm to this value.")
+    first_order: bool | None = _option(None, "Override the learner's order.")
+    per_step_lrs: bool = _option(False, "Learn one set of rates per inner step (Meta-SGD).")
+    lr_granularity: str | None = _option(
+        None,
+        "Inner rates: scalar (one), tensor (one per weight tensor) or element (one per weight).")
+    batching: str = _option("auto", "auto, batched (hand-batched), vmap or loop.")
+    head_init: str = _option(
+        "theta",
+        "theta (the meta-learned head) or prototypes (Proto-MAML: each task's head starts from "
+        "its support-set class means; classification suites with a ConvNet).")
+    inner_params: str = _option(
+        "all",
+        "What the inner loop adapts: all (every parameter) or head (the linear head alone, on "
+        "features computed once per task; the other parameters' rates are zero).")
+    eval_every: int = _option(500, "Evaluate on held-out validation tasks every N iterations.")
+    eval_tasks: int = _option(100, "Number of fixed validation tasks.")
+    checkpoint_every: int = _option(1000, "Write a checkpoint every N iterations.")
+    log_every: int = _option(100, "Append a metrics line every N iterations.")
+    seed: int = _option(0, "Random seed (task sampling and initialization).")
+    device: str = _option("cpu", "Torch device: cpu, cuda, cuda:1, ...")
+    dtype: str = _option("float32", "float32 or float64.")
+    task_streams: int | None = _option(
+        None,
+        "Seeded task streams per meta-batch; equal values give equal runs on any number of "
+        "processes.")
+    cuda_graph: bool = _option(
+        False,
+        "Replay each meta-gradient from a CUDA graph (CUDA only): removes the launch overhead of "
+        "thousands of small kernels.")
+    compile: bool = _option(
+        False,
+        "Compute each meta-gradient with one torch.compile-d function (maml, fomaml, metasgd): "
+        "fused kernels, for GPUs. The first meta-batch compiles (minutes for a 5-step ConvNet). "
+        "Combines with --cuda-graph.")
+    tf32: bool = _option(
+        False,
+        "Let float32 matrix products and convolutions use TF32 tensor cores (CUDA only). Faster, "
+        "but second-order meta-gradients lose accuracy (see the Benchmarks page); for "
+        "first-order learners.")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Every field's name, in order."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        """What field ``name`` means: the one description the CLI's help prints too."""
+        return {f.name: f.metadata["help"] for f in dataclasses.fields(cls)}[name]
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid option."""

@@ -39,6 +39,9 @@ MOVED_MODULES: dict[str, str] = {
 #: (old module, name) -> the module that now holds the name
 MOVED_NAMES: dict[tuple[str, str], str] = {
     ("metaopt_tuner.artifact", "resolve_artifact"): "metaopt_tuner.resolver",
+    **{("metaopt_tuner.compare.baselines", name): "metaopt_tuner.compare.tuning" for name in (
+        "TuneResult", "tune", "tune_on_suite", "open_study", "study_name_for", "finished_trials",
+        "StudyStorageError")},
     ("metaopt_tuner.learners.inner", "metasgd_update"): "metaopt_tuner.update_rule",
     ("metaopt_tuner.learners.inner", "rates_at_step"): "metaopt_tuner.update_rule",
     ("metaopt_tuner.learners.inner", "tail_factor"): "metaopt_tuner.update_rule",

@@ -265,7 +265,8 @@ def test_tune_cli_workers_share_a_postgres_study(postgres_url):
 
 
 def test_workers_need_a_shared_storage():
-    from metaopt_tuner.compare.baselines import RandomInit, tune
+    from metaopt_tuner.compare.baselines import RandomInit
+    from metaopt_tuner.compare.tuning import tune
     from metaopt_tuner.tasks import get_suite
 
     suite = get_suite("sinusoid")

@@ -1,5 +1,6 @@
-"""The comparison: Optuna-tuned baselines and their studies, the pretrained initialization, the
-SetFit baseline, the comparison itself (``comparison``) and its rendering (``report``)."""
+"""The comparison: ordinary optimizers as baselines (``baselines``) tuned with Optuna (``tuning``,
+``studies``), the pretrained initialization, the SetFit baseline, the comparison itself
+(``comparison``) and its rendering (``report``)."""
 
 from __future__ import annotations
 

@@ -38,18 +38,14 @@ from .baselines import (
     Curve,
     RandomInit,
     SharedInit,
-    TuneResult,
     baseline_curve,
-    describe_pruner,
     get_baseline,
     oracle_tune,
-    pruner_warmup,
     run_optimizer,
-    study_name_for,
-    tune,
 )
 from .pretraining import load_or_pretrain
 from .report import write_report
+from .tuning import TuneResult, describe_pruner, pruner_warmup, study_name_for, tune
 
 __all__ = [
     "ComparisonResult",

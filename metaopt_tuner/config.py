@@ -256,3 +256,21 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
         return cls(**data)
+
+
+def _args_section(cls: type) -> str:
+    """The ``Args:`` section of ``cls``'s docstring, written from its fields' help."""
+    lines = ["", "    Args:"]  # indented as the class docstring is
+    for f in dataclasses.fields(cls):
+        line = f"        {f.name}:"
+        for word in f.metadata["help"].split():
+            if len(line) + 1 + len(word) > 100:
+                lines.append(line)
+                line = "           "
+            line += " " + word
+        lines.append(line)
+    return "\n".join(lines)
+
+
+TrainConfig.__doc__ = (TrainConfig.__doc__ or "").rstrip() + "\n" + _args_section(TrainConfig)
+

@@ -104,6 +104,10 @@ class TrainConfig:
         "all",
         "What the inner loop adapts: all (every parameter) or head (the linear head alone, on "
         "features computed once per task; the other parameters' rates are zero).")
+    step_loss_weight: float = _option(
+        0.0,
+        "Weight of the mean query loss after the steps before the horizon in the meta-loss "
+        "(anytime steps; 0: the horizon's loss alone).")
     eval_every: int = _option(500, "Evaluate on held-out validation tasks every N iterations.")
     eval_tasks: int = _option(100, "Number of fixed validation tasks.")
     checkpoint_every: int = _option(1000, "Write a checkpoint every N iterations.")
@@ -176,6 +180,9 @@ class TrainConfig:
             raise ConfigError(
                 f"inner params must be one of {', '.join(INNER_PARAMS)}, got {self.inner_params!r}"
             )
+        if not (isinstance(self.step_loss_weight, (int, float)) and math.isfinite(self.step_loss_weight)
+                and self.step_loss_weight >= 0):
+            raise ConfigError(f"step-loss-weight must be a non-negative number, got {self.step_loss_weight}")
         if self.outer_optimizer not in (None, "adam", "sgd"):
             raise ConfigError(f"outer optimizer must be 'adam' or 'sgd', got {self.outer_optimizer!r}")
         if self.meta_lr_schedule not in META_LR_SCHEDULES:
@@ -227,6 +234,8 @@ class TrainConfig:
             options["head_init"] = self.head_init
         if self.inner_params != "all":  # passed only when used, as head_init
             options["inner_params"] = self.inner_params
+        if self.step_loss_weight:  # passed only when used, as head_init
+            options["step_loss_weight"] = self.step_loss_weight
         if self.first_order is not None:
             options["first_order"] = self.first_order
         if self.lr_granularity is not None:

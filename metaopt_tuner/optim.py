@@ -268,7 +268,7 @@ def prepare(
     it, and returns it with a :class:`MetaSGD` over its named parameters. ``artifact`` is
     anything :class:`MetaSGD` accepts, ``models:/NAME@ALIAS`` included. An artifact meta-trained
     with a prototype head (``head_init="prototypes"``) needs the new task's ``support=(x, y)``:
-    its head starts from their class means (see :func:`~metaopt_tuner.learners.proto_head.
+    its head starts from their class means (see :func:`~metaopt_tuner.models.proto_head.
     prototype_head_`).
 
     Args:

@@ -110,3 +110,28 @@ def test_evaluate_runs_at_another_width(tmp_path):
     result = evaluate(tmp_path / "a", suite=TinyImageSuite(ways=9), num_tasks=4, steps=2)
     assert len(result.loss_mean) == 3 and all(torch.isfinite(torch.tensor(result.loss_mean)))
 
+
+
+def test_inspect_says_the_artifact_is_width_free(tmp_path, capsys):
+    from .helpers import run_cli
+
+    _five_way_artifact(tmp_path)
+    code, out, err = run_cli(capsys, "inspect", str(tmp_path / "art"))
+    assert code == 0, err
+    assert "width-free head: trained at 5" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("batching", ["loop", "vmap", "batched"])
+def test_the_anytime_meta_loss_scores_every_step(batching):
+    """With ``step_loss_weight`` the meta-loss is the horizon's query loss plus the weight times
+    the mean query loss after the steps before it: the adaptation curve's values."""
+    suite = TinyImageSuite(ways=3)
+    learner = _learner("maml", suite, batching, steps=3, head_init="prototypes", step_loss_weight=0.7)
+    assert learner.trains_every_step and learner.config()["step_loss_weight"] == 0.7
+    batch = _batch(suite, n=2)
+    curve = learner.adaptation_curve(batch, steps=3).loss  # [T, 4]: before and after each step
+    outcome = learner.adapt_batch(batch, create_graph=False, anytime=True)
+    expected = curve[:, 3].mean() + 0.7 * curve[:, 1:3].mean()
+    assert torch.allclose(learner.meta_loss(outcome), expected, atol=1e-12)
+    plain = learner.adapt_batch(batch, create_graph=False)
+    assert plain.step_loss is None and torch.allclose(learner.meta_loss(plain), curve[:, 3].mean())

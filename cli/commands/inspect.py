@@ -53,6 +53,8 @@ def inspect(artifact: ArtifactArg, json_out: JsonOut = False, tracking_uri: Regi
         ("suite", f"{art.suite_name} ({_fmt(art.suite_options)})"),
         ("learner", _fmt(art.learner_config)),
         ("inner steps", f"{art.inner_steps} (rates learned for {art.rate_steps} step(s))"),
+        ("classes", f"any number (width-free head: trained at {art.head_width}, its values and rates "
+                    "tied across classes)" if art.width_free else "-"),
         ("after the horizon", art.tail_rule()),
         ("training", _fmt(art.training_config) if art.training_config is not None else "-"),
         ("metrics", _fmt(art.metrics)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ArtifactError
 from .metasgd import MetaSGDLearner
 
 if TYPE_CHECKING:
@@ -23,6 +24,13 @@ def learner_from_artifact(
     ``learner_overrides`` go to the learner (``inner_steps``, ``batching``, ``first_order``, ...).
     """
     suite = artifact.build_suite() if suite is None else suite
+    trained, asked = artifact.suite_options.get("ways"), getattr(suite, "ways", None)
+    if not artifact.width_free and trained is not None and asked is not None and trained != asked:
+        raise ArtifactError(
+            f"this artifact's model has a fixed number of classes ({trained}): evaluate it at "
+            f"ways={trained}, or meta-train a model with a linear head (width-free) for "
+            f"{asked}-way tasks"
+        )
     model = artifact.build_model().to(dtype=artifact.dtype)
     artifact.initialize(model)
     inner_steps = int(learner_overrides.pop("inner_steps", artifact.inner_steps))

@@ -6,15 +6,16 @@ maps each domain to its intents) or one ``.csv`` file, or the path of such a fil
 every original split are pooled; the suite's own train/val/test splits are made *by class* (by
 domain when domains are known), so no test intent is ever seen in meta-training.
 
-Texts are hashed into n-gram bucket ids once per dataset (:mod:`metaopt_tuner.text.featurizers`) and cached
-in memory; a task is N classes drawn from the split, K support and Q query utterances each, as
-padded ``[N * K, L]`` id tensors that stack into a :class:`TaskBatch`. With ``encoder`` (a local
-sentence-transformers folder or ``"module:function"``, see :mod:`metaopt_tuner.text.encoders`)
-every utterance is embedded once instead, tasks hold ``[N * K, D]`` embeddings and the model is a
+Texts are hashed into n-gram bucket ids once per dataset
+(:mod:`metaopt_tuner.models.text.featurizers`) and cached in memory; a task is N classes drawn
+from the split, K support and Q query utterances each, as padded ``[N * K, L]`` id tensors that
+stack into a :class:`TaskBatch`. With ``encoder`` (a local sentence-transformers folder or
+``"module:function"``, see :mod:`metaopt_tuner.models.text.encoders`) every utterance is embedded
+once instead, tasks hold ``[N * K, D]`` embeddings and the model is a
 :class:`~metaopt_tuner.models.FeatureClassifier` (``hidden`` its MLP, ``logit_scale`` its scale).
 With an encoder folder and ``adapt_layers=N``, the encoder's top N layers are adapted per task
-(:class:`~metaopt_tuner.text.transformer.EncoderTop`): tasks hold the token states below them,
-``[N * K, L, H + 1]`` (see :mod:`metaopt_tuner.text.encoder_states`).
+(:class:`~metaopt_tuner.models.text.transformer.EncoderTop`): tasks hold the token states below
+them, ``[N * K, L, H + 1]`` (see :mod:`metaopt_tuner.models.text.encoder_states`).
 """
 
 from __future__ import annotations
@@ -224,7 +225,7 @@ def _load_encoded(
     featurizer: HashedNgrams, encoder: str | None = None, adapt_layers: int = 0,
 ) -> tuple[IntentData, Tensor | PackedStates]:
     """The data and its features: hashed n-gram ids ``[M, L]``, or with ``encoder`` the sentence
-    embeddings ``[M, D]`` (also cached on disk, see :mod:`metaopt_tuner.text.encoders`)."""
+    embeddings ``[M, D]`` (also cached on disk, see :mod:`metaopt_tuner.models.text.encoders`)."""
     path = _resolve(data_dir).resolve()
     stat = path.stat()
     dom = path.with_name(_DOMAINS_FILE)
@@ -302,7 +303,7 @@ class IntentSuite(ClassificationSuite):
     recipe = RECIPE
     split_options = MappingProxyType({
         **{f"{s}_{kind}": None for kind in ("domains", "classes") for s in SPLITS},
-        "val_fraction": 0.0})
+        "val_fraction": 0.0, "test_fraction": 0.0})
 
     def __init__(
         self,
@@ -425,12 +426,17 @@ class IntentSuite(ClassificationSuite):
         else:
             self._split_domains = None
             split = _split_groups(labels, self._given["classes"], fractions, self.split_seed, "class")
-        for s in ("train", "test"):
-            if len(split[s]) < self.ways:
-                raise ConfigError(
-                    f"the {s} split has {len(split[s])} classes, fewer than ways={self.ways}; "
-                    "change the split options or lower ways"
-                )
+        if len(split["train"]) < self.ways:
+            raise ConfigError(
+                f"the train split has {len(split['train'])} classes, fewer than ways={self.ways}; "
+                "change the split options or lower ways"
+            )
+        # an empty test split is refused where it is used ("all" splits nothing off)
+        if split["test"] and len(split["test"]) < self.ways:
+            raise ConfigError(
+                f"the test split has {len(split['test'])} classes, fewer than ways={self.ways}; "
+                "change the split options or lower ways"
+            )
         if split["val"] and len(split["val"]) < self.ways:
             raise ConfigError(f"the val split has {len(split['val'])} classes, fewer than "
                               f"ways={self.ways}; give it more or none (val_fraction=0)")

@@ -1,6 +1,6 @@
 """A learner's meta-gradient as one ``torch.compile``-d function: fewer, fused GPU kernels.
 
-A CUDA graph (:mod:`metaopt_tuner.cuda_graphs`) removes the launch cost of a second-order
+A CUDA graph (:mod:`metaopt_tuner.training.cuda_graphs`) removes the launch cost of a second-order
 meta-iteration's thousands of small kernels, not the kernels: for the Omniglot ConvNet (5 inner
 steps, meta-batch 32) about 3,900 of them, a third elementwise and a tenth small reductions, each
 reading and writing its tensors from GPU memory. Compiling fuses them.
@@ -11,7 +11,7 @@ meta-gradient is written with ``torch.func``: the inner loop differentiates with
 ``torch.func.grad`` of the mean query loss after adaptation with respect to the meta-parameters.
 Dynamo traces that into one graph of plain tensor operations (forward, inner backward, outer
 backward all explicit), which Inductor fuses and schedules; matrix products and convolutions stay
-library calls. Compose with :class:`~metaopt_tuner.cuda_graphs.GraphedMetaGradient` to replay the
+library calls. Compose with :class:`~metaopt_tuner.training.cuda_graphs.GraphedMetaGradient` to replay the
 compiled kernels from a CUDA graph.
 
 Only gradient-based learners (MAML, first-order MAML, Meta-SGD) have this form; Reptile's
@@ -98,7 +98,7 @@ class CompiledMetaGradient:
         outcome = learner.adapt_batch(
             TaskBatch(x_support, y_support, x_query, y_query),
             create_graph=not learner.first_order, params=theta, lrs=lrs, functional=True,
-            tail=learner.trains_tail,
+            tail=learner.trains_tail, anytime=learner.trains_every_step,
         )
         loss = outcome.loss.mean().detach()
         return learner.meta_loss(outcome), (loss, outcome.metric.mean().detach())

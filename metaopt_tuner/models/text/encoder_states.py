@@ -1,6 +1,6 @@
 """A local BERT-style encoder folder cut in two: cached lower-layer states, pretrained top layers.
 
-:class:`~metaopt_tuner.text.transformer.EncoderTop` adapts the top layers of an encoder; this
+:class:`~metaopt_tuner.models.text.transformer.EncoderTop` adapts the top layers of an encoder; this
 module provides what feeds it and identifies it:
 
 * :func:`encoder_checksum`: a content checksum of the folder's model files (portable across

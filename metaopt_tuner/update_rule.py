@@ -10,8 +10,8 @@ last learned step's rates carry on past the last step.
 
 Past the horizon ``H`` the rates were meta-trained for (the learner's inner steps), step ``t >= H``
 multiplies them by ``TAIL_DECAY ** (t - H + 1)`` (:func:`tail_factor`): all the steps past the
-horizon together move a weight at most ``TAIL_DECAY / (1 - TAIL_DECAY)`` times as far as one last
-learned step would, so no number of steps can run away, and learners meta-train the rates through a
+horizon together move a weight at most :func:`tail_reach` (``d / (1 - d)``) times as far as one
+last learned step would, so no number of steps can run away, and learners meta-train the rates through a
 short tail of such steps (:data:`TAIL_STEPS`) so that those steps keep lowering the loss. Before
 the horizon nothing changes.
 """
@@ -26,6 +26,7 @@ from torch import Tensor
 __all__ = [
     "metasgd_update",
     "tail_factor",
+    "tail_reach",
     "rate_row",
     "rates_at_step",
     "TAIL_DECAY",
@@ -82,6 +83,12 @@ def tail_factor(step: int, horizon: int | None, decay: float = TAIL_DECAY) -> fl
         return 1.0
     factor = float(decay) ** (step - horizon + 1)
     return factor if factor >= TAIL_CUTOFF else 0.0
+
+
+def tail_reach(decay: float = TAIL_DECAY) -> float:
+    """How far all the steps past the horizon together can move a weight, in units of one last
+    learned step: the geometric sum ``decay + decay**2 + ... = decay / (1 - decay)``."""
+    return float(decay) / (1.0 - float(decay))
 
 
 def rate_row(

@@ -72,6 +72,7 @@ from ..errors import ArtifactError, MetaOptError, ModelMismatchError
 from ..imports import import_object
 from ..models import build_model, complete_spec
 from ..models.proto_head import HEAD_WEIGHT, head_at_width, is_head
+from ..update_rule import tail_reach
 from ..version import __version__
 from .format import (
     DTYPE_NAMES,
@@ -196,7 +197,7 @@ class Artifact:
         return (
             f"steps 1-{self.horizon} use the learned rates; each later step multiplies the last "
             f"step's rates by {d:g} once more (all later steps together move the weights at most "
-            f"{d / (1 - d):g}x one learned step)"
+            f"{tail_reach(d):g}x one learned step)"
         )
 
     @property

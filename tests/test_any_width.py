@@ -135,3 +135,50 @@ def test_the_anytime_meta_loss_scores_every_step(batching):
     assert torch.allclose(learner.meta_loss(outcome), expected, atol=1e-12)
     plain = learner.adapt_batch(batch, create_graph=False)
     assert plain.step_loss is None and torch.allclose(learner.meta_loss(plain), curve[:, 3].mean())
+
+
+def test_training_episodes_draw_their_shape_from_the_ranges(tmp_path):
+    from metaopt_tuner.tasks import get_suite
+
+    from .test_omniglot import make_tree
+
+    root = make_tree(tmp_path / "tree")
+    suite = get_suite("omniglot", data_dir=str(root), ways=3, shots=1, query=2, split_by="class",
+                      val_fraction=0.2, test_fraction=0.2, cache=False,
+                      train_ways=[2, None], train_shots=[1, 3])
+    gen = torch.Generator().manual_seed(0)
+    max_ways, max_shots = suite.shape_limits("train")
+    shapes = set()
+    for _ in range(40):
+        batch = suite.sample(2, gen)
+        ways = int(batch.y_support.max()) + 1
+        shots = batch.y_support.shape[1] // ways
+        assert batch.y_query.shape[1] == ways * 2  # the query count stays
+        assert 2 <= ways <= max_ways and 1 <= shots <= min(3, max_shots)
+        shapes.add((ways, shots))
+    assert len(shapes) > 3
+    # evaluation episodes keep the fixed shape, and the options record the ranges
+    fixed = suite.fixed_tasks(2, split="test")
+    assert fixed.y_support.shape[1] == 3 and suite.options()["train_ways"] == [2, None]
+    assert (suite.ways, suite.shots) == (3, 1)
+
+
+@pytest.mark.parametrize("value", [[1, 3], [4, 2], [2], "x"])
+def test_shape_ranges_are_checked(tmp_path, value):
+    from metaopt_tuner.errors import MetaOptError
+    from metaopt_tuner.tasks import get_suite
+
+    with pytest.raises(MetaOptError, match="train_ways|invalid option value"):
+        get_suite("omniglot", data_dir=str(tmp_path), train_ways=value)
+
+
+def test_a_range_the_data_cannot_make_is_one_error(tmp_path):
+    from metaopt_tuner.tasks import get_suite
+
+    from .test_omniglot import make_tree
+
+    root = make_tree(tmp_path / "tree")
+    suite = get_suite("omniglot", data_dir=str(root), ways=2, query=2, split_by="class",
+                      cache=False, train_ways=[500, None])
+    with pytest.raises(ConfigError, match="at most"):
+        suite.sample(1, torch.Generator().manual_seed(0))

@@ -335,6 +335,8 @@ class IntentSuite(ClassificationSuite):
         gate_init: str = "idf",
         encoder: str | None = None,
         adapt_layers: int = 0,
+        train_ways: Sequence[int | None] | str | None = None,
+        train_shots: Sequence[int | None] | str | None = None,
     ) -> None:
         if data_dir is None:
             raise DataError("the intents suite needs data: pass --data-dir (a folder with "
@@ -351,6 +353,7 @@ class IntentSuite(ClassificationSuite):
                 raise ConfigError(f"{label} must be in [0, 1), got {value}")
         self.data_dir = str(data_dir)
         self.ways, self.shots, self.query = ways, shots, query
+        self.set_train_shapes(train_ways, train_shots)
         self.text_column, self.label_column = text_column, label_column
         self.include_oos, self.split_by = bool(include_oos), split_by
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
@@ -494,7 +497,13 @@ class IntentSuite(ClassificationSuite):
         self._check_split(split)
         if num_tasks < 1:
             raise ConfigError(f"num_tasks must be positive, got {num_tasks}")
-        return self._sample(num_tasks, generator, split)
+        with self.episode_shape(generator, split):
+            return self._sample(num_tasks, generator, split)
+
+    def shape_limits(self, split: str) -> tuple[int, int]:
+        """The classes of ``split`` and the most shots that leave ``query`` utterances in each."""
+        counts = self._index[split][1]
+        return len(counts), int(counts.min()) - self.query
 
     def _rows(self, num_tasks: int, generator: torch.Generator, split: str) -> Tensor:
         """The dataset rows of ``num_tasks`` episodes, ``[T, ways, shots + query]``: per class its
@@ -631,6 +640,7 @@ class IntentSuite(ClassificationSuite):
             "gate_init": self.gate_init,
             "encoder": self.encoder,
             "adapt_layers": self.adapt_layers,
+            **self.shape_range_options(),
         }
         for kind, given in self._given.items():
             for split, names in given.items():

@@ -10,10 +10,11 @@ import torch
 from metaopt_tuner import prepare
 from metaopt_tuner.artifact import MANIFEST, Artifact, load_artifact
 from metaopt_tuner.errors import ConfigError
-from metaopt_tuner.learners.proto_head import HEAD_BIAS, HEAD_WEIGHT
+from metaopt_tuner.models.proto_head import HEAD_BIAS, HEAD_WEIGHT
 
 from .helpers import TinyImageSuite
-from .test_learners import _batch, _learner
+from .helpers import float64_batch as _batch
+from .helpers import seeded_learner as _learner
 
 STEPS = 3
 

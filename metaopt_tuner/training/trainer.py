@@ -175,6 +175,9 @@ class MetaTrainer:
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0  # wall time spent in meta-iterations, across resumes
         self._val_tasks = None
+        # the validation episodes are drawn now: a split too narrow for the episodes is an error
+        # before the first iteration, not at the first evaluation minutes later
+        self._load_val_tasks()
         # On a GPU the next meta-batch is sampled while the device computes the current one.
         self._prefetch = self.device.type == "cuda"
         self._prefetched: list[TaskBatch] | None = None
@@ -307,19 +310,22 @@ class MetaTrainer:
     # ------------------------------------------------------------------ evaluation
     _no_val = False
 
+    def _load_val_tasks(self) -> None:
+        """The fixed validation tasks (none, with a warning, when the suite has no validation
+        split, e.g. ``val_fraction=0``: training goes on)."""
+        try:
+            tasks = self.suite.fixed_tasks(self.config.eval_tasks, split="val")
+        except ConfigError as exc:  # no validation split: nothing to evaluate on
+            self._no_val = True
+            warnings.warn(f"no validation tasks, so no held-out metric: {exc}", stacklevel=3)
+            return
+        self._val_tasks = tasks.to(self.device, self.dtype)
+
     def evaluate(self) -> float | None:
         """Mean held-out metric after ``inner_steps`` steps on the fixed validation tasks (None
         when the suite has no validation split, e.g. ``val_fraction=0``: training goes on)."""
-        if self._no_val:
+        if self._no_val or self._val_tasks is None:
             return None
-        if self._val_tasks is None:
-            try:
-                tasks = self.suite.fixed_tasks(self.config.eval_tasks, split="val")
-            except ConfigError as exc:  # no validation split: nothing to evaluate on
-                self._no_val = True
-                warnings.warn(f"no validation tasks, so no held-out metric: {exc}", stacklevel=2)
-                return None
-            self._val_tasks = tasks.to(self.device, self.dtype)
         curve = self.learner.adaptation_curve(self._val_tasks, self.config.inner_steps)
         return float(curve.metric[:, -1].mean())
 

@@ -152,6 +152,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be an integer from 0 to 2**63 - 1, got {self.seed}")
         if self.task_streams is not None and (
             not isinstance(self.task_streams, int) or isinstance(self.task_streams, bool)
             or not 1 <= self.task_streams <= self.meta_batch

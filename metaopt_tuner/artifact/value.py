@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from .. import json_text
 from ..atomic import atomic_write_directory
 from ..errors import ArtifactError, MetaOptError, ModelMismatchError
 from ..imports import import_object
@@ -284,7 +285,7 @@ class Artifact:
             ],
             rate_steps=self.rate_steps,
         )
-        return seal_manifest(manifest)
+        return seal_manifest(json_text.finite(manifest))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the artifact directory ``path`` atomically; an existing artifact is replaced.
@@ -298,7 +299,7 @@ class Artifact:
         data = self._tensor_bytes()
         manifest = self._full_manifest(data)
         try:
-            text = json.dumps(manifest, indent=2, allow_nan=True) + "\n"
+            text = json_text.dumps(manifest, indent=2) + "\n"
         except (TypeError, ValueError) as exc:
             raise ArtifactError(f"the artifact's manifest is not JSON-serializable: {exc}") from None
         try:

@@ -189,6 +189,30 @@ def _method(name: str, label: str, kind: str, curve: Curve, *, hparams: dict[str
     }
 
 
+#: the file that marks a folder as a comparison's (a re-run resumes there)
+COMPARE_MARKER = ".metaopt-compare"
+
+
+def claim_compare_folder(out: Path) -> None:
+    """Create ``out`` or take an earlier comparison's folder back; a non-empty folder that is
+    not one (a user's own report.md, results.json, ...) is refused, never overwritten.
+
+    Raises:
+        ConfigError: ``out`` is a file, a foreign non-empty folder, or cannot be written.
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    ours = (out / COMPARE_MARKER).is_file() or (out / "studies.db").is_file()
+    if out.is_dir() and any(out.iterdir()) and not ours:
+        raise ConfigError(f"--out {out} exists, is not empty and is not a metaopt comparison; "
+                          "choose a new folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / COMPARE_MARKER).touch()
+    except OSError as exc:
+        raise ConfigError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+
+
 def compare(
     artifact: Artifact | str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -227,10 +251,7 @@ def compare(
     names = list(baselines) if baselines is not None else default_baselines()
     chosen = [get_baseline(n) for n in names]
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+    claim_compare_folder(out)
     storage = storage or f"sqlite:///{(out / 'studies.db').resolve()}"
     oracle_trials = trials if oracle_trials is None else int(oracle_trials)
     oracle_n = min(int(oracle_tasks), tasks)

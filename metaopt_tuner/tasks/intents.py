@@ -368,7 +368,10 @@ class IntentSuite(ClassificationSuite):
             buckets=buckets, word_ngrams=tuple(word_ngrams), char_ngrams=tuple(char_ngrams),
             max_tokens=max_tokens,
         )
-        self.encoder = None if encoder in (None, "", "hashed") else str(encoder)
+        if isinstance(encoder, str) and not encoder.strip():
+            raise ConfigError("encoder is empty: leave it out (or say encoder=hashed) for the "
+                              "hashed n-gram features, or name a local model folder")
+        self.encoder = None if encoder in (None, "hashed") else str(encoder)
         self.adapt_layers = int(adapt_layers)
         if self.adapt_layers:
             if self.adapt_layers < 0:

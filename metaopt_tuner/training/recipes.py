@@ -113,7 +113,10 @@ def resolve_train_config(
     suite = flags.pop("suite", suite)
     flags.pop("suite_options", None)
     sources: dict[str, str] = {"suite": "default" if suite is None else "flag"}
-    suite = suite or TrainConfig.suite
+    if suite is not None and not (isinstance(suite, str) and suite.strip()):
+        raise ConfigError(f"the suite name is empty ({suite!r}); leave --suite out for the "
+                          f"default ({TrainConfig.suite}) or name one (metaopt suites)")
+    suite = TrainConfig.suite if suite is None else suite
     recipe = recipe_for(suite, suite_options) if recipe is None else recipe
     values: dict[str, Any] = {}
     for source, layer in (("recipe", recipe.values()), ("flag", flags)):

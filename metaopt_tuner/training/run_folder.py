@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .. import json_text
 from ..atomic import atomic_write, atomic_write_text
 from ..budget import BudgetPlan
 from ..config import TrainConfig
@@ -71,7 +72,7 @@ def write_run_marker(out: Path, config: TrainConfig, sources: Mapping[str, str] 
         record["sources"] = sources
     if budget_plan is not None:
         record["budget"] = dataclasses.asdict(budget_plan)
-    atomic_write_text(out / RUN_MARKER, json.dumps(record, indent=2))
+    atomic_write_text(out / RUN_MARKER, json_text.dumps(record, indent=2))
 
 
 def check_same_run(marker: Path, config: TrainConfig) -> None:
@@ -138,11 +139,11 @@ def keep_metrics(out: Path, iteration: int) -> list[dict[str, Any]] | None:
             continue
         if record.get("iteration", 0) <= iteration:
             kept.append(record)
-    atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
+    atomic_write_text(metrics, "".join(json_text.dumps(r) + "\n" for r in kept))
     return kept
 
 
 def append_metrics(out: Path, record: Mapping[str, Any]) -> None:
     """Append one record to the metrics log."""
     with open(out / METRICS, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+        fh.write(json_text.dumps(record) + "\n")

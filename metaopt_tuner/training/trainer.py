@@ -267,7 +267,8 @@ class MetaTrainer:
             if not self.dist.is_main:
                 return
         write_checkpoint(self.out_dir, state)
-        self._save_outputs()
+        if self.skipped < self.iteration:  # an artifact only once something was learned
+            self._save_outputs()
 
     def _save_outputs(self) -> None:
         """Write the artifact to ``OUT/artifact`` (atomically) beside each checkpoint."""
@@ -562,6 +563,12 @@ class MetaTrainer:
                 if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
                     self.save_checkpoint()
                 bar.update(task, completed=it)
+        if self.iteration > 0 and self.skipped >= self.iteration:
+            raise NonFiniteLossError(
+                f"every one of the {self.iteration} meta-batches had a non-finite meta-loss or "
+                "gradient and was skipped: nothing was learned, so no artifact is written (a "
+                "smaller --inner-lr or --meta-lr, or --clip-grad, may help)"
+            )
         if last_val is None:
             last_val = self.evaluate()
         return TrainResult(self.learner, self.suite, cfg, self.history, self.out_dir, last_val)

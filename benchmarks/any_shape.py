@@ -30,7 +30,8 @@ split, also said there.
 
 Each row gives accuracy % (mean ± 95% CI over the episodes), its paired difference to the artifact
 after its steps (same episodes, ± 95% CI), and seconds per task: wall time of adapting one task
-and scoring its queries, the baselines' including the forward pass that computes their features.
+and scoring its queries, the baselines' including the forward pass that computes their features;
+the tuning seconds of logistic regression and AdamW (once per cell) in a column of their own.
 
     python benchmarks/any_shape.py --suite omniglot --artifact RUN/artifact \\
         --data-dir DATA/omniglot/images_background_small1.zip
@@ -83,13 +84,16 @@ def art_steps_name(steps: int) -> str:
 # ----------------------------------------------------------------------------- suites, episodes
 def make_suite(art: Artifact, args: argparse.Namespace, split: str, ways: int, shots: int) -> TaskSuite:
     """The artifact's suite at ``ways`` x ``shots`` for ``split`` (with ``--data-dir``,
-    ``--query`` and ``--encoder`` when given).
+    ``--query`` and ``--encoder`` when given; tuning splits keep the artifact's own data under
+    ``--split all``, whose classes are all test classes).
 
     The intents suite wants its validation split to hold ``ways`` intents too; a wider episode is
     then built without a validation split: the test split is drawn first, so its intents are the
     same either way (``_split_groups`` in ``tasks/intents.py``)."""
     options: dict[str, Any] = {"ways": ways, "shots": shots}
     for key in ("data_dir", "query", "encoder"):
+        if key == "data_dir" and args.split == "all" and split != "all":
+            continue
         if getattr(args, key, None) is not None:
             options[key] = str(getattr(args, key)) if key != "query" else args.query
     try:
@@ -314,7 +318,8 @@ def run_cell(art: Artifact, args: argparse.Namespace, ways: int, shots: int,
         mean, ci = mean_ci(v)
         row = {"ways": ways, "shots": shots, "method": name, "episodes": len(values),
                "accuracy": float(mean), "ci95": float(ci),
-               "seconds_per_task": sum(secs[name]) / len(values)}
+               "seconds_per_task": sum(secs[name]) / len(values),
+               "tuning_seconds": {LOGREG: logreg_tune_s, ADAMW: adamw_tune_s}.get(name)}
         if reference is not None:
             d_mean, d_ci = mean_ci(v - torch.tensor(reference[: len(values)], dtype=torch.float64))
             row["vs_artifact"], row["vs_artifact_ci95"] = float(d_mean), float(d_ci)
@@ -332,10 +337,11 @@ def print_cell(cell: dict[str, Any]) -> None:
                 else f"{row['vs_artifact']:+.1f} ± {row['vs_artifact_ci95']:.1f}")
         first = row["episodes"] != cell["rows"][0]["episodes"]
         part = f" (first {row['episodes']} episodes)" if first else ""
+        tuning = "" if row["tuning_seconds"] is None else f"{row['tuning_seconds']:.1f}"
         print(f"| {shape} | {row['method']}{part} | {row['accuracy']:.1f} ± {row['ci95']:.1f} | "
-              f"{diff} | {row['seconds_per_task']:.3f} |", flush=True)
+              f"{diff} | {row['seconds_per_task']:.3f} | {tuning} |", flush=True)
     for note in cell["notes"]:
-        print(f"|   | ({note}) | | | |", flush=True)
+        print(f"|   | ({note}) | | | | |", flush=True)
 
 
 # ----------------------------------------------------------------------------- main
@@ -387,10 +393,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     torch.set_num_threads(args.threads)
     try:
         from threadpoolctl import threadpool_limits
-
-        threadpool_limits(args.threads)  # scikit-learn's BLAS too
     except ImportError:
-        pass
+        return run(p, args, argv)
+    with threadpool_limits(args.threads):  # scikit-learn's BLAS too
+        return run(p, args, argv)
+
+
+def run(p: argparse.ArgumentParser, args: argparse.Namespace,
+        argv: list[str] | None) -> list[dict[str, Any]]:
     art = load_artifact(args.artifact)
     if art.suite_name != args.suite:
         p.error(f"the artifact was trained on the {art.suite_name} suite, not {args.suite}")
@@ -417,14 +427,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print("(the artifact's data has no validation classes: the baselines are tuned on "
               "training classes)", flush=True)
     cells = []
-    print("\n| episodes | method | accuracy % | vs artifact after steps (paired) | s / task |")
-    print("|---|---|---|---|---|", flush=True)
+    print("\n| episodes | method | accuracy % | vs artifact after steps (paired) | s / task "
+          "| tuning s |")
+    print("|---|---|---|---|---|---|", flush=True)
     for ways in parse_ways(ways_given, test_classes):
         for shots in shots_given:
             try:
                 cell = run_cell(art, args, ways, shots, val_split, val_classes)
             except (ConfigError, DataError) as exc:
-                print(f"| {ways}-way {shots}-shot | skipped: {str(exc).splitlines()[0]} | | | |",
+                print(f"| {ways}-way {shots}-shot | skipped: {str(exc).splitlines()[0]} | | | | |",
                       flush=True)
                 continue
             print_cell(cell)

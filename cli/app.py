@@ -19,6 +19,7 @@ from .commands.registry import registry
 from .commands.suites import suites
 from .commands.train import train
 from .commands.tune import tune
+from .display import printable
 
 app = typer.Typer(
     name="metaopt",
@@ -57,7 +58,7 @@ def exit_code_for(exc: BaseException) -> int | None:
 def _show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
     """The library's own warnings as one ``warning:`` line; others as Python prints them."""
     if issubclass(category, MetaOptWarning):
-        err_console.print(f"warning: {message}", markup=False)
+        err_console.print(f"warning: {printable(message)}", markup=False)
     else:
         _python_showwarning(message, category, filename, lineno, file, line)
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except MetaOptError as exc:
-        err_console.print(f"error: {exc}", markup=False)
+        err_console.print(f"error: {printable(exc)}", markup=False)
         sys.exit(exit_code_for(exc))
     except KeyboardInterrupt:
         err_console.print("interrupted", markup=False)

@@ -13,11 +13,14 @@ An artifact is a directory with two files::
   always stored per element, whatever granularity was learned (a scalar or per-tensor rate is
   expanded), so every consumer reads one layout. Inner step ``t`` uses row ``min(t, rate_steps-1)``.
 
-``manifest.json`` (format version 1) is an object with these fields:
+``manifest.json`` (format version 2) is an object with these fields:
 
 =====================  ==========================================================================
 ``format``             ``"metaopt-tuner/artifact"``
-``format_version``     ``1``; a loader refuses versions newer than it knows
+``format_version``     ``2`` (``1``: the same without ``manifest_sha256``); a loader refuses
+                       versions newer than it knows
+``manifest_sha256``    SHA-256 of the manifest's canonical JSON without this field (sorted keys,
+                       no spaces; see :func:`seal_manifest`): an edited manifest is refused
 ``library_version``    the metaopt-tuner version that wrote it
 ``created``            UTC time of writing, ISO 8601
 ``tensors``            ``{"sha256": hex digest of tensors.safetensors, "size": its size in bytes}``
@@ -31,19 +34,22 @@ An artifact is a directory with two files::
                        those steps
 ``model``              ``{"name": reference architecture, "kwargs": {...}}`` (see
                        ``models.build_model``) or ``{"factory": "module:attr", "kwargs": {...}}``
-``suite``              ``{"name", "options", "metric_name", "metric_higher_is_better"}``
+``suite``              ``{"name", "options", "metric_name", "metric_higher_is_better"}``; options
+                       naming places on disk (``TaskSuite.path_options``) are a record only
 ``learner``            the learner's configuration (``MetaLearner.config()``)
 ``training``           the training configuration (``TrainConfig.to_dict()``) or ``null``
 ``metrics``            held-out metrics at the time of saving (free-form numbers)
 ``provenance``         optional: how the artifact was made (script, command, duration, ...)
 =====================  ==========================================================================
 
-Loading never unpickles and never imports code: a ``factory`` model spec is imported only when the
-artifact was loaded with ``trust_factory=True``. Every inconsistency (a truncated or altered file,
-a missing or wrongly typed field, a shape that disagrees, NaN in the tensors, a newer format) raises
-:class:`~metaopt_tuner.errors.ArtifactError` with a sentence saying what is wrong. Writes go to a
-temporary directory that is then renamed into place, so a reader sees the old artifact or the new
-one, never half of one.
+Loading never unpickles and never imports code: a ``factory`` model spec, a ``module:Class`` suite
+and a ``module:function`` encoder are imported only when the artifact was loaded with
+``trust_factory=True``; paths come from the user, never from the manifest; sizes, shapes and step
+counts are checked against bounds before anything is read or allocated. Every inconsistency (a
+truncated or altered file, a missing or wrongly typed field, a shape that disagrees, NaN in the
+tensors, a newer format) raises :class:`~metaopt_tuner.errors.ArtifactError` with a sentence saying
+what is wrong. Writes go to a temporary directory that is then renamed into place, so a reader sees
+the old artifact or the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ import ctypes.util
 import hashlib
 import importlib
 import json
+import math
 import os
 import re
 import shutil
@@ -68,6 +75,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ArtifactError, MetaOptError, ModelMismatchError
+from .learners.proto_head import HEAD_WEIGHT, head_at_width, is_head
 from .models import complete_spec
 
 if TYPE_CHECKING:
@@ -84,10 +92,16 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
     "TENSORS",
+    "seal_manifest",
 ]
 
 FORMAT = "metaopt-tuner/artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: the first version whose manifest carries its own checksum
+_SEALED_VERSION = 2
+#: bounds a manifest's numbers must keep before anything is read or allocated
+MAX_STEPS = 10_000
+MAX_ELEMENTS = 2**32
 MANIFEST = "manifest.json"
 TENSORS = "tensors.safetensors"
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -102,12 +116,30 @@ _DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
 _MAX_MANIFEST_BYTES = 16 * 2**20
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_SUITE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 
 
 def _library_version() -> str:
     from . import __version__
 
     return __version__
+
+
+def _canonical_digest(manifest: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def seal_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """``manifest`` with its ``manifest_sha256`` (re)computed: what :meth:`Artifact.save` writes.
+
+    A loader refuses a manifest whose digest does not match, so an edited manifest must be sealed
+    again (a tool that rewrites manifests on purpose calls this).
+    """
+    sealed = dict(manifest)
+    sealed["manifest_sha256"] = _canonical_digest(sealed)
+    return sealed
 
 
 def _is_int(value: Any) -> bool:
@@ -118,8 +150,19 @@ def _shape_str(shape: Iterable[int]) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ")"
 
 
+def same_shape(name: str, shape: Iterable[int], expected: Iterable[int], width_free: bool) -> bool:
+    """Whether parameter ``name`` of ``shape`` takes the artifact's ``expected`` values: equal
+    shapes, or (``width_free``) a head that differs in its number of classes alone."""
+    shape, expected = tuple(shape), tuple(expected)
+    if shape == expected:
+        return True
+    return (width_free and is_head(name) and len(shape) == len(expected)
+            and shape[1:] == expected[1:])
+
+
 def _mismatch(
-    expected: Mapping[str, tuple[int, ...]], actual: Mapping[str, tuple[int, ...]]
+    expected: Mapping[str, tuple[int, ...]], actual: Mapping[str, tuple[int, ...]],
+    width_free: bool = False,
 ) -> tuple[list[str], list[str], list[str]]:
     """(missing, unexpected, wrong shape) of ``actual`` parameter shapes against ``expected``."""
     missing = [n for n in expected if n not in actual]
@@ -127,7 +170,7 @@ def _mismatch(
     wrong = [
         f"{n} {_shape_str(actual[n])} vs {_shape_str(expected[n])} in the artifact"
         for n in expected
-        if n in actual and tuple(actual[n]) != tuple(expected[n])
+        if n in actual and not same_shape(n, actual[n], expected[n], width_free)
     ]
     return missing, unexpected, wrong
 
@@ -169,10 +212,12 @@ class _Check:
             raise self.fail(f"field {label!r} should be {names}, got {type(value).__name__}")
         return value
 
-    def positive_int(self, obj: Mapping[str, Any], key: str) -> int:
+    def positive_int(self, obj: Mapping[str, Any], key: str, maximum: int | None = None) -> int:
         value = self.field(obj, key, int, key)
         if value < 1:
             raise self.fail(f"field {key!r} should be a positive integer, got {value}")
+        if maximum is not None and value > maximum:
+            raise self.fail(f"field {key!r} is {value}, more than the {maximum} this library allows")
         return value
 
 
@@ -216,12 +261,14 @@ def _check_manifest(manifest: Any, where: str) -> None:
         shape = c.field(entry, "shape", list, f"{label}.shape")
         if not all(_is_int(s) and s >= 0 for s in shape):
             raise c.fail(f"field {label + '.shape'!r} should be a list of non-negative integers")
+        if len(shape) > 8 or math.prod(shape) > MAX_ELEMENTS:
+            raise c.fail(f"field {label + '.shape'!r} is implausibly large ({shape})")
         dtype = c.field(entry, "dtype", str, f"{label}.dtype")
         if dtype not in _DTYPES:
             raise c.fail(f"field {label + '.dtype'!r} is {dtype!r}; expected one of "
                          f"{', '.join(_DTYPES)}")
-    c.positive_int(manifest, "rate_steps")
-    c.positive_int(manifest, "inner_steps")
+    c.positive_int(manifest, "rate_steps", MAX_STEPS)
+    c.positive_int(manifest, "inner_steps", MAX_STEPS)
     model = c.field(manifest, "model", dict, "model")
     c.field(model, "kwargs", dict, "model.kwargs", optional=True)
     has_name, has_factory = "name" in model, "factory" in model
@@ -232,26 +279,33 @@ def _check_manifest(manifest: Any, where: str) -> None:
         c.field(model, "name", str, "model.name")
     else:
         factory = c.field(model, "factory", str, "model.factory")
-        if not _FACTORY.match(factory):
+        if not _FACTORY.fullmatch(factory):
             raise c.fail(f"field 'model.factory' is not a 'module:attr' path: {factory!r}")
     suite = c.field(manifest, "suite", dict, "suite")
-    c.field(suite, "name", str, "suite.name")
+    suite_name = c.field(suite, "name", str, "suite.name")
+    if not (_SUITE_NAME.fullmatch(suite_name) or _FACTORY.fullmatch(suite_name)):
+        raise c.fail(f"field 'suite.name' is neither a suite name nor 'module:Class': {suite_name!r}")
     c.field(suite, "options", dict, "suite.options")
     c.field(suite, "metric_name", str, "suite.metric_name", optional=True)
     c.field(suite, "metric_higher_is_better", bool, "suite.metric_higher_is_better", optional=True)
     c.field(manifest, "learner", dict, "learner")
     tail = c.field(manifest, "tail", dict, "tail", optional=True)
     if tail is not None:
-        c.positive_int(tail, "horizon")
+        c.positive_int(tail, "horizon", MAX_STEPS)
         decay = c.field(tail, "decay", (int, float), "tail.decay")
         if not 0 <= decay < 1:
             raise c.fail(f"field 'tail.decay' must be in [0, 1), got {decay}")
         steps = c.field(tail, "steps", int, "tail.steps", optional=True)
-        if steps is not None and steps < 0:
-            raise c.fail(f"field 'tail.steps' must not be negative, got {steps}")
+        if steps is not None and not 0 <= steps <= MAX_STEPS:
+            raise c.fail(f"field 'tail.steps' must be in [0, {MAX_STEPS}], got {steps}")
     c.field(manifest, "training", dict, "training", optional=True)
     c.field(manifest, "metrics", dict, "metrics")
     c.field(manifest, "provenance", dict, "provenance", optional=True)
+    sealed = c.field(manifest, "manifest_sha256", str, "manifest_sha256",
+                     optional=version < _SEALED_VERSION)
+    if sealed is not None and sealed != _canonical_digest(manifest):
+        raise c.fail(f"{MANIFEST} does not match its checksum (manifest_sha256): the file was "
+                     "edited or corrupted")
 
 
 def _check_tensors(
@@ -411,6 +465,17 @@ class Artifact:
         return complete_spec(self.manifest["model"])
 
     @property
+    def width_free(self) -> bool:
+        """Whether the model has a class-indexed ``head`` whose values and rates are tied across
+        classes: the artifact then serves tasks of any number of classes."""
+        return HEAD_WEIGHT in self.theta and self.theta[HEAD_WEIGHT].dim() == 2
+
+    @property
+    def head_width(self) -> int | None:
+        """The number of classes the head had in training (None without a head)."""
+        return int(self.theta[HEAD_WEIGHT].shape[0]) if self.width_free else None
+
+    @property
     def suite_name(self) -> str:
         """The suite it was trained on (a registered name or ``module:Class``)."""
         return self.manifest["suite"]["name"]
@@ -530,7 +595,7 @@ class Artifact:
             ],
             rate_steps=self.rate_steps,
         )
-        return manifest
+        return seal_manifest(manifest)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the artifact directory ``path`` atomically; an existing artifact is replaced.
@@ -642,10 +707,11 @@ class Artifact:
 
         ``strict`` raises :class:`ModelMismatchError` naming the missing, unexpected and
         wrong-shape parameters; ``strict=False`` loads those that match and warns about the rest.
+        A head of another number of classes (:attr:`width_free`) gets the class-tied values.
         """
         named = dict(model.named_parameters())
         missing, unexpected, wrong = _mismatch(
-            self.shapes, {n: tuple(p.shape) for n, p in named.items()}
+            self.shapes, {n: tuple(p.shape) for n, p in named.items()}, self.width_free
         )
         if missing or unexpected or wrong:
             message = _mismatch_message("model", missing, unexpected, wrong)
@@ -655,21 +721,45 @@ class Artifact:
                           stacklevel=2)
         for name, value in self.theta.items():
             p = named.get(name)
-            if p is not None and tuple(p.shape) == tuple(value.shape):
+            if p is not None and same_shape(name, p.shape, value.shape, self.width_free):
+                if is_head(name):
+                    value = head_at_width(value, p.shape[0])
                 p.copy_(value.to(device=p.device, dtype=p.dtype))
         return model
+
+    def suite_class(self) -> type[TaskSuite]:
+        """The class of the suite the artifact was trained on.
+
+        A registered name (a built-in, or one the user's code registered) is looked up; a
+        ``module:Class`` name is code the manifest names: like a model factory, it is imported
+        only when the artifact was loaded with ``trust_factory=True``.
+        """
+        from .tasks import is_registered_suite, suite_class
+
+        name = self.suite_name
+        if not is_registered_suite(name) and not self.trust_factory:
+            raise ArtifactError(
+                f"the artifact's suite is code ({name!r} is not a registered suite); load it with "
+                "trust_factory=True (CLI: --trust-factory) if you trust that code, or register the "
+                "suite yourself (metaopt_tuner.tasks.register_suite)"
+            )
+        return suite_class(name)
 
     def build_suite(self, **overrides: Any) -> TaskSuite:
         """The suite the artifact was trained on, with ``overrides`` (e.g. ``data_dir``).
 
-        A sentence encoder given as ``module:function`` is code the manifest names: like a model
-        factory, it is imported only when the artifact was loaded with ``trust_factory=True`` (a
-        model folder is data and needs no trust).
+        Options that name places on disk (``data_dir``, ``cache_dir``: the suite's
+        ``path_options``) come from ``overrides`` only, never from the manifest. A sentence
+        encoder given as ``module:function`` is code the manifest names: like a model factory, it
+        is imported only when the artifact was loaded with ``trust_factory=True`` (a model folder
+        is data and needs no trust).
         """
-        from .tasks import get_suite
+        from .tasks import suite_from_class
         from .text.encoders import is_encoder_folder
 
-        options = {**self.suite_options, **overrides}
+        cls = self.suite_class()
+        recorded = {k: v for k, v in self.suite_options.items() if k not in cls.path_options}
+        options = {**recorded, **overrides}
         encoder = options.get("encoder")
         if (isinstance(encoder, str) and "encoder" not in overrides and not self.trust_factory
                 and not is_encoder_folder(encoder)):
@@ -678,7 +768,7 @@ class Artifact:
                 "trust_factory=True (CLI: --trust-factory) if you trust that code, or pass "
                 "encoder=... yourself"
             )
-        return get_suite(self.suite_name, **options)
+        return suite_from_class(cls, self.suite_name, **options)
 
     def to_learner(self, suite: TaskSuite | None = None, **learner_overrides: Any) -> MetaLearner:
         """A Meta-SGD learner whose theta and rates are the artifact's (for adaptation_curve).
@@ -689,6 +779,13 @@ class Artifact:
         from .learners import MetaSGDLearner
 
         suite = self.build_suite() if suite is None else suite
+        trained, asked = self.suite_options.get("ways"), getattr(suite, "ways", None)
+        if not self.width_free and trained is not None and asked is not None and trained != asked:
+            raise ArtifactError(
+                f"this artifact's model has a fixed number of classes ({trained}): evaluate it at "
+                f"ways={trained}, or meta-train a model with a linear head (width-free) for "
+                f"{asked}-way tasks"
+            )
         model = self.build_model().to(dtype=self.dtype)
         self.initialize(model)
         inner_steps = int(learner_overrides.pop("inner_steps", self.inner_steps))
@@ -772,14 +869,17 @@ def load_artifact(path: str | os.PathLike[str], trust_factory: bool = False) -> 
     _check_manifest(manifest, where)
     if not tensors_path.is_file():
         raise ArtifactError(f"{where}: {TENSORS} is missing")
+    expected = manifest["tensors"]
     try:
-        data = tensors_path.read_bytes()
+        # the size is compared before reading, so a huge file is refused without being read
+        with open(tensors_path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            data = fh.read(expected["size"] + 1) if size == expected["size"] else b""
     except OSError as exc:
         raise ArtifactError(f"cannot read {tensors_path}: {exc.strerror or exc}") from None
-    expected = manifest["tensors"]
-    if len(data) != expected["size"]:
-        raise ArtifactError(f"{where}: {TENSORS} has {len(data)} bytes but the manifest says "
-                            f"{expected['size']} (truncated or replaced)")
+    if size != expected["size"] or len(data) != size:
+        raise ArtifactError(f"{where}: {TENSORS} has {max(size, len(data))} bytes but the manifest "
+                            f"says {expected['size']} (truncated or replaced)")
     if hashlib.sha256(data).hexdigest() != expected["sha256"]:
         raise ArtifactError(f"{where}: {TENSORS} does not match the manifest's checksum "
                             "(the file is corrupted or was modified)")
@@ -825,7 +925,7 @@ def pretrained(name: str = "sinusoid") -> Artifact:
         ArtifactError: no shipped artifact has that name, or it is damaged.
     """
     available = list_pretrained()
-    if not isinstance(name, str) or not _NAME.match(name) or name not in available:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name not in available:
         raise ArtifactError(
             f"no pretrained artifact named {name!r}; available: {', '.join(available) or 'none'}"
         )

@@ -98,7 +98,7 @@ class CompiledMetaGradient:
         outcome = learner.adapt_batch(
             TaskBatch(x_support, y_support, x_query, y_query),
             create_graph=not learner.first_order, params=theta, lrs=lrs, functional=True,
-            tail=learner.trains_tail,
+            tail=learner.trains_tail, anytime=learner.trains_every_step,
         )
         loss = outcome.loss.mean().detach()
         return learner.meta_loss(outcome), (loss, outcome.metric.mean().detach())

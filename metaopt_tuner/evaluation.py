@@ -104,9 +104,7 @@ def suite_for_split(artifact: Artifact, split: str, **overrides: Any) -> TaskSui
     """
     if split != "all":
         return artifact.build_suite(**overrides)
-    from .tasks import suite_class
-
-    return artifact.build_suite(**{**suite_class(artifact.suite_name).split_options, **overrides})
+    return artifact.build_suite(**{**artifact.suite_class().split_options, **overrides})
 
 
 def evaluate(

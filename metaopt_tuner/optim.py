@@ -39,10 +39,18 @@ from .artifact import (
     list_pretrained,
     pretrained,
     resolve_artifact,
+    same_shape,
 )
 from .errors import ConfigError, ModelMismatchError, NonFiniteUpdateError
 from .learners.inner import metasgd_update, tail_factor
-from .learners.proto_head import prototype_head_
+from .learners.proto_head import (
+    check_labels,
+    is_head,
+    prototype_head_,
+    resize_head_,
+    supports_prototype_head,
+    tie_classes,
+)
 
 __all__ = ["MetaSGD", "prepare", "pretrained", "list_pretrained"]
 
@@ -152,8 +160,11 @@ class MetaSGD(torch.optim.Optimizer):
         for name, p in zip(self._group_names(group), group["params"]):
             self._param_names[p] = name
             rates = self.artifact.rates.get(name)
-            if rates is not None and tuple(rates.shape[1:]) == tuple(p.shape):
+            width_free = self.artifact.width_free
+            if rates is not None and same_shape(name, p.shape, rates.shape[1:], width_free):
                 self._matched.add(name)
+                if width_free and is_head(name):  # one row for every class, at any width
+                    rates = tie_classes(rates, 1).expand(steps, *p.shape)
             else:
                 if rates is None:
                     unexpected.append(name)
@@ -290,6 +301,8 @@ def prepare(
     art = resolve_artifact(artifact, trust_factory=trust_factory)
     if model is None:
         model = art.build_model().to(dtype=art.dtype)
+    if support is not None and art.width_free and supports_prototype_head(model):
+        resize_head_(model, check_labels(support[1]))  # the head's width is the task's
     art.initialize(model, strict=strict)
     if getattr(model, "uses_reference", False):  # norm="support": the task's support statistics
         if support is None:

@@ -45,8 +45,11 @@ __all__ = [
 ]
 
 SCHEME = "models:"
-_NAME = re.compile(r"^[^/@\s][^/@]*$")
-_ALIAS = re.compile(r"^[A-Za-z0-9_-]+$")
+# Names and aliases are printed in terminals and pages: a safe ASCII set, bounded in length, so a
+# shared name can carry no terminal escape, control character or right-to-left override.
+_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_. -]{0,98}[A-Za-z0-9_.-])?")
+_ALIAS = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_VERSION = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
@@ -96,25 +99,28 @@ def parse_model_uri(uri: str) -> ModelRef:
     body = uri[len(SCHEME) + 1:]
     if "@" in body:
         name, _, alias = body.rpartition("@")
-        if _NAME.match(name) and _ALIAS.match(alias):
+        if _NAME.fullmatch(name) and _ALIAS.fullmatch(alias):
             return ModelRef(name, alias=alias)
     else:
         name, _, version = body.rpartition("/")
-        if _NAME.match(name) and version.isdigit() and int(version) > 0:
+        if _NAME.fullmatch(name) and _VERSION.fullmatch(version) and int(version) > 0:
             return ModelRef(name, version=str(int(version)))
     raise RegistryError(usage)
 
 
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or name != name.strip():
-        raise RegistryError(f"{name!r} is not a usable model name (no '/', '@' or edge spaces)")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise RegistryError(f"{ascii(name)} is not a usable model name: up to 100 of letters, "
+                            "digits, '_', '.', '-' and inner spaces (ASCII), not starting with "
+                            "'.' or '-'")
     return name
 
 
 def _check_alias(alias: str) -> str:
-    if not isinstance(alias, str) or not _ALIAS.match(alias) or re.fullmatch(r"[vV]\d+", alias) \
+    if not isinstance(alias, str) or not _ALIAS.fullmatch(alias) or re.fullmatch(r"[vV]\d+", alias) \
             or alias.lower() == "latest":
-        raise RegistryError(f"{alias!r} is not a usable alias: letters, digits, '_' and '-', "
+        raise RegistryError(f"{ascii(alias)} is not a usable alias: up to 64 letters, digits, "
+                            "'_' and '-', "
                             "and not 'latest' or v<number> (MLflow reserves those)")
     return alias
 

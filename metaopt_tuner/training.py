@@ -110,6 +110,8 @@ class TrainConfig:
         batching: ``"auto"``, ``"batched"``, ``"vmap"`` or ``"loop"``.
         head_init: ``"theta"`` or ``"prototypes"``.
         inner_params: ``"all"`` or ``"head"`` (what the inner loop adapts).
+        step_loss_weight: weight of the mean query loss after the steps before the horizon in
+            the meta-loss (0: the horizon's loss alone; see ``MetaLearner``).
         eval_every: evaluate on held-out validation tasks every this many iterations.
         eval_tasks: the number of fixed validation tasks.
         checkpoint_every: write a checkpoint every this many iterations.
@@ -152,6 +154,9 @@ class TrainConfig:
     #: "all" (every parameter adapts in the inner loop) or "head" (the linear head alone, on
     #: features computed once per task; models with a Linear ``head``)
     inner_params: str = "all"
+    #: weight of the query loss after every step before the horizon (anytime steps); 0: the
+    #: horizon's loss alone
+    step_loss_weight: float = 0.0
     eval_every: int = 500
     eval_tasks: int = 100
     checkpoint_every: int = 1000
@@ -208,6 +213,9 @@ class TrainConfig:
             raise ConfigError(
                 f"inner params must be one of {', '.join(INNER_PARAMS)}, got {self.inner_params!r}"
             )
+        if not (isinstance(self.step_loss_weight, (int, float)) and math.isfinite(self.step_loss_weight)
+                and self.step_loss_weight >= 0):
+            raise ConfigError(f"step-loss-weight must be a non-negative number, got {self.step_loss_weight}")
         if self.outer_optimizer not in (None, "adam", "sgd"):
             raise ConfigError(f"outer optimizer must be 'adam' or 'sgd', got {self.outer_optimizer!r}")
         if self.meta_lr_schedule not in META_LR_SCHEDULES:
@@ -261,6 +269,8 @@ class TrainConfig:
             options["head_init"] = self.head_init
         if self.inner_params != "all":  # passed only when used, as head_init
             options["inner_params"] = self.inner_params
+        if self.step_loss_weight:  # passed only when used, as head_init
+            options["step_loss_weight"] = self.step_loss_weight
         if self.first_order is not None:
             options["first_order"] = self.first_order
         if self.lr_granularity is not None:

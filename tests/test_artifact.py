@@ -26,6 +26,7 @@ from metaopt_tuner.artifact import (
     Artifact,
     load_artifact,
     pretrained,
+    seal_manifest,
 )
 from metaopt_tuner.errors import ArtifactError, ModelMismatchError
 from metaopt_tuner.learners import build_learner
@@ -135,7 +136,7 @@ def test_mismatch_names_missing_unexpected_and_wrong_shape(saved):
 def test_model_spec_that_disagrees_with_the_tensors(saved, kwargs, error, fragment):
     manifest = json.loads((saved / MANIFEST).read_text())
     manifest["model"]["kwargs"] = kwargs
-    (saved / MANIFEST).write_text(json.dumps(manifest))
+    (saved / MANIFEST).write_text(json.dumps(seal_manifest(manifest)))
     art = load_artifact(saved)  # the spec is data: only building the model checks it
     with pytest.raises(error, match=fragment):  # and never allocates 10**12 weights
         art.build_model()
@@ -235,7 +236,7 @@ def _with_manifest(manifest: dict, tensors: bytes | None = None) -> dict[str, by
     if tensors is not None:
         files[TENSORS] = tensors
         manifest["tensors"] = {"sha256": hashlib.sha256(tensors).hexdigest(), "size": len(tensors)}
-    files[MANIFEST] = json.dumps(manifest).encode()
+    files[MANIFEST] = json.dumps(seal_manifest(manifest)).encode()
     return files
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from metaopt_tuner.artifact import MANIFEST, TENSORS, Artifact
+from metaopt_tuner.artifact import FORMAT_VERSION, MANIFEST, TENSORS, Artifact
 
 from .helpers import run_cli as _run
 from .helpers import small_metasgd
@@ -88,7 +88,8 @@ def test_evaluate_rejects_bad_options(artifact_dir, capsys):
 def test_inspect_prints_manifest_and_rate_stats(artifact_dir, capsys):
     code, out, err = _run(capsys, "inspect", str(artifact_dir))
     assert code == 0, err
-    for fragment in ("metaopt-tuner/artifact v1", "mlp(sizes=[1, 8, 1])", "sinusoid", "metasgd",
+    for fragment in (f"metaopt-tuner/artifact v{FORMAT_VERSION}",
+                     "mlp(sizes=[1, 8, 1])", "sinusoid", "metasgd",
                      "val_mse=2.5", "layers.0.weight", "step 0", "step 1"):
         assert fragment in out, fragment
     code, out, err = _run(capsys, "inspect", str(artifact_dir), "--json")

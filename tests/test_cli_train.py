@@ -180,13 +180,18 @@ def test_a_user_suite_works_in_every_command(tmp_path, capsys):
     _ok(capsys, "train", "--suite", suite, "--out", str(out), "--iterations", "2", "--meta-batch",
         "2", "--eval-tasks", "2", "--no-progress", "--threads", "1")
     artifact = str(out / "artifact")
-    data = json.loads(_ok(capsys, "evaluate", artifact, "--tasks", "3", "--json", "--threads", "1").out)
+    # the artifact names the suite as code: it is imported only with the user's trust
+    code, _, err = _run(capsys, "evaluate", artifact, "--tasks", "3")
+    assert code == 2 and "trust" in err
+    data = json.loads(_ok(capsys, "evaluate", artifact, "--tasks", "3", "--json", "--threads", "1",
+                          "--trust-factory").out)
     assert data["num_tasks"] == 3
     _ok(capsys, "tune", "--suite", suite, "--trials", "1", "--steps", "1", "--val-tasks", "2",
         "--threads", "1")
     _ok(capsys, "compare", "--artifact", artifact, "--suite", suite, "--out", str(tmp_path / "cmp"),
         "--trials", "1", "--steps", "1", "--tasks", "3", "--val-tasks", "2", "--oracle-tasks", "0",
-        "--baselines", "adam", "--pretrain-steps", "1", "--no-progress", "--threads", "1")
+        "--baselines", "adam", "--pretrain-steps", "1", "--no-progress", "--threads", "1",
+        "--trust-factory")
     code, _, err = _run(capsys, "compare", "--artifact", artifact, "--suite", "a.b:C",
                         "--out", str(tmp_path / "c2"))
     assert code == 2 and "cannot import suite" in err and not (tmp_path / "c2").exists()

@@ -337,6 +337,31 @@ def test_evaluate_split_all_uses_every_class_of_new_data(tmp_path: Path, capsys)
     assert test["num_classes"] == 4 and test["split"] == "test"
 
 
+def test_evaluate_split_all_on_an_eight_class_csv_uses_all_eight(tmp_path: Path, capsys) -> None:
+    """The default split would hold out 2 of 8 classes for testing, fewer than the ways a
+    user may ask: ``--split all`` splits nothing off."""
+    root = make_clinc(tmp_path / "c")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "train", "--suite", "intents", "--data-dir", str(root), "-o", "ways=3", "-o", "query=2",
+        "-o", "buckets=256", "-o", 'test_domains=["dom3"]', "-o", "val_domains=dom2",
+        "--iterations", "2", "--meta-batch", "2", "--eval-tasks", "2", "--out", str(out),
+        "--no-progress",
+    ])
+    assert result.exit_code == 0, result.output
+    new = make_csv(tmp_path / "eight.csv", labels=WORDS[:8], n=6)
+    args = ["evaluate", str(out / "artifact"), "--data-dir", str(new), "--tasks", "3",
+            "--split", "all", "--json"]
+    shown = CliRunner().invoke(app, args)
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.output)
+    assert data["num_classes"] == 8 and data["num_examples"] == 48
+    # the bag-of-n-grams model has one weight row per class: another width is one clear error
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "-o", "ways=5"])
+    assert exc.value.code == 2 and "fixed number of classes (3)" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------- real data
 
 

@@ -81,10 +81,13 @@ def test_an_artifact_imports_its_encoder_code_only_when_trusted(tmp_path, monkey
     from metaopt_tuner.errors import ArtifactError
 
     monkeypatch.setenv("METAOPT_CACHE_DIR", str(tmp_path / "cache"))
-    suite = _suite(make_clinc(tmp_path / "c"))
+    root = make_clinc(tmp_path / "c")
+    suite = _suite(root)
     learner = build_learner("metasgd", suite, head_init="prototypes")
     Artifact.from_learner(learner, suite).save(tmp_path / "art")
     with pytest.raises(ArtifactError, match="trust_factory"):
-        load_artifact(tmp_path / "art").build_suite()
-    assert load_artifact(tmp_path / "art", trust_factory=True).build_suite().encoder == ENCODER
-    assert load_artifact(tmp_path / "art").build_suite(encoder=ENCODER).encoder == ENCODER
+        load_artifact(tmp_path / "art").build_suite(data_dir=str(root))
+    trusted = load_artifact(tmp_path / "art", trust_factory=True)
+    assert trusted.build_suite(data_dir=str(root)).encoder == ENCODER
+    given = load_artifact(tmp_path / "art").build_suite(encoder=ENCODER, data_dir=str(root))
+    assert given.encoder == ENCODER

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from metaopt_tuner.artifact import resolve_artifact
 
+from ..display import cell
 from ..options import JsonOut, RegistryUri
 from .evaluate import ArtifactArg
 
@@ -41,7 +42,7 @@ def inspect(artifact: ArtifactArg, json_out: JsonOut = False, tracking_uri: Regi
         return
     m = art.manifest
     console = Console(highlight=False)
-    summary = Table(title=f"artifact {art.path or artifact}", show_header=False)
+    summary = Table(title=cell(f"artifact {art.path or artifact}"), show_header=False)
     summary.add_column("field", style="bold")
     summary.add_column("value")
     rows = [
@@ -52,6 +53,8 @@ def inspect(artifact: ArtifactArg, json_out: JsonOut = False, tracking_uri: Regi
         ("suite", f"{art.suite_name} ({_fmt(art.suite_options)})"),
         ("learner", _fmt(art.learner_config)),
         ("inner steps", f"{art.inner_steps} (rates learned for {art.rate_steps} step(s))"),
+        ("classes", f"any number (width-free head: trained at {art.head_width}, its values and rates "
+                    "tied across classes)" if art.width_free else "-"),
         ("after the horizon", art.tail_rule()),
         ("training", _fmt(art.training_config) if art.training_config is not None else "-"),
         ("metrics", _fmt(art.metrics)),
@@ -60,7 +63,7 @@ def inspect(artifact: ArtifactArg, json_out: JsonOut = False, tracking_uri: Regi
         rows.append(("provenance", _fmt(m["provenance"])))
     rows.append(("tensors", f"{m['tensors']['size']} bytes, sha256 {m['tensors']['sha256'][:16]}…"))
     for name, value in rows:
-        summary.add_row(name, value)
+        summary.add_row(name, cell(value))
     console.print(summary)
     rates = Table(title="learned rates per tensor (min / median / max)")
     rates.add_column("tensor")
@@ -69,5 +72,5 @@ def inspect(artifact: ArtifactArg, json_out: JsonOut = False, tracking_uri: Regi
         rates.add_column(f"step {t}" if art.rate_steps > 1 else "all steps", justify="right")
     for s in stats:
         cells = [f"{lo:.4g} / {mid:.4g} / {hi:.4g}" for lo, mid, hi in zip(s["min"], s["median"], s["max"])]
-        rates.add_row(s["name"], "×".join(map(str, s["shape"])) or "scalar", *cells)
+        rates.add_row(cell(s["name"]), "×".join(map(str, s["shape"])) or "scalar", *cells)
     console.print(rates)

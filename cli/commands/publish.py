@@ -9,6 +9,7 @@ import typer
 
 from metaopt_tuner.registry import publish as publish_artifact
 
+from ..display import printable
 from ..options import JsonOut, RegistryUri
 
 
@@ -26,5 +27,5 @@ def publish(
         typer.echo(json.dumps(version.to_dict(), indent=2))
         return
     ref = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version.version}"
-    typer.echo(f"published {artifact} as {name} version {version.version} "
-               f"(suite {version.suite}, sha256 {(version.sha256 or '')[:16]}…); load it as {ref}")
+    typer.echo(printable(f"published {artifact} as {name} version {version.version} "
+                         f"(suite {version.suite}, sha256 {(version.sha256 or '')[:16]}…); load it as {ref}"))

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from metaopt_tuner.registry import list_versions, set_alias
 
+from ..display import cell, printable
 from ..options import JsonOut, RegistryUri
 
 registry = typer.Typer(help="The model registry: list registered artifacts, move aliases.",
@@ -33,8 +34,9 @@ def list_(
         table.add_column(column, justify="right" if column in ("version", "steps") else "left")
     for r in rows:
         suite = r.suite if r.is_artifact else "(not a metaopt artifact)"
-        table.add_row(r.name, r.version, ", ".join(r.aliases), suite or "-", r.learner or "-",
-                      r.steps or "-", (r.sha256 or "-")[:12], r.description or "")
+        cells = (r.name, r.version, ", ".join(r.aliases), suite or "-", r.learner or "-",
+                 r.steps or "-", (r.sha256 or "-")[:12], r.description or "")
+        table.add_row(*(cell(c) for c in cells))
     Console(highlight=False).print(table if rows else "no registered models")
 
 
@@ -47,4 +49,4 @@ def alias(
 ) -> None:
     """Point ALIAS of NAME at VERSION (moving it from the version it named before)."""
     moved = set_alias(name, version, alias_name, tracking_uri=tracking_uri)
-    typer.echo(f"models:/{name}@{alias_name} -> version {moved.version}")
+    typer.echo(printable(f"models:/{name}@{alias_name} -> version {moved.version}"))

@@ -36,7 +36,16 @@ from .inner import (
     functorch_grads,
     tail_factor,
 )
-from .proto_head import HEAD_BIAS, HEAD_INITS, HEAD_WEIGHT, prototype_head, supports_prototype_head
+from .proto_head import (
+    HEAD_BIAS,
+    HEAD_INITS,
+    HEAD_WEIGHT,
+    head_at_width,
+    is_head,
+    prototype_head,
+    supports_prototype_head,
+    task_width,
+)
 from .rates import LearningRates
 
 __all__ = ["MetaLearner", "MetaGradient", "AdaptationOutcome", "BATCHING_MODES", "INNER_PARAMS"]
@@ -66,6 +75,8 @@ class AdaptationOutcome:
     adapted: Params | None = None
     #: per-task query loss after the meta-training tail past the horizon (``adapt_batch(tail=True)``)
     tail_loss: Tensor | None = None
+    #: per-task mean query loss after each step before the horizon (``adapt_batch(anytime=True)``)
+    step_loss: Tensor | None = None
 
 
 def _forward_kwargs(head: bool, reference: Tensor | None,
@@ -109,6 +120,10 @@ class MetaLearner(nn.Module, abc.ABC):
             starts from its support set's class means; models with a Linear ``head``).
         inner_params: ``"all"`` (the steps move every parameter) or ``"head"`` (the Linear head
             alone, on features computed once per task; the other parameters get no rates).
+        step_loss_weight: the weight in the meta-loss of the mean query loss after the steps
+            before the horizon (steps 1 to H - 1), beside the loss at the horizon: with a weight,
+            every step is meta-trained to help, so a user may stop after any of them (MAML++'s
+            multi-step loss, kept for the whole run). 0: the horizon's loss alone.
 
     Raises:
         ConfigError: an unknown ``head_init``, ``inner_params`` or ``batching``, a model that
@@ -133,8 +148,13 @@ class MetaLearner(nn.Module, abc.ABC):
         batching: str = "auto",
         head_init: str = "theta",
         inner_params: str = "all",
+        step_loss_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if not (isinstance(step_loss_weight, (int, float)) and step_loss_weight >= 0):
+            raise ConfigError(f"step_loss_weight must be a non-negative number, got {step_loss_weight}")
+        self.step_loss_weight = float(step_loss_weight)
+        self.step_loss_kind = "mean"
         if inner_params not in INNER_PARAMS:
             raise ConfigError(
                 f"unknown inner params {inner_params!r}; expected one of {', '.join(INNER_PARAMS)}"
@@ -187,8 +207,11 @@ class MetaLearner(nn.Module, abc.ABC):
             head.weight.requires_grad_(False)
             head.bias.requires_grad_(False)
         self.inner_params = inner_params
-        shapes = {n: p.shape for n, p in model.named_parameters()
-                  if _adapted_by(inner_params, n)}
+        #: the head's rows are classes, which labels shuffle in every episode: its rates are tied
+        #: across classes (one row for all), so the learner and its artifact serve any width
+        self.width_free = supports_prototype_head(model)
+        shapes = {n: (1, *p.shape[1:]) if self.width_free and is_head(n) else p.shape
+                  for n, p in model.named_parameters() if _adapted_by(inner_params, n)}
         self.rates = LearningRates(
             shapes,
             init=inner_lr,
@@ -244,6 +267,7 @@ class MetaLearner(nn.Module, abc.ABC):
             "batching": self.batching,
             "head_init": self.head_init,
             "inner_params": self.inner_params,
+            "step_loss_weight": self.step_loss_weight,
         }
 
     # ----------------------------------------------------------------- batching
@@ -303,13 +327,15 @@ class MetaLearner(nn.Module, abc.ABC):
         create_graph: bool,
         curve: bool,
         tail: bool = False,
-    ) -> tuple[Tensor, Tensor, Params, Tensor]:
+        anytime: bool = False,
+    ) -> tuple[Tensor, Tensor, Params, Tensor, Tensor]:
         """Adapt one task (or one hand-batched stack of tasks) and score it on its query set.
 
-        Returns query loss, metric, the adapted parameters (every one of the model's) and, with
-        ``tail``, the mean query loss after each of :attr:`tail_steps` more first-order steps past
-        the horizon (else the query loss again); with ``curve``, ``[..., steps + 1]`` curves.
-        With ``inner_params="head"`` the steps move the head alone.
+        Returns query loss, metric, the adapted parameters (every one of the model's), with
+        ``tail`` the mean query loss after each of :attr:`tail_steps` more first-order steps past
+        the horizon (else the query loss again), and with ``anytime`` the mean query loss after
+        each step before the last (else the query loss again); with ``curve``,
+        ``[..., steps + 1]`` curves. With ``inner_params="head"`` the steps move the head alone.
         """
         loss_fn, metric_fn = self.loss_fn, self.metric_fn
         # a model normalizing with its support set's statistics (ConvNet(norm="support")) gets
@@ -357,9 +383,9 @@ class MetaLearner(nn.Module, abc.ABC):
             out = query_out(p)
             return loss_fn(out, yq).mean(-1), metric_fn(out, yq).mean(-1)
 
-        loss, metric, moved, tail_loss = self._run_steps(
-            moving, lrs, support_loss, query, grad_fn, steps, create_graph, curve, tail)
-        return loss, metric, {**params, **moved}, tail_loss
+        loss, metric, moved, tail_loss, step_loss = self._run_steps(
+            moving, lrs, support_loss, query, grad_fn, steps, create_graph, curve, tail, anytime)
+        return loss, metric, {**params, **moved}, tail_loss, step_loss
 
     def _run_steps(
         self,
@@ -372,15 +398,31 @@ class MetaLearner(nn.Module, abc.ABC):
         create_graph: bool,
         curve: bool,
         tail: bool,
-    ) -> tuple[Tensor, Tensor, Params, Tensor]:
+        anytime: bool = False,
+    ) -> tuple[Tensor, Tensor, Params, Tensor, Tensor]:
         """The steps of :meth:`_solve` on ``params`` (the moving ones), scored by ``query``."""
         horizon, decay = self.horizon, self.tail_decay
         if not curve:
+            step_losses, adapted = [], params
+            if anytime and steps > 1:  # score every step before the last: each must help
+                for t in range(steps - 1):
+                    adapted = adapt(
+                        adapted, lrs, support_loss, 1, create_graph=create_graph,
+                        grad_fn=grad_fn, first_step=t, horizon=horizon, decay=decay,
+                    )
+                    step_losses.append(query(adapted)[0])
+            done = len(step_losses)
             adapted = adapt(
-                params, lrs, support_loss, steps, create_graph=create_graph, grad_fn=grad_fn,
-                horizon=horizon, decay=decay,
+                adapted, lrs, support_loss, steps - done, create_graph=create_graph,
+                grad_fn=grad_fn, first_step=done, horizon=horizon, decay=decay,
             )
             q_loss, q_metric = query(adapted)
+            if step_losses and self.step_loss_kind == "rise":
+                # how far the query loss rose from any step to the next, before adapting to H
+                chain = torch.stack([query(params)[0], *step_losses, q_loss])
+                step_loss = torch.relu(chain[1:] - chain[:-1]).sum(0)
+            else:
+                step_loss = torch.stack(step_losses).mean(0) if step_losses else q_loss
             tail_loss = q_loss
             if tail:  # the mean query loss after each of the tail's steps: every one must help
                 tail_losses, current = [], adapted
@@ -391,7 +433,7 @@ class MetaLearner(nn.Module, abc.ABC):
                     )
                     tail_losses.append(query(current)[0])
                 tail_loss = torch.stack(tail_losses).mean(0)
-            return q_loss, q_metric, adapted, tail_loss
+            return q_loss, q_metric, adapted, tail_loss, step_loss
         losses, metrics = [], []
         for t in range(steps + 1):
             if t > 0 and tail_factor(t - 1, horizon, decay) == 0.0:  # the tail ended: unchanged
@@ -410,7 +452,7 @@ class MetaLearner(nn.Module, abc.ABC):
                 if grad_fn is autograd_grads:
                     params = {k: v.requires_grad_() for k, v in params.items()}
         loss_curve = torch.stack(losses, -1)
-        return loss_curve, torch.stack(metrics, -1), params, loss_curve
+        return loss_curve, torch.stack(metrics, -1), params, loss_curve, loss_curve
 
     def adapt_batch(
         self,
@@ -423,6 +465,7 @@ class MetaLearner(nn.Module, abc.ABC):
         lrs: dict[str, Tensor] | None = None,
         functional: bool = False,
         tail: bool = False,
+        anytime: bool = False,
     ) -> AdaptationOutcome:
         """Adapt every task of ``batch`` from ``params`` (default theta) for ``steps`` steps.
 
@@ -432,35 +475,40 @@ class MetaLearner(nn.Module, abc.ABC):
         inside an outer ``torch.func`` transform (:mod:`metaopt_tuner.compiled` needs that); with
         batching ``"auto"`` it then never picks the per-task loop, which a compiler would unroll.
         ``tail=True`` also scores each task after :attr:`tail_steps` first-order steps past the
-        horizon (``tail_loss``), which meta-training adds to the meta-loss.
+        horizon (``tail_loss``), which meta-training adds to the meta-loss; ``anytime=True``
+        scores each step before the last (``step_loss``, the mean over those steps).
         """
         steps = self.inner_steps if steps is None else int(steps)
         params = self.initial_params() if params is None else params
         lrs = self.learning_rates() if lrs is None else lrs
+        if self.width_free and not torch.compiler.is_compiling():
+            # (a compiled meta-gradient traces one width: the labels cannot size it there)
+            params = self._at_width(params, max(task_width(batch.y_support), task_width(batch.y_query)))
         mode = self.resolve_batching(batch.x_support.device, allow_loop=not functional)
         grad_fn = functorch_grads if functional else autograd_grads
         tensors = (batch.x_support, batch.y_support, batch.x_query, batch.y_query)
         if mode == "batched":
             n = len(batch)
             expanded = {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
-            loss, metric, adapted, tail_loss = self._solve(
+            loss, metric, adapted, tail_loss, step_loss = self._solve(
                 expanded, lrs, *tensors, self._batched_forward, grad_fn, steps,
-                create_graph, curve, tail,
+                create_graph, curve, tail, anytime,
             )
         elif mode == "vmap":
 
             def one_task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor):
                 return self._solve(
                     params, lrs, xs, ys, xq, yq, self._functional_forward, functorch_grads,
-                    steps, create_graph, curve, tail,
+                    steps, create_graph, curve, tail, anytime,
                 )
 
-            loss, metric, adapted, tail_loss = vmap(one_task, randomness="different")(*tensors)
+            loss, metric, adapted, tail_loss, step_loss = vmap(
+                one_task, randomness="different")(*tensors)
         else:
             results = [
                 self._solve(
                     params, lrs, *(t[i] for t in tensors), self._functional_forward,
-                    grad_fn, steps, create_graph, curve, tail,
+                    grad_fn, steps, create_graph, curve, tail, anytime,
                 )
                 for i in range(len(batch))
             ]
@@ -468,7 +516,18 @@ class MetaLearner(nn.Module, abc.ABC):
             metric = torch.stack([r[1] for r in results])
             adapted = {k: torch.stack([r[2][k] for r in results]) for k in params}
             tail_loss = torch.stack([r[3] for r in results])
-        return AdaptationOutcome(loss, metric, adapted, tail_loss if tail else None)
+            step_loss = torch.stack([r[4] for r in results])
+        return AdaptationOutcome(loss, metric, adapted, tail_loss if tail else None,
+                                 step_loss if anytime else None)
+
+    @staticmethod
+    def _at_width(params: Params, width: int) -> Params:
+        """``params`` with the head sized for a task of ``width`` classes (class-tied rows)."""
+        if params[HEAD_WEIGHT].shape[-2] == width:
+            return params
+        dim = params[HEAD_WEIGHT].dim() - 2  # a leading task dimension moves the class rows
+        return {**params, HEAD_WEIGHT: head_at_width(params[HEAD_WEIGHT], width, dim),
+                HEAD_BIAS: head_at_width(params[HEAD_BIAS], width, dim)}
 
     @property
     def trains_tail(self) -> bool:
@@ -476,12 +535,20 @@ class MetaLearner(nn.Module, abc.ABC):
         learned (the tail is what teaches them to be safe when repeated)."""
         return self.rates.learnable and self.tail_steps > 0
 
+    @property
+    def trains_every_step(self) -> bool:
+        """Whether meta-training scores every step before the horizon (``step_loss_weight``)."""
+        return self.step_loss_weight > 0 and self.inner_steps > 1
+
     def meta_loss(self, outcome: AdaptationOutcome) -> Tensor:
         """The meta-objective of an adapted batch: the mean query loss at the horizon, plus the
-        mean query loss after the tail when there is one."""
+        mean query loss after the tail when there is one, plus ``step_loss_weight`` times the
+        mean query loss after the steps before the horizon when they were scored."""
         loss = outcome.loss.mean()
         if outcome.tail_loss is not None:
             loss = loss + outcome.tail_loss.mean()
+        if outcome.step_loss is not None and self.step_loss_weight > 0:
+            loss = loss + self.step_loss_weight * outcome.step_loss.mean()
         return loss
 
     # ----------------------------------------------------------------- the learner's own part

@@ -20,7 +20,8 @@ class GradientMetaLearner(MetaLearner):
     """
 
     def meta_gradient(self, batch: TaskBatch) -> MetaGradient:
-        outcome = self.adapt_batch(batch, create_graph=not self.first_order, tail=self.trains_tail)
+        outcome = self.adapt_batch(batch, create_graph=not self.first_order, tail=self.trains_tail,
+                                   anytime=self.trains_every_step)
         meta_loss = self.meta_loss(outcome)
         named = self.named_meta_parameters()
         grads = torch.autograd.grad(meta_loss, [p for _, p in named], allow_unused=True)

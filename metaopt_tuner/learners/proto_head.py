@@ -12,6 +12,11 @@ prototypes' alone, and :func:`prototype_head` adds theta's (zero) head as an off
 
 A model supports it when ``forward`` / ``batched_forward`` accept ``head=False`` (returning the
 features) and its last layer is an ``nn.Linear`` named ``head``.
+
+The head is **width-free**: since labels are shuffled in every episode, nothing learned can belong
+to one class, so the head's learned values and rates are tied across classes (one row shared by
+every class) and a task of any number of classes gets that row once per class
+(:func:`head_at_width`). An artifact of any width serves tasks of any width.
 """
 
 from __future__ import annotations
@@ -22,10 +27,88 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["HEAD_INITS", "HEAD_WEIGHT", "HEAD_BIAS", "supports_prototype_head", "prototype_head",
-           "prototype_head_"]
+           "prototype_head_", "is_head", "tie_classes", "head_at_width", "task_width", "resize_head_",
+           "check_labels"]
 
 HEAD_INITS = ("theta", "prototypes")
 HEAD_WEIGHT, HEAD_BIAS = "head.weight", "head.bias"
+
+
+def is_head(name: str) -> bool:
+    """Whether parameter ``name`` belongs to the class-indexed head (its rows are classes)."""
+    return name in (HEAD_WEIGHT, HEAD_BIAS)
+
+
+def tie_classes(value: Tensor, class_dim: int = 0) -> Tensor:
+    """One row for every class: ``value``'s class rows (dimension ``class_dim``, kept with size
+    1) when they are all the same, else their mean (per-class rows of older artifacts: all that
+    shuffled labels let them mean)."""
+    first = value.narrow(class_dim, 0, 1)
+    return first if bool((value == first).all()) else value.mean(class_dim, keepdim=True)
+
+
+def head_at_width(value: Tensor, width: int, class_dim: int = 0) -> Tensor:
+    """A head tensor (weight ``[C, F]``, bias ``[C]``, or their rates with a leading step
+    dimension: ``class_dim=1``) for ``width`` classes: its class-tied row (:func:`tie_classes`)
+    once per class. A tensor of that width already comes back as it is."""
+    if value.shape[class_dim] == width:
+        return value
+    shape = list(value.shape)
+    shape[class_dim] = width
+    return tie_classes(value, class_dim).expand(shape)
+
+
+def task_width(labels: Tensor) -> int:
+    """The number of classes of integer ``labels`` ``0..C-1`` (the largest label plus one)."""
+    return int(labels.max()) + 1 if labels.numel() else 0
+
+
+def check_labels(labels: Tensor) -> int:
+    """The number of classes ``C`` of a support set's ``labels``, which must be integers naming
+    every class ``0..C-1``.
+
+    Raises:
+        ConfigError: float or negative labels, or a class number with no example (labels must be
+            ``0..C-1``: map yours with ``torch.unique(y, return_inverse=True)``).
+    """
+    from ..errors import ConfigError
+
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ConfigError(f"support labels must be integer class numbers 0..C-1, got {labels.dtype}")
+    if labels.numel() == 0:
+        raise ConfigError("the support set is empty")
+    if int(labels.min()) < 0:
+        raise ConfigError(f"support labels must be 0..C-1, got {int(labels.min())}")
+    width = task_width(labels)
+    present = torch.unique(labels)
+    if len(present) != width:
+        missing = sorted(set(range(width)) - set(present.tolist()))[:5]
+        raise ConfigError(
+            f"support labels must name every class 0..{width - 1}, but {missing} have no example; "
+            "map yours with torch.unique(y, return_inverse=True)"
+        )
+    return width
+
+
+@torch.no_grad()
+def resize_head_(model: nn.Module, width: int) -> nn.Module:
+    """Give ``model`` a head of ``width`` classes (a new ``nn.Linear``, its rows the mean of the
+    old head's rows: the class-tied values); a head of that width already is left alone."""
+    head = model.head
+    if not isinstance(head, nn.Linear) or head.out_features == width:
+        return model
+    new = nn.Linear(head.in_features, width, bias=head.bias is not None,
+                    device=head.weight.device, dtype=head.weight.dtype)
+    new.weight.copy_(head_at_width(head.weight, width))
+    if head.bias is not None:
+        new.bias.copy_(head_at_width(head.bias, width))
+    new.weight.requires_grad_(head.weight.requires_grad)
+    if new.bias is not None:
+        new.bias.requires_grad_(head.bias.requires_grad)
+    model.head = new
+    if hasattr(model, "num_classes"):
+        model.num_classes = width
+    return model
 
 
 def supports_prototype_head(model: nn.Module) -> bool:
@@ -76,11 +159,16 @@ def prototype_head_(model: nn.Module, x_support: Tensor, y_support: Tensor) -> n
     Returns:
         ``model``, its head set.
 
+    A support set of another number of classes than the head has resizes the head first
+    (:func:`resize_head_`).
+
     Raises:
         TypeError: the model has no prototype head.
+        ConfigError: the labels are not ``0..C-1``.
     """
     if not supports_prototype_head(model):
         raise TypeError(f"{type(model).__name__} has no prototype head (forward(x, head=False))")
+    resize_head_(model, check_labels(y_support))
     if getattr(model, "uses_reference", False):  # ConvNet(norm="support"): the task's statistics
         model.set_reference(x_support)  # type: ignore[operator]
     features = model(x_support, head=False)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .proto_head import tie_classes
 
 __all__ = ["LearningRates", "GRANULARITIES"]
 
@@ -85,11 +86,16 @@ class LearningRates(nn.Module):
 
         Learned rates are stored as logarithms: a rate of zero or below (artifacts of older
         versions allowed them) loads as the smallest positive normal number of its dtype, since a
-        rate must never step against the gradient.
+        rate must never step against the gradient. Rows given for a dimension this layout ties
+        (size 1, e.g. per-class head rates of older artifacts) are averaged.
         """
         raw = [self.values[0]] * len(self.names) if self.granularity == "scalar" else list(self.values)
         for name, value in zip(self.names, raw):
             rate = rates[name].to(value)
+            # a dimension this layout ties (size 1: the head's classes) gets one row for all
+            for d in range(1, value.dim()):
+                if value.shape[d] == 1 and rate.dim() == value.dim() and rate.shape[d] > 1:
+                    rate = tie_classes(rate, d)
             if self.learnable:
                 rate = rate.clamp(min=torch.finfo(rate.dtype).tiny).log()
             value.copy_(rate)

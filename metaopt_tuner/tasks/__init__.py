@@ -1,7 +1,9 @@
 """Task distributions, registered by name: ``get_suite("sinusoid", shots=10)``.
 
 Wherever a suite name is accepted, ``"package.module:Class"`` names a :class:`TaskSuite`
-subclass importable in the environment (a user's own suite) just as well.
+subclass importable in the environment (a user's own suite) just as well. Such a name is code:
+an artifact's manifest that names one is imported only with the user's explicit trust (see
+``Artifact.suite_class``); registered names (the built-ins and :func:`register_suite`'s) are not.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ __all__ = [
     "TaskSuite",
     "ClassificationSuite",
     "get_suite",
+    "is_registered_suite",
     "list_suites",
     "register_suite",
     "suite_class",
     "suite_ref",
+    "suite_from_class",
 ]
 
 # name -> "module:Class", imported lazily so a suite's optional dependencies load only when used.
@@ -53,6 +57,11 @@ def list_suites() -> list[str]:
         The suite names.
     """
     return sorted(_REGISTRY)
+
+
+def is_registered_suite(name: str) -> bool:
+    """Whether ``name`` is registered (a built-in or :func:`register_suite`'s), not ``module:Class``."""
+    return isinstance(name, str) and name in _REGISTRY
 
 
 def suite_class(name: str) -> type[TaskSuite]:
@@ -103,7 +112,12 @@ def get_suite(name: str, **options: Any) -> TaskSuite:
         SuiteError: an unknown suite, an option it does not accept, or an invalid value.
         DataError: a file-backed suite's data is missing or malformed (when it reads them early).
     """
-    cls = suite_class(name)
+    return suite_from_class(suite_class(name), name, **options)
+
+
+def suite_from_class(cls: type[TaskSuite], name: str, /, **options: Any) -> TaskSuite:
+    """Build suite class ``cls`` (called ``name`` in errors) with ``options``, checked as
+    :func:`get_suite` checks them."""
     accepted = inspect.signature(cls.__init__).parameters
     has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     unknown = sorted(k for k in options if k not in accepted and not has_var_kw)

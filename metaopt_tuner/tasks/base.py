@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..recipes import Recipe
@@ -146,6 +149,10 @@ class TaskSuite(abc.ABC):
     #: every class of new data is evaluated (``split="all"``): names of the old data's
     #: alphabets or domains mean nothing there
     split_options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    #: options that name places on disk (data, caches): an artifact records them for the record
+    #: but never uses them, so a manifest cannot make a loader read or write anywhere: the
+    #: user passes them again (``--data-dir``)
+    path_options: ClassVar[tuple[str, ...]] = ("data_dir", "cache_dir")
 
     @classmethod
     def recipe_for_options(cls, options: Mapping[str, Any]) -> Recipe | None:
@@ -212,6 +219,53 @@ class ClassificationSuite(TaskSuite):
 
     metric_name = "accuracy"
     metric_higher_is_better = True
+    #: the episodes' fixed width and shots (evaluation, and training without ranges)
+    ways: int = 5
+    shots: int = 1
+    #: ``(lo, hi)`` widths and shots that training episodes draw from, one shape per meta-batch
+    #: (``hi`` None: as many as the training split allows); None: the fixed ``ways`` / ``shots``
+    train_ways: tuple[int, int | None] | None = None
+    train_shots: tuple[int, int | None] | None = None
+
+    def set_train_shapes(self, train_ways: Sequence[int | None] | str | None,
+                         train_shots: Sequence[int | None] | str | None) -> None:
+        """Check and keep the ``train_ways`` / ``train_shots`` ranges (a suite's options).
+
+        Raises:
+            ConfigError: a range that is not ``[lo, hi]`` with ``1 <= lo <= hi`` (``hi`` may be
+                None: the largest the data allow).
+        """
+        self.train_ways = _shape_range(train_ways, "train_ways", low=2)
+        self.train_shots = _shape_range(train_shots, "train_shots", low=1)
+
+    def shape_range_options(self) -> dict[str, Any]:
+        """The ranges as options (only those set, so a fixed-shape suite's options stay as
+        they were)."""
+        return {name: list(value) for name, value in
+                (("train_ways", self.train_ways), ("train_shots", self.train_shots))
+                if value is not None}
+
+    def shape_limits(self, split: str) -> tuple[int, int]:
+        """The widest episode and the most shots the classes of ``split`` allow (with the
+        suite's ``query`` examples per class); suites with shape ranges override it."""
+        return self.ways, self.shots
+
+    @contextlib.contextmanager
+    def episode_shape(self, generator: torch.Generator, split: str) -> Iterator[tuple[int, int]]:
+        """Within the block, ``ways`` and ``shots`` are one shape drawn from the training ranges
+        (``split="train"`` with ranges set; otherwise the fixed ones)."""
+        if split != "train" or (self.train_ways is None and self.train_shots is None):
+            yield self.ways, self.shots
+            return
+        max_ways, max_shots = self.shape_limits(split)
+        ways = _draw(self.train_ways, max_ways, self.ways, "train_ways", generator)
+        shots = _draw(self.train_shots, max_shots, self.shots, "train_shots", generator)
+        fixed = self.ways, self.shots
+        self.ways, self.shots = ways, shots
+        try:
+            yield ways, shots
+        finally:
+            self.ways, self.shots = fixed
 
     def loss_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy for every example: logits ``[..., N, classes]``, labels ``[..., N]``."""
@@ -222,3 +276,32 @@ class ClassificationSuite(TaskSuite):
     def metric_per_example(self, prediction: Tensor, target: Tensor) -> Tensor:
         """1 where the largest logit is the label, else 0, in the logits' dtype."""
         return (prediction.argmax(-1) == target).to(prediction.dtype)
+
+
+def _shape_range(value: Sequence[int | None] | str | None, option: str,
+                 low: int) -> tuple[int, int | None] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # "-o train_ways=2,20" arrives as one string
+        value = [None if v.strip() in ("", "max", "None") else int(v) for v in value.split(",")]
+    bad = ConfigError(f"{option} must be [lo, hi] with {low} <= lo <= hi (hi may be null: the "
+                      f"most the data allow), got {value!r}")
+    if len(value) != 2 or not isinstance(value[0], int) or isinstance(value[0], bool):
+        raise bad
+    lo, hi = value
+    if lo < low or (hi is not None and (not isinstance(hi, int) or hi < lo)):
+        raise bad
+    return int(lo), None if hi is None else int(hi)
+
+
+def _draw(bounds: tuple[int, int | None] | None, limit: int, fixed: int, option: str,
+          generator: torch.Generator) -> int:
+    """One value from ``bounds`` capped at ``limit``: uniform over the range."""
+    if bounds is None:
+        return fixed
+    lo, hi = bounds
+    hi = limit if hi is None else min(hi, limit)
+    if lo > hi:
+        raise ConfigError(f"{option}: the training split allows at most {limit}, fewer than the "
+                          f"range's low end {lo}")
+    return lo + int(torch.randint(hi - lo + 1, (1,), generator=generator))

@@ -302,7 +302,7 @@ class IntentSuite(ClassificationSuite):
     recipe = RECIPE
     split_options = MappingProxyType({
         **{f"{s}_{kind}": None for kind in ("domains", "classes") for s in SPLITS},
-        "val_fraction": 0.0})
+        "val_fraction": 0.0, "test_fraction": 0.0})
 
     def __init__(
         self,
@@ -334,6 +334,8 @@ class IntentSuite(ClassificationSuite):
         gate_init: str = "idf",
         encoder: str | None = None,
         adapt_layers: int = 0,
+        train_ways: Sequence[int | None] | str | None = None,
+        train_shots: Sequence[int | None] | str | None = None,
     ) -> None:
         if data_dir is None:
             raise DataError("the intents suite needs data: pass --data-dir (a folder with "
@@ -350,6 +352,7 @@ class IntentSuite(ClassificationSuite):
                 raise ConfigError(f"{label} must be in [0, 1), got {value}")
         self.data_dir = str(data_dir)
         self.ways, self.shots, self.query = ways, shots, query
+        self.set_train_shapes(train_ways, train_shots)
         self.text_column, self.label_column = text_column, label_column
         self.include_oos, self.split_by = bool(include_oos), split_by
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
@@ -425,12 +428,17 @@ class IntentSuite(ClassificationSuite):
         else:
             self._split_domains = None
             split = _split_groups(labels, self._given["classes"], fractions, self.split_seed, "class")
-        for s in ("train", "test"):
-            if len(split[s]) < self.ways:
-                raise ConfigError(
-                    f"the {s} split has {len(split[s])} classes, fewer than ways={self.ways}; "
-                    "change the split options or lower ways"
-                )
+        if len(split["train"]) < self.ways:
+            raise ConfigError(
+                f"the train split has {len(split['train'])} classes, fewer than ways={self.ways}; "
+                "change the split options or lower ways"
+            )
+        # an empty test split is refused where it is used ("all" splits nothing off)
+        if split["test"] and len(split["test"]) < self.ways:
+            raise ConfigError(
+                f"the test split has {len(split['test'])} classes, fewer than ways={self.ways}; "
+                "change the split options or lower ways"
+            )
         if split["val"] and len(split["val"]) < self.ways:
             raise ConfigError(f"the val split has {len(split['val'])} classes, fewer than "
                               f"ways={self.ways}; give it more or none (val_fraction=0)")
@@ -488,7 +496,13 @@ class IntentSuite(ClassificationSuite):
         self._check_split(split)
         if num_tasks < 1:
             raise ConfigError(f"num_tasks must be positive, got {num_tasks}")
-        return self._sample(num_tasks, generator, split)
+        with self.episode_shape(generator, split):
+            return self._sample(num_tasks, generator, split)
+
+    def shape_limits(self, split: str) -> tuple[int, int]:
+        """The classes of ``split`` and the most shots that leave ``query`` utterances in each."""
+        counts = self._index[split][1]
+        return len(counts), int(counts.min()) - self.query
 
     def _rows(self, num_tasks: int, generator: torch.Generator, split: str) -> Tensor:
         """The dataset rows of ``num_tasks`` episodes, ``[T, ways, shots + query]``: per class its
@@ -625,6 +639,7 @@ class IntentSuite(ClassificationSuite):
             "gate_init": self.gate_init,
             "encoder": self.encoder,
             "adapt_layers": self.adapt_layers,
+            **self.shape_range_options(),
         }
         for kind, given in self._given.items():
             for split, names in given.items():

@@ -151,6 +151,8 @@ class OmniglotSuite(ClassificationSuite):
         jitter_degrees: float = 0.0,
         jitter_scale: float = 0.0,
         jitter_shift: float = 0.0,
+        train_ways: Sequence[int | None] | str | None = None,
+        train_shots: Sequence[int | None] | str | None = None,
     ) -> None:
         self.data_dir = str(data_dir) if data_dir is not None else None
         self.ways = _positive(ways, "ways")
@@ -183,6 +185,7 @@ class OmniglotSuite(ClassificationSuite):
         self.cache_dir = str(cache_dir) if cache_dir is not None else None
         self.jitter_degrees, self.jitter_scale, self.jitter_shift = check_jitter(
             jitter_degrees, jitter_scale, jitter_shift)
+        self.set_train_shapes(train_ways, train_shots)
         self._coll: ImageCollection | None = None
         self._splits: dict[str, _SplitIndex] | None = None
 
@@ -333,9 +336,24 @@ class OmniglotSuite(ClassificationSuite):
         return ix
 
     # ------------------------------------------------------------------ episodes
+    def shape_limits(self, split: str) -> tuple[int, int]:
+        """The widest episode (within one alphabet when episodes are) and the most shots that
+        leave ``query`` images in every class of ``split``."""
+        ix = self._index(split)
+        coll = self._coll
+        assert coll is not None
+        widest = (int((ix.group_sizes * ix.rotations).max()) if self.within_alphabet
+                  else ix.num_classes)
+        return widest, int(coll.counts[ix.class_ids].min()) - self.query
+
     def sample(self, num_tasks: int, generator: torch.Generator, split: str = "train") -> TaskBatch:
         if isinstance(num_tasks, bool) or num_tasks < 1:
             raise ConfigError(f"num_tasks must be positive, got {num_tasks}")
+        self._index(split)
+        with self.episode_shape(generator, split):
+            return self._sample(num_tasks, generator, split)
+
+    def _sample(self, num_tasks: int, generator: torch.Generator, split: str) -> TaskBatch:
         ix = self._index(split)
         coll = self._coll
         assert coll is not None
@@ -410,6 +428,7 @@ class OmniglotSuite(ClassificationSuite):
             "jitter_degrees": self.jitter_degrees,
             "jitter_scale": self.jitter_scale,
             "jitter_shift": self.jitter_shift,
+            **self.shape_range_options(),
         }
 
 

@@ -1,0 +1,183 @@
+"""Width-free heads: an artifact trained at one number of classes serves tasks of any number."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from metaopt_tuner import prepare
+from metaopt_tuner.artifact import MANIFEST, Artifact, load_artifact
+from metaopt_tuner.errors import ConfigError
+from metaopt_tuner.learners.proto_head import HEAD_BIAS, HEAD_WEIGHT
+
+from .helpers import TinyImageSuite
+from .test_learners import _batch, _learner
+
+STEPS = 3
+
+
+def _five_way_artifact(tmp_path, inner_params="all", head_init="prototypes"):
+    suite = TinyImageSuite(ways=5, shots=2, query=2)
+    learner = _learner("metasgd", suite, "loop", steps=STEPS, head_init=head_init,
+                       inner_params=inner_params, per_step_lrs=True)
+    art = Artifact.from_learner(learner, suite, model_spec=suite.model_spec())
+    art.save(tmp_path / "art")
+    return load_artifact(tmp_path / "art")
+
+
+def _adapt_with_optimizer(art, xs, ys, steps=STEPS):
+    """The user's path: prepare + MetaSGD steps on the support loss."""
+    model, opt = prepare(None, art, support=(xs, ys))
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(xs), ys).backward()
+        opt.step()
+    return model
+
+
+@pytest.mark.parametrize("ways", [3, 12])
+@pytest.mark.parametrize("inner_params", ["all", "head"])
+def test_a_five_way_artifact_adapts_other_widths_identically_both_ways(tmp_path, ways, inner_params):
+    art = _five_way_artifact(tmp_path, inner_params)
+    assert art.width_free and art.head_width == 5
+    suite = TinyImageSuite(ways=ways, shots=2, query=2)
+    batch = _batch(suite, n=1, seed=3)
+    xs, ys = batch.x_support[0], batch.y_support[0]
+    model = _adapt_with_optimizer(art, xs, ys)
+    assert model.head.weight.shape == (ways, model.head.in_features)
+    learner = art.to_learner(suite, batching="loop")
+    out = learner.adapt_batch(batch, STEPS, create_graph=False)
+    for name, value in model.named_parameters():
+        assert torch.allclose(out.adapted[name][0], value, atol=1e-12, rtol=0), name
+    # and the query loss the learner reports is the adapted model's
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model(batch.x_query[0]), batch.y_query[0])
+    assert torch.allclose(out.loss[0], loss)
+
+
+def test_the_head_rates_are_tied_across_classes():
+    suite = TinyImageSuite(ways=5)
+    learner = _learner("metasgd", suite, "loop", steps=2, head_init="prototypes", per_step_lrs=True)
+    rates = learner.learning_rates()
+    assert rates[HEAD_WEIGHT].shape == (2, 1, learner.model.head.in_features)
+    assert rates[HEAD_BIAS].shape == (2, 1)
+
+
+def test_an_old_artifact_with_per_class_head_rates_runs_at_another_width(tmp_path):
+    art = _five_way_artifact(tmp_path)
+    manifest = json.loads((tmp_path / "art" / MANIFEST).read_text())
+    rates = dict(art.rates)
+    gen = torch.Generator().manual_seed(1)
+    per_class = torch.rand(rates[HEAD_WEIGHT].shape, generator=gen, dtype=torch.float64) * 0.1
+    rates[HEAD_WEIGHT] = per_class  # rows that differ by class: what older versions learned
+    old = Artifact(dict(art.theta), rates, manifest)
+    old.save(tmp_path / "old")
+    old = load_artifact(tmp_path / "old")
+    suite = TinyImageSuite(ways=7, shots=2, query=2)
+    batch = _batch(suite, n=1, seed=4)
+    xs, ys = batch.x_support[0], batch.y_support[0]
+    model = _adapt_with_optimizer(old, xs, ys)
+    out = old.to_learner(suite, batching="loop").adapt_batch(batch, STEPS, create_graph=False)
+    for name, value in model.named_parameters():
+        assert torch.allclose(out.adapted[name][0], value, atol=1e-12, rtol=0), name
+    # the per-class rows were averaged: one row for every class
+    model, opt = prepare(None, old, support=(xs, ys))
+    state = opt.state[model.head.weight]["rates"]
+    assert torch.allclose(state, per_class.mean(1, keepdim=True).expand_as(state))
+
+
+@pytest.mark.parametrize("labels, fragment", [
+    (torch.tensor([0.0, 1.0, 2.0]), "integer"),
+    (torch.tensor([-1, 0, 1]), "0..C-1"),
+    (torch.tensor([0, 2, 2]), "no example"),
+])
+def test_support_labels_that_are_not_classes_are_one_clear_error(tmp_path, labels, fragment):
+    art = _five_way_artifact(tmp_path)
+    xs = torch.randn(len(labels), 1, 8, 8, dtype=torch.float64)
+    with pytest.raises(ConfigError, match=fragment):
+        prepare(None, art, support=(xs, labels))
+
+
+def test_evaluate_runs_at_another_width(tmp_path):
+    from metaopt_tuner.evaluation import evaluate
+
+    suite = TinyImageSuite(ways=5)
+    learner = _learner("metasgd", suite, "loop", steps=2, head_init="prototypes")
+    Artifact.from_learner(learner, suite, model_spec=suite.model_spec()).save(tmp_path / "a")
+    result = evaluate(tmp_path / "a", suite=TinyImageSuite(ways=9), num_tasks=4, steps=2)
+    assert len(result.loss_mean) == 3 and all(torch.isfinite(torch.tensor(result.loss_mean)))
+
+
+
+def test_inspect_says_the_artifact_is_width_free(tmp_path, capsys):
+    from .helpers import run_cli
+
+    _five_way_artifact(tmp_path)
+    code, out, err = run_cli(capsys, "inspect", str(tmp_path / "art"))
+    assert code == 0, err
+    assert "width-free head: trained at 5" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("batching", ["loop", "vmap", "batched"])
+def test_the_anytime_meta_loss_scores_every_step(batching):
+    """With ``step_loss_weight`` the meta-loss is the horizon's query loss plus the weight times
+    the mean query loss after the steps before it: the adaptation curve's values."""
+    suite = TinyImageSuite(ways=3)
+    learner = _learner("maml", suite, batching, steps=3, head_init="prototypes", step_loss_weight=0.7)
+    assert learner.trains_every_step and learner.config()["step_loss_weight"] == 0.7
+    batch = _batch(suite, n=2)
+    curve = learner.adaptation_curve(batch, steps=3).loss  # [T, 4]: before and after each step
+    outcome = learner.adapt_batch(batch, create_graph=False, anytime=True)
+    expected = curve[:, 3].mean() + 0.7 * curve[:, 1:3].mean()
+    assert torch.allclose(learner.meta_loss(outcome), expected, atol=1e-12)
+    plain = learner.adapt_batch(batch, create_graph=False)
+    assert plain.step_loss is None and torch.allclose(learner.meta_loss(plain), curve[:, 3].mean())
+
+
+def test_training_episodes_draw_their_shape_from_the_ranges(tmp_path):
+    from metaopt_tuner.tasks import get_suite
+
+    from .test_omniglot import make_tree
+
+    root = make_tree(tmp_path / "tree")
+    suite = get_suite("omniglot", data_dir=str(root), ways=3, shots=1, query=2, split_by="class",
+                      val_fraction=0.2, test_fraction=0.2, cache=False,
+                      train_ways=[2, None], train_shots=[1, 3])
+    gen = torch.Generator().manual_seed(0)
+    max_ways, max_shots = suite.shape_limits("train")
+    shapes = set()
+    for _ in range(40):
+        batch = suite.sample(2, gen)
+        ways = int(batch.y_support.max()) + 1
+        shots = batch.y_support.shape[1] // ways
+        assert batch.y_query.shape[1] == ways * 2  # the query count stays
+        assert 2 <= ways <= max_ways and 1 <= shots <= min(3, max_shots)
+        shapes.add((ways, shots))
+    assert len(shapes) > 3
+    # evaluation episodes keep the fixed shape, and the options record the ranges
+    fixed = suite.fixed_tasks(2, split="test")
+    assert fixed.y_support.shape[1] == 3 and suite.options()["train_ways"] == [2, None]
+    assert (suite.ways, suite.shots) == (3, 1)
+
+
+@pytest.mark.parametrize("value", [[1, 3], [4, 2], [2], "x"])
+def test_shape_ranges_are_checked(tmp_path, value):
+    from metaopt_tuner.errors import MetaOptError
+    from metaopt_tuner.tasks import get_suite
+
+    with pytest.raises(MetaOptError, match="train_ways|invalid option value"):
+        get_suite("omniglot", data_dir=str(tmp_path), train_ways=value)
+
+
+def test_a_range_the_data_cannot_make_is_one_error(tmp_path):
+    from metaopt_tuner.tasks import get_suite
+
+    from .test_omniglot import make_tree
+
+    root = make_tree(tmp_path / "tree")
+    suite = get_suite("omniglot", data_dir=str(root), ways=2, query=2, split_by="class",
+                      cache=False, train_ways=[500, None])
+    with pytest.raises(ConfigError, match="at most"):
+        suite.sample(1, torch.Generator().manual_seed(0))

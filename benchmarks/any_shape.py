@@ -39,7 +39,8 @@ the tuning seconds of logistic regression and AdamW (once per cell) in a column 
         --data-dir DATA/clinc150 --encoder MINILM_FOLDER
 
 ``--data-dir`` must be the data the artifact was trained on for ``--split test`` (its held-out
-classes); ``--split all`` scores every class of data it never saw. ``--quick`` is a smoke test
+classes); ``--split all`` scores every class of data it never saw (the baselines then tuned on
+the validation split of ``--tune-data-dir``, the training data). ``--quick`` is a smoke test
 (two episodes, two trials, one validation task, the artifact's own width and 1 shot unless
 ``--ways`` / ``--shots`` say otherwise). Measured tables: the Benchmarks page, "Any task shape
 (issue 27)".
@@ -83,19 +84,20 @@ def art_steps_name(steps: int) -> str:
 
 # ----------------------------------------------------------------------------- suites, episodes
 def make_suite(art: Artifact, args: argparse.Namespace, split: str, ways: int, shots: int) -> TaskSuite:
-    """The artifact's suite at ``ways`` x ``shots`` for ``split`` (with ``--data-dir``,
-    ``--query`` and ``--encoder`` when given; tuning splits keep the artifact's own data under
-    ``--split all``, whose classes are all test classes).
+    """The artifact's suite at ``ways`` x ``shots`` for ``split``, on ``--data-dir`` (under
+    ``--split all``, whose classes are all test classes, the tuning splits read
+    ``--tune-data-dir``), with ``--query`` and ``--encoder`` when given.
 
     The intents suite wants its validation split to hold ``ways`` intents too; a wider episode is
     then built without a validation split: the test split is drawn first, so its intents are the
     same either way (``_split_groups`` in ``tasks/intents.py``)."""
     options: dict[str, Any] = {"ways": ways, "shots": shots}
-    for key in ("data_dir", "query", "encoder"):
-        if key == "data_dir" and args.split == "all" and split != "all":
-            continue
-        if getattr(args, key, None) is not None:
-            options[key] = str(getattr(args, key)) if key != "query" else args.query
+    data_dir = args.tune_data_dir if args.split == "all" and split != "all" else args.data_dir
+    options["data_dir"] = str(data_dir)
+    if args.query is not None:
+        options["query"] = args.query
+    if args.encoder is not None:
+        options["encoder"] = str(args.encoder)
     try:
         suite = suite_for_split(art, split, **options)
     except ConfigError as exc:
@@ -107,11 +109,13 @@ def make_suite(art: Artifact, args: argparse.Namespace, split: str, ways: int, s
 
 
 def split_classes(art: Artifact, args: argparse.Namespace, split: str) -> int:
-    """Classes of ``split`` (0 when it has none)."""
+    """Classes of ``split``; 0 when a tuning split has none."""
     try:
         suite = make_suite(art, args, split, 2, 1)
         return int(suite.split_summary(split)["num_classes"])
     except (ConfigError, DataError):
+        if split == args.split:
+            raise
         return 0
 
 
@@ -364,8 +368,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--suite", choices=SUITES, required=True)
     p.add_argument("--artifact", type=Path, required=True, help="an artifact made by `metaopt train`")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="the suite's data [default: the folder the artifact was trained on]")
+    p.add_argument("--data-dir", type=Path, required=True,
+                   help="the suite's data: the data the artifact was trained on (its held-out "
+                        "classes are the test split), or new data with --split all")
+    p.add_argument("--tune-data-dir", type=Path, default=None,
+                   help="with --split all: the data whose validation split tunes the baselines "
+                        "(the artifact's training data)")
     p.add_argument("--encoder", type=Path, default=None,
                    help="intents: the sentence-transformers folder (all-MiniLM-L6-v2) "
                         "[default: the artifact's]")
@@ -390,6 +398,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--json", type=Path, default=None, help="write every cell's rows here")
     p.add_argument("--quick", action="store_true", help="a smoke test: tiny everything")
     args = p.parse_args(argv)
+    if args.split == "all" and args.tune_data_dir is None:
+        p.error("--split all needs --tune-data-dir (the artifact's training data) for tuning")
     torch.set_num_threads(args.threads)
     try:
         from threadpoolctl import threadpool_limits

@@ -193,3 +193,14 @@ def test_error_lines_print_without_escapes(tmp_path, capsys):
     code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "no\x1b[2Jsuch"))
     assert code == 2 and "\x1b" not in err and "\\x1b" in err
 
+
+
+def test_deeply_nested_metrics_are_refused_not_a_recursion_error(tmp_path, capsys):
+    def edit(manifest):
+        nested: dict = {}
+        for _ in range(600):  # JSON reads it; printing it recursed past Python's limit
+            nested = {"x": nested}
+        manifest["metrics"] = nested
+
+    code, _, err = run_cli(capsys, "inspect", str(_craft(tmp_path, edit)))
+    assert code == 2 and "nests deeper" in err, err

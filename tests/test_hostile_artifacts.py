@@ -210,8 +210,7 @@ def test_an_archive_member_too_large_for_an_image_is_refused_without_reading_it(
     import zipfile
 
     from metaopt_tuner.errors import DataError
-    from metaopt_tuner.tasks import get_suite
-    from metaopt_tuner.tasks import image_cache
+    from metaopt_tuner.tasks import get_suite, image_cache
 
     monkeypatch.setattr(image_cache, "MAX_IMAGE_BYTES", 1000)  # a 3 GiB member, in miniature
     archive = tmp_path / "bomb.zip"

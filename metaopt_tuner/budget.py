@@ -7,11 +7,14 @@ least :data:`MIN_TIMED_STEPS`), puts the state back, and fixes
 
     iterations = max(1, floor((budget - warm-up seconds) / measured seconds per iteration))
 
-before the first real step. The count is recorded in ``run.json`` and the checkpoint, so the outer
-learning-rate schedule is laid over it from the start and a resumed run uses the same count
-instead of measuring again: a budget run ends with exactly the parameters of a run given that
-``iterations``. Evaluation and checkpoint writing are not part of the measured steps, so a run
-ends a little after its budget.
+before the first real step. The machine's speed can change under a run (other work starts or
+stops), so the run looks again :data:`REPLANS` times: from the seconds left and the speed of the
+steps since the last look it re-plans the count (:func:`replanned_iterations`), and the outer
+learning-rate schedule is re-scaled over the new count. Every decision is recorded in the
+checkpoint (and the budget's seconds spent with it), so a resumed run continues from the plan in
+force. At a steady speed the count never changes, and a budget run ends with exactly the
+parameters of a run given that ``iterations``. Evaluation and checkpoint writing are not part of
+the measured steps, so a run ends a little after its budget.
 """
 
 from __future__ import annotations
@@ -23,13 +26,17 @@ from dataclasses import dataclass
 from .errors import ConfigError
 
 __all__ = ["parse_duration", "format_duration", "warmup_seconds", "iterations_for_budget",
-           "BudgetPlan", "MIN_TIMED_STEPS"]
+           "replanned_iterations", "BudgetPlan", "MIN_TIMED_STEPS", "REPLANS", "REPLAN_TOLERANCE"]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh])\s*$", re.IGNORECASE)
 
 #: timed warm-up steps needed before the rate is trusted
 MIN_TIMED_STEPS = 2
+#: how many times a budget run looks again at its speed (every 1/REPLANS of its iterations)
+REPLANS = 20
+#: a re-plan changes the count only when it differs by more than this share (no churn)
+REPLAN_TOLERANCE = 0.02
 #: the warm-up's timed part lasts this share of the budget, capped at ``_WARMUP_CAP`` seconds
 _WARMUP_SHARE, _WARMUP_CAP = 0.02, 2.0
 
@@ -91,3 +98,25 @@ def iterations_for_budget(
     left = budget - warmup_total
     count = int(math.floor(left / per_iteration)) if per_iteration > 0 and left > 0 else 1
     return BudgetPlan(budget, timed_steps + 1, warmup_total, per_iteration, max(1, count))
+
+
+def replanned_iterations(budget: float, spent: float, done: int, planned: int,
+                         seconds_per_iteration: float) -> int:
+    """The iteration count for the rest of a budget run: ``done`` plus as many as the seconds
+    left buy at the recent speed, or ``planned`` when that differs by at most
+    :data:`REPLAN_TOLERANCE` of it or one iteration (or when the speed is unknown).
+
+    Args:
+        budget: the training budget in seconds.
+        spent: seconds of it spent so far (the warm-up included).
+        done: iterations done.
+        planned: the count in force.
+        seconds_per_iteration: the recent speed.
+    """
+    if seconds_per_iteration <= 0:
+        return planned
+    left = max(0.0, budget - spent)
+    count = done + int(math.floor(left / seconds_per_iteration + 1e-9))
+    if abs(count - planned) <= max(1.0, REPLAN_TOLERANCE * planned):
+        return planned
+    return count

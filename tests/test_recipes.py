@@ -127,13 +127,46 @@ def test_a_budget_run_resumed_midway_equals_the_same_count_uninterrupted(tmp_pat
     with pytest.raises(Stop):
         MetaTrainer(_config(budget_seconds=0.5), tmp_path / "cut", progress=False,
                     clock=FakeClock(0.01), callback=stop_at_7).run()
-    # a slower clock would fix another count: the resumed run must keep the recorded one
+    # the resumed run continues from the recorded plan and the budget's recorded seconds
     resumed = MetaTrainer(_config(budget_seconds=0.5), tmp_path / "cut", progress=False,
-                          clock=FakeClock(1.0)).run(resume=True)
+                          clock=FakeClock(0.01)).run(resume=True)
     assert resumed.config.iterations == count
     a, b, c = (r.learner.state_dict() for r in (full, plain, resumed))
     for key in a:
         assert torch.equal(a[key], b[key]) and torch.equal(a[key], c[key]), key
+
+
+class SlowingClock(FakeClock):
+    """A step takes ``tick`` seconds, and ``slow`` times as long once ``after`` readings have
+    passed: other work starting halfway through a run."""
+
+    def __init__(self, tick: float, after: int, slow: float) -> None:
+        super().__init__(tick)
+        self.readings, self.after, self.slow = 0, after, slow
+
+    def __call__(self) -> float:
+        self.readings += 1
+        self.now += self.tick * (self.slow if self.readings > self.after else 1.0)
+        return self.now
+
+
+def test_a_budget_is_replanned_when_the_machine_slows_down(tmp_path):
+    """Steps take 0.01 s, then 0.04 s from halfway: the run re-plans its count down, records
+    each decision, and its steps (the warm-up included) spend the budget, not four times it."""
+    budget = 1.0
+    steady = MetaTrainer(_config(budget_seconds=budget), tmp_path / "steady", progress=False,
+                         clock=FakeClock(0.01))
+    planned = steady.run().config.iterations
+    assert steady.budget_replans == []  # a steady speed never changes the count
+    clock = SlowingClock(0.01, after=planned, slow=4.0)  # two readings a step: slower halfway
+    slowed = MetaTrainer(_config(budget_seconds=budget), tmp_path / "slowed", progress=False,
+                         clock=clock)
+    result = slowed.run()
+    assert slowed.budget_replans and result.config.iterations < 0.8 * planned
+    assert all(r["iterations"] < planned for r in slowed.budget_replans)
+    assert 0.9 * budget <= slowed._budget_spent <= 1.05 * budget
+    saved = torch.load(tmp_path / "slowed" / "checkpoint.pt", weights_only=False)
+    assert saved["budget_replans"] == slowed.budget_replans
 
 
 def test_train_records_where_each_value_came_from(tmp_path):

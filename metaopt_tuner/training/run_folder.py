@@ -103,6 +103,8 @@ def upgrade_checkpoint(state: Mapping[str, Any]) -> dict[str, Any]:
     if not out.get("generators"):
         out["generators"] = [state["generator"]]
     out.setdefault("budget_iterations", None)
+    out.setdefault("budget_spent", None)  # the budget's seconds spent (None: fixed once, not tracked)
+    out.setdefault("budget_replans", [])
     out.setdefault("train_seconds", 0.0)
     out.setdefault("skipped", 0)
     out.setdefault("nonfinite_streak", 0)

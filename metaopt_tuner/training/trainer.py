@@ -25,7 +25,14 @@ from typing import Any
 import torch
 
 from ..artifact import Artifact
-from ..budget import MIN_TIMED_STEPS, BudgetPlan, iterations_for_budget, warmup_seconds
+from ..budget import (
+    MIN_TIMED_STEPS,
+    REPLANS,
+    BudgetPlan,
+    iterations_for_budget,
+    replanned_iterations,
+    warmup_seconds,
+)
 from ..config import DTYPES, TrainConfig
 from ..errors import ConfigError, DistributedError, MetaOptError, NonFiniteLossError, RunDirError
 from ..learners import MetaGradient, MetaLearner, build_learner
@@ -153,6 +160,9 @@ class MetaTrainer:
         self.clock = clock
         self.budget_plan: BudgetPlan | None = None
         self._budget_iterations: int | None = None  # fixed by a budget (restored on resume)
+        self._budget_spent: float | None = None  # the budget's seconds spent, warm-up included
+        #: the budget's re-plans: ``{"iteration", "iterations", "seconds_per_iteration"}``
+        self.budget_replans: list[dict[str, Any]] = []
         self.dtype = DTYPES[config.dtype]
         self.suite = get_suite(config.suite, **config.suite_options).load()
         torch.manual_seed(config.seed)
@@ -222,6 +232,8 @@ class MetaTrainer:
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "budget_iterations": self._budget_iterations,
+            "budget_spent": self._budget_spent,
+            "budget_replans": list(self.budget_replans),
             # a batch sampled ahead (see ``step``) is not saved: its streams are saved as before it
             "generators": self._prefetch_states or [g.get_state() for g in self.generators],
             "config": self.config.to_dict(),
@@ -248,6 +260,8 @@ class MetaTrainer:
         self._prefetched = self._prefetch_states = None
         self.iteration = int(state["iteration"])
         self._budget_iterations = state["budget_iterations"]
+        self._budget_spent = state["budget_spent"]
+        self.budget_replans = list(state["budget_replans"])
         self.train_seconds = float(state["train_seconds"])
         self.skipped = int(state["skipped"])
         self._nonfinite_streak = int(state["nonfinite_streak"])
@@ -483,11 +497,28 @@ class MetaTrainer:
             self.load_state_dict(snapshot)
             self.budget_plan = distributed.broadcast_object(plan, self.dist, "the budget plan")
             self._budget_iterations = self.budget_plan.iterations
+            self._budget_spent = self.budget_plan.warmup_seconds
         self.config = dataclasses.replace(self.config, iterations=self._budget_iterations)
         if self.sources is not None:
             self.sources["iterations"] = "budget"
         if self.out_dir is not None and self.dist.is_main and self.budget_plan is not None:
             self._write_marker()
+
+    def _replan(self, since: tuple[int, float]) -> TrainConfig:
+        """Look again at a budget run's speed (see ``budget``): the count for the seconds left at
+        the speed of the steps since the last look, recorded when it changes."""
+        assert self.config.budget_seconds is not None and self._budget_spent is not None
+        steps = self.iteration - since[0]
+        rate = since[1] / steps if steps > 0 else 0.0
+        count = replanned_iterations(self.config.budget_seconds, self._budget_spent,
+                                     self.iteration, self.config.iterations, rate)
+        count = distributed.broadcast_object(count, self.dist, "the budget re-plan")
+        if count != self.config.iterations:
+            self.budget_replans.append({"iteration": self.iteration, "iterations": count,
+                                        "seconds_per_iteration": rate})
+            self._budget_iterations = count
+            self.config = dataclasses.replace(self.config, iterations=count)
+        return self.config
 
     def _kept_checkpoint_note(self) -> str:
         if self.out_dir is not None and (self.out_dir / CHECKPOINT).is_file():
@@ -524,10 +555,19 @@ class MetaTrainer:
             # the first step of a compiled run compiles for minutes: say so until the first log
             info = "compiling the meta-gradient (minutes)" if cfg.compile else ""
             task = bar.add_task("train", total=cfg.iterations, completed=self.iteration, info=info)
+            since_replan = (self.iteration, 0.0)  # iteration and budget seconds at the last look
             while self.iteration < cfg.iterations:
-                began = time.perf_counter()
+                began, ticked = time.perf_counter(), self.clock()
                 loss, metric = self.step()
                 self.train_seconds += time.perf_counter() - began
+                if self._budget_spent is not None:
+                    step_seconds = self.clock() - ticked
+                    self._budget_spent += step_seconds
+                    since_replan = (since_replan[0], since_replan[1] + step_seconds)
+                    if self.iteration % max(1, cfg.iterations // REPLANS) == 0:
+                        cfg = self._replan(since_replan)
+                        since_replan = (self.iteration, 0.0)
+                        bar.update(task, total=cfg.iterations)
                 window_n += 1
                 if math.isfinite(loss):  # a skipped (non-finite) meta-batch adds nothing
                     window_loss += loss

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from metaopt_tuner.artifact import Artifact, list_pretrained, pretrained  # noqa: E402
-from metaopt_tuner.report import compare, table_rows  # noqa: E402
+from metaopt_tuner.compare import compare, table_rows  # noqa: E402
 from metaopt_tuner.training import MetaTrainer, TrainConfig  # noqa: E402
 
 

@@ -5,7 +5,7 @@ meta: never seen in training). For 5-way 1-shot and 5-way 5-shot, report accurac
 over the same fixed test episodes for MAML, Meta-SGD and Reptile, a nearest-centroid classifier
 on the same features (TF-IDF of the hashed n-grams, IDF from the training intents), and the
 Optuna-tuned Adam / SGD baselines (from the learners' initialization and from a multi-task
-pretrained one) when ``metaopt_tuner.baselines`` is importable; plus wall time on this CPU.
+pretrained one) when ``metaopt_tuner.compare.baselines`` is importable; plus wall time on this CPU.
 
     python benchmarks/intents_clinc.py --data-dir ../shared/data/clinc150 --json /tmp/intents.json
 
@@ -182,9 +182,9 @@ def run_baselines(args: argparse.Namespace, shots: int, tasks: TaskBatch) -> lis
     """Optuna-tuned Adam / SGD from the learners' initial theta and from a pretrained init."""
     try:
         from metaopt_tuner import baselines as bl
-        from metaopt_tuner.pretraining import pretrain
+        from metaopt_tuner.compare.pretraining import pretrain
     except ImportError as exc:
-        print(f"(no baseline rows: metaopt_tuner.baselines is not available: {exc})", flush=True)
+        print(f"(no baseline rows: metaopt_tuner.compare.baselines is not available: {exc})", flush=True)
         return []
     import optuna
 

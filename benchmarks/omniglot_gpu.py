@@ -51,10 +51,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omniglot_small import _source, _sync  # this folder is on sys.path when run as a script
+from omniglot_small import data_source, sync_device  # this folder is on sys.path when run as a script
 
-from metaopt_tuner.compiled import CompiledMetaGradient
 from metaopt_tuner.training import MetaTrainer, TrainConfig
+from metaopt_tuner.training.compiled import CompiledMetaGradient
 
 
 @dataclass
@@ -80,7 +80,7 @@ VARIANTS = [
     Variant("im2col, fused BN, TF32, graph", conv="unfold", tf32=True, graph=True),
     Variant("im2col per (image, task), fused BN, graph", conv="unfold_nt", graph=True),
     Variant("im2col, fused BN, eager", conv="unfold"),
-    # torch.compile of the whole meta-gradient (metaopt_tuner.compiled), indices 10-14
+    # torch.compile of the whole meta-gradient (metaopt_tuner.training.compiled), indices 10-14
     Variant("im2col per (image, task), fused BN, compiled", conv="unfold_nt", compiled=True),
     Variant("im2col per (image, task), fused BN, compiled, graph", conv="unfold_nt", compiled=True,
             graph=True),
@@ -188,16 +188,16 @@ def speed(args: argparse.Namespace, train_dir: str, variants: list[Variant]) -> 
             began = time.perf_counter()
             for _ in range(args.warmup):  # includes the capture for graph variants
                 trainer.step()
-            _sync(device)
+            sync_device(device)
             row["warmup_s"] = time.perf_counter() - began
             rates = []
             for _ in range(args.repeats):
-                _sync(device)
+                sync_device(device)
                 t0, n = time.perf_counter(), 0
                 while time.perf_counter() - t0 < args.seconds / args.repeats:
                     trainer.step()
                     n += 1
-                _sync(device)
+                sync_device(device)
                 rates.append(n / (time.perf_counter() - t0))
             row["it_per_s"] = statistics.median(rates)
             row["it_per_s_all"] = rates
@@ -230,11 +230,11 @@ def profile(args: argparse.Namespace, train_dir: str, v: Variant, out: Path | No
     _set_math(v, torch.device(args.device))
     for _ in range(args.warmup):
         trainer.step()
-    _sync(torch.device(args.device))
+    sync_device(torch.device(args.device))
     with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(args.profile_steps):
             trainer.step()
-        _sync(torch.device(args.device))
+        sync_device(torch.device(args.device))
     events = prof.key_averages()
 
     def gpu_us(e: Any) -> float:
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None, help="folder for results.json and profile.txt")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    train_dir = _source(args.data_dir, "images_background_small1")
+    train_dir = data_source(args.data_dir, "images_background_small1")
     variants = VARIANTS if args.variants == "all" else [VARIANTS[int(i)] for i in args.variants.split(",")]
     if device.type != "cuda":
         variants = [v for v in variants if not v.graph and not v.tf32]

@@ -176,8 +176,8 @@ from typing import Any
 import torch
 
 from metaopt_tuner.evaluation import mean_ci, query_metric_alone
-from metaopt_tuner.learners.proto_head import HEAD_INITS
 from metaopt_tuner.models import CONVNET_NORMS, BatchNorm2dStats
+from metaopt_tuner.models.proto_head import HEAD_INITS
 from metaopt_tuner.tasks import get_suite
 from metaopt_tuner.training import META_LR_SCHEDULES, MetaTrainer, TrainConfig
 
@@ -202,14 +202,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 _CHOICES = {"head_init": HEAD_INITS, "meta_lr_schedule": META_LR_SCHEDULES}
 
 
-def _source(data_dir: Path, name: str) -> str:
+def data_source(data_dir: Path, name: str) -> str:
     for candidate in (data_dir / name, data_dir / f"{name}.zip"):
         if candidate.exists():
             return str(candidate)
     sys.exit(f"error: neither {name}/ nor {name}.zip in {data_dir}")
 
 
-def _data_dir(given: Path | None) -> Path:
+def resolve_data_dir(given: Path | None) -> Path:
     """``--data-dir``, else ``$METAOPT_DATA/omniglot``; exits with a message when neither is set."""
     env = os.environ.get("METAOPT_DATA")
     data_dir = given or (Path(env) / "omniglot" if env else None)
@@ -227,7 +227,7 @@ def _jitter(text: str) -> tuple[float, float, float] | None:
     return None if degrees == scale == shift == 0 else (degrees, scale, shift)
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -269,11 +269,11 @@ def speed(args: argparse.Namespace, train_dir: str) -> dict[str, float]:
     times: dict[str, list[float]] = {m: [] for m in modes}
     for _ in range(args.speed_repeats):  # interleaved, so load from other processes hits all paths
         for mode in modes:
-            _sync(device)
+            sync_device(device)
             begun = time.perf_counter()
             for _ in range(args.speed_iters):
                 trainers[mode].step()
-            _sync(device)
+            sync_device(device)
             times[mode].append((time.perf_counter() - begun) / args.speed_iters)
     rates = {m: 1.0 / statistics.median(t) for m, t in times.items()}
     print(f"\nSecond-order MAML, 5-way 1-shot, meta-batch {args.speed_meta_batch}, 5 query/class, "
@@ -358,7 +358,7 @@ def for_ways(learner: Any, cfg: TrainConfig, suite: Any, device: torch.device) -
     return fresh
 
 
-def _test_suites(test_dir: str, common: dict[str, Any], rotated: bool = False) -> dict[str, Any]:
+def held_out_suites(test_dir: str, common: dict[str, Any], rotated: bool = False) -> dict[str, Any]:
     """Test suites by episode kind: random and within-alphabet, and with ``rotated`` the same two
     with rotated test characters as extra classes (another protocol, easier: see the suite)."""
     kinds = [(False, False), (True, False)] + ([(False, True), (True, True)] if rotated else [])
@@ -390,7 +390,7 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
             common.update({k: cfg.suite_options[k] for k in ("filters", "norm", "feature_gain")
                            if k in cfg.suite_options})
             args.filters = common["filters"]  # the ProtoNet reference gets the recipe's width
-        test_suites = {k: v for k, v in _test_suites(test_dir, common, args.eval_rotations).items()
+        test_suites = {k: v for k, v in held_out_suites(test_dir, common, args.eval_rotations).items()
                        if k.split(",")[0] in args.kinds}
         scored: dict[str, dict[str, torch.Tensor]] = {kind: {} for kind in test_suites}
         for lname in [cfg.learner] if args.recipe else args.learners:
@@ -407,7 +407,7 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
                 budget_seconds=args.budget,
             )
             trainer = MetaTrainer(cfg, None, progress=False)
-            _sync(device)
+            sync_device(device)
             begun = time.perf_counter()
             trainer._fix_budget_iterations()  # the library's --budget rule (the warm-up counts)
             cfg = trainer.config
@@ -420,7 +420,7 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
                     print(f"  {lname} {cname}: iteration {trainer.iteration}, loss "
                           f"{statistics.fmean(losses[-100:]):.3f}, "
                           f"{time.perf_counter() - begun:.0f} s", flush=True)
-            _sync(device)
+            sync_device(device)
             train_s = time.perf_counter() - begun
             method = (f"the omniglot recipe ({_recipe_summary(cfg)})" if args.recipe
                       else _method_name(args, lname, ls, cfg))
@@ -471,7 +471,7 @@ def _method_name(args: argparse.Namespace, lname: str, ls: dict[str, Any], cfg: 
 def _recipe_config(args: argparse.Namespace, suite_options: dict[str, Any]) -> TrainConfig:
     """The omniglot recipe's configuration, as ``metaopt train --suite omniglot`` resolves it,
     with only the protocol given: data, ways and shots, the budget (or iterations) and the seed."""
-    from metaopt_tuner.recipes import resolve_train_config
+    from metaopt_tuner.training import resolve_train_config
 
     flags: dict[str, Any] = {"seed": args.seed, "device": args.device}
     if args.budget:
@@ -547,9 +547,9 @@ def run_baselines(args: argparse.Namespace, train_opts: dict[str, Any], test_sui
     """Optuna-tuned Adam and SGD from the meta-learners' initialization and from a pretrained one."""
     try:
         from metaopt_tuner import baselines as bl
-        from metaopt_tuner.pretraining import pretrain
+        from metaopt_tuner.compare.pretraining import pretrain
     except ImportError as exc:
-        print(f"TODO baselines: metaopt_tuner.baselines is not available ({exc}); no baseline rows",
+        print(f"TODO baselines: metaopt_tuner.compare.baselines is not available ({exc}); no baseline rows",
               flush=True)
         return []
     import optuna
@@ -708,9 +708,9 @@ def main(argv: list[str] | None = None) -> None:
     args.baseline_configs = [s for s in args.baseline_configs.split(",") if s]
     args.baseline_names = [s for s in args.baseline_names.split(",") if s]
     torch.set_num_threads(args.threads)
-    data_dir = _data_dir(args.data_dir)
-    train_dir = _source(data_dir, "images_background_small1")
-    test_dir = _source(data_dir, "images_background_small2")
+    data_dir = resolve_data_dir(args.data_dir)
+    train_dir = data_source(data_dir, "images_background_small1")
+    test_dir = data_source(data_dir, "images_background_small2")
     print(f"preset {args.preset}: " + json.dumps({k: getattr(args, k) for k in PRESETS[args.preset]}))
     result: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
     if args.speed or args.speed_only:

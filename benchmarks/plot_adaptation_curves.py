@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from metaopt_tuner.atomic import atomic_write_bytes  # noqa: E402
-from metaopt_tuner.report import _figures  # noqa: E402
+from metaopt_tuner.compare import figures  # noqa: E402
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("png", type=Path, nargs="?", default=REPO / "docs/img/sinusoid-curves.png")
     args = parser.parse_args()
     data = json.loads(args.results.read_text())
-    atomic_write_bytes(args.png, _figures(data, None)["curves.png"])
+    atomic_write_bytes(args.png, figures(data, None)["curves.png"])
     print(f"wrote {args.png}")
 
 

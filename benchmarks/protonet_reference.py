@@ -149,17 +149,21 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    from omniglot_small import _data_dir, _source, _test_suites  # the same data and test episodes
+    from omniglot_small import (  # the same data and test episodes
+        data_source,
+        held_out_suites,
+        resolve_data_dir,
+    )
 
     if args.joint_norm and args.norm != "batch":
         p.error("--joint-norm needs --norm batch")
-    data_dir = _data_dir(args.data_dir)
+    data_dir = resolve_data_dir(args.data_dir)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    train = get_suite("omniglot", data_dir=_source(data_dir, "images_background_small1"),
+    train = get_suite("omniglot", data_dir=data_source(data_dir, "images_background_small1"),
                       val_fraction=0, test_fraction=0, ways=args.ways, shots=1, query=args.query)
-    tests = _test_suites(_source(data_dir, "images_background_small2"),
+    tests = held_out_suites(data_source(data_dir, "images_background_small2"),
                          {"ways": 20, "shots": 1, "query": args.query, "filters": args.filters},
                          rotated=True)
     net, _, train_s = train_protonet(train, args.filters, episodes=args.episodes, norm=args.norm,

@@ -58,8 +58,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from metaopt_tuner import distributed
-    from metaopt_tuner.training import MetaTrainer, TrainConfig
+    from metaopt_tuner.training import MetaTrainer, TrainConfig, distributed
 
     spec = SUITES[args.suite]
     options = dict(spec["suite_options"])

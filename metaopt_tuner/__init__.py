@@ -1,13 +1,16 @@
 """metaopt-tuner: meta-learned initial weights and per-weight learning rates as an optimizer.
 
-The public API, and nothing else, is re-exported here.
+The public API, and nothing else, is re-exported here. The package's layers, lowest first: leaf
+helpers, the update rule, the configuration, ``models``, ``tasks``, ``learners``, ``artifact``,
+``training``, ``registry``, the resolver, ``optim`` and ``evaluation``, ``compare``, ``tracking``
+(``pyproject.toml``'s import-linter contracts check that imports only point down).
 """
 
 from __future__ import annotations
 
+from . import _compat
 from .artifact import Artifact, list_pretrained, load_artifact, pretrained
-from .compiled import CompiledMetaGradient
-from .cuda_graphs import GraphedMetaGradient
+from .config import TrainConfig
 from .errors import (
     ArtifactError,
     ConfigError,
@@ -37,8 +40,7 @@ from .learners import (
     build_learner,
     list_learners,
 )
-from .learners.proto_head import prototype_head, prototype_head_
-from .models import MLP, ConvNet, FeatureClassifier, build_model
+from .models import MLP, ConvNet, FeatureClassifier, build_model, prototype_head, prototype_head_
 from .optim import MetaSGD, prepare
 from .registry import list_versions, load_registered, publish, set_alias
 from .tasks import (
@@ -51,9 +53,10 @@ from .tasks import (
     register_suite,
 )
 from .tracking import RunTracker, track_training
-from .training import MetaTrainer, TrainConfig, TrainResult, train
+from .training import CompiledMetaGradient, GraphedMetaGradient, MetaTrainer, TrainResult, train
+from .version import __version__
 
-__version__ = "0.1.0"
+_compat.install()  # old import paths keep working for one release
 
 __all__ = [
     "__version__",

@@ -15,6 +15,8 @@ def resolve_device(spec: str | torch.device) -> torch.device:
         device = torch.device(spec)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"invalid device {spec!r}: {exc}") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {str(spec)!r} cannot hold data to train on; use cpu, cuda or mps")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device {str(spec)!r} was requested but CUDA is not available here")

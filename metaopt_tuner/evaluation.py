@@ -21,37 +21,16 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, vmap
 
-from .artifact import Artifact, resolve_artifact
+from .artifact import Artifact
 from .devices import resolve_device
 from .errors import ConfigError
 from .learners.base import MetaLearner
+from .resolver import resolve_artifact
+from .stats import mean_ci
 from .tasks.base import TaskBatch, TaskSuite
 
 __all__ = ["EvaluationResult", "evaluate", "mean_ci", "query_metric_alone", "suite_for_split"]
 
-Z_95 = 1.96
-
-
-def mean_ci(values: Tensor, dim: int = 0) -> tuple[Tensor, Tensor]:
-    """Mean along ``dim`` and the half-width of its normal-approximation 95% CI.
-
-    The half-width is ``1.96 * std / sqrt(n)`` with the unbiased standard deviation; it is NaN
-    when there is a single value.
-
-    Args:
-        values: the samples.
-        dim: the dimension to reduce.
-
-    Returns:
-        ``(mean, half_width)``, each with ``dim`` reduced.
-    """
-    values = values.double()
-    n = values.shape[dim]
-    mean = values.mean(dim)
-    if n < 2:
-        return mean, torch.full_like(mean, math.nan)
-    std = values.std(dim, correction=1)
-    return mean, Z_95 * std / math.sqrt(n)
 
 
 @dataclass

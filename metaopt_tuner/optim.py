@@ -16,7 +16,7 @@ k optimizer steps from the learned theta reproduce the learner's k-step adaptati
 
 Safe for any number of steps: learned rates are positive (never gradient ascent); past the horizon
 ``H`` the rates were meta-trained for, each step shrinks the last learned rates once more
-(:func:`~metaopt_tuner.learners.inner.tail_factor`, recorded in the artifact), so the steps after
+(:func:`~metaopt_tuner.update_rule.tail_factor`, recorded in the artifact), so the steps after
 ``H`` together move a weight a bounded distance, and meta-training taught the rates to lower the
 loss over those steps; and a step whose result would not be finite raises
 :class:`~metaopt_tuner.errors.NonFiniteUpdateError` with every parameter left as it was.
@@ -32,18 +32,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .artifact import (
-    Artifact,
-    _mismatch_message,
-    _shape_str,
-    list_pretrained,
-    pretrained,
-    resolve_artifact,
-    same_shape,
-)
+from .artifact import Artifact, list_pretrained, pretrained
+from .artifact.format import mismatch_message, same_shape, shape_str
 from .errors import ConfigError, ModelMismatchError, NonFiniteUpdateError
-from .learners.inner import metasgd_update, tail_factor
-from .learners.proto_head import (
+from .models.proto_head import (
     check_labels,
     is_head,
     prototype_head_,
@@ -51,6 +43,8 @@ from .learners.proto_head import (
     supports_prototype_head,
     tie_classes,
 )
+from .resolver import resolve_artifact
+from .update_rule import metasgd_update, rate_row, tail_factor
 
 __all__ = ["MetaSGD", "prepare", "pretrained", "list_pretrained"]
 
@@ -169,7 +163,7 @@ class MetaSGD(torch.optim.Optimizer):
                 if rates is None:
                     unexpected.append(name)
                 else:
-                    wrong.append(f"{name} {_shape_str(p.shape)} vs {_shape_str(rates.shape[1:])} "
+                    wrong.append(f"{name} {shape_str(p.shape)} vs {shape_str(rates.shape[1:])} "
                                  "in the artifact")
                 fallback.append(name)
                 rates = self._median.reshape(steps, *[1] * p.dim()).expand(steps, *p.shape)
@@ -182,7 +176,7 @@ class MetaSGD(torch.optim.Optimizer):
                 fallback: list[str]) -> None:
         """Raise (strict) or warn about the parameters that got no learned rates."""
         if self.strict and (missing or unexpected or wrong):
-            raise ModelMismatchError(_mismatch_message("optimizer", missing, unexpected, wrong))
+            raise ModelMismatchError(mismatch_message("optimizer", missing, unexpected, wrong))
         if fallback:
             median = ", ".join(f"{v:.4g}" for v in self._median.tolist())
             warnings.warn(
@@ -224,13 +218,11 @@ class MetaSGD(torch.optim.Optimizer):
                 if rates.device != p.device or rates.dtype != p.dtype:  # the model moved
                     rates = state["rates"] = rates.to(device=p.device, dtype=p.dtype)
                 t = int(state["step"])
-                factor = tail_factor(t, horizon, decay)
-                if factor == 0.0:  # the tail has shrunk below the smallest float: nothing moves
+                if tail_factor(t, horizon, decay) == 0.0:  # the tail has ended: nothing moves
                     continue
-                row = rates[min(t, rates.shape[0] - 1)]
                 params.append(p)
                 grads.append(p.grad)
-                lrs.append(row if factor == 1.0 else row * factor)
+                lrs.append(rate_row(rates, t, horizon, decay))
             if not params:
                 continue
             foreach = group["foreach"]
@@ -276,7 +268,7 @@ def prepare(
     it, and returns it with a :class:`MetaSGD` over its named parameters. ``artifact`` is
     anything :class:`MetaSGD` accepts, ``models:/NAME@ALIAS`` included. An artifact meta-trained
     with a prototype head (``head_init="prototypes"``) needs the new task's ``support=(x, y)``:
-    its head starts from their class means (see :func:`~metaopt_tuner.learners.proto_head.
+    its head starts from their class means (see :func:`~metaopt_tuner.models.proto_head.
     prototype_head_`).
 
     Args:

@@ -28,13 +28,14 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import mlflow_store
 from .atomic import atomic_write_text
 from .errors import MetaOptWarning, RegistryError, first_line
+from .registry import mlflow_store
 
 if TYPE_CHECKING:
-    from .report import ComparisonResult
-    from .training import MetaTrainer, TrainConfig
+    from .compare import ComparisonResult
+    from .config import TrainConfig
+    from .training import MetaTrainer
 
 __all__ = ["RunTracker", "RUN_RECORD", "training_params", "track_training", "track_comparison",
            "tracking_uri_checked"]
@@ -270,7 +271,7 @@ def track_training(trainer: MetaTrainer, tracking_uri: str | None = None) -> Any
         MissingExtraError: tracking is on but mlflow is not installed.
         RegistryError: a malformed URI.
     """
-    from . import distributed
+    from .training import distributed
 
     uri = mlflow_store.tracking_uri(tracking_uri)
     if uri is None or trainer.out_dir is None or not distributed.is_main_process():

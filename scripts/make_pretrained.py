@@ -29,8 +29,7 @@ sys.path.insert(0, str(REPO))
 from metaopt_tuner import __version__  # noqa: E402
 from metaopt_tuner.artifact import Artifact, load_artifact  # noqa: E402
 from metaopt_tuner.evaluation import evaluate  # noqa: E402
-from metaopt_tuner.recipes import resolve_train_config  # noqa: E402
-from metaopt_tuner.training import MetaTrainer  # noqa: E402
+from metaopt_tuner.training import MetaTrainer, resolve_train_config  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

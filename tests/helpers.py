@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from metaopt_tuner.learners import build_learner
 from metaopt_tuner.tasks.base import ClassificationSuite, TaskBatch, TaskSuite
 
 
@@ -100,3 +101,41 @@ def run_cli(capsys: Any, *args: str) -> tuple[int, str, str]:
         code = exc.code or 0
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+# --------------------------------------------------------------------------- learner checks
+def float64_batch(suite, n=3, seed=0):
+    """``n`` tasks of ``suite`` in float64."""
+    return suite.sample(n, torch.Generator().manual_seed(seed)).to(dtype=torch.float64)
+
+
+def seeded_learner(name, suite, batching, steps, seed=0, **kw):
+    """A float64 learner with seeded weights and non-uniform learned rates."""
+    torch.manual_seed(seed)
+    learner = build_learner(name, suite, inner_steps=steps, batching=batching, inner_lr=0.05, **kw)
+    learner.double()
+    if learner.rates.learnable:  # non-uniform learned rates make the test sharper
+        with torch.no_grad():
+            for r in learner.rates.values:
+                r.uniform_(math.log(0.01), math.log(0.1))  # stored as logarithms
+    return learner
+
+
+def meta_loss(learner, batch):
+    """The meta-loss of ``batch`` without a graph (a float)."""
+    return learner.meta_loss(learner.adapt_batch(batch, create_graph=False)).item()
+
+
+def directional_fd(learner, batch, direction, eps):
+    """Central finite difference of the meta-loss along ``direction`` (dict name -> tensor)."""
+    named = dict(learner.named_meta_parameters())
+    values = []
+    for sign in (1.0, -1.0):
+        with torch.no_grad():
+            for n, p in named.items():
+                p.add_(direction[n], alpha=sign * eps)
+        values.append(meta_loss(learner, batch))
+        with torch.no_grad():
+            for n, p in named.items():
+                p.sub_(direction[n], alpha=sign * eps)
+    return (values[0] - values[1]) / (2 * eps)

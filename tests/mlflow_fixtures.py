@@ -30,7 +30,7 @@ def need_mlflow() -> None:
 def server_uri() -> str:
     """The test server's URI; skip (fail in CI) when none is running."""
     need_mlflow()
-    from metaopt_tuner.mlflow_store import unreachable_reason
+    from metaopt_tuner.registry.mlflow_store import unreachable_reason
 
     uri = os.environ.get(URI_ENV)
     if not uri:

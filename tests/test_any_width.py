@@ -10,10 +10,11 @@ import torch
 from metaopt_tuner import prepare
 from metaopt_tuner.artifact import MANIFEST, Artifact, load_artifact
 from metaopt_tuner.errors import ConfigError
-from metaopt_tuner.learners.proto_head import HEAD_BIAS, HEAD_WEIGHT
+from metaopt_tuner.models.proto_head import HEAD_BIAS, HEAD_WEIGHT
 
 from .helpers import TinyImageSuite
-from .test_learners import _batch, _learner
+from .helpers import float64_batch as _batch
+from .helpers import seeded_learner as _learner
 
 STEPS = 3
 
@@ -181,3 +182,25 @@ def test_a_range_the_data_cannot_make_is_one_error(tmp_path):
                       cache=False, train_ways=[500, None])
     with pytest.raises(ConfigError, match="at most"):
         suite.sample(1, torch.Generator().manual_seed(0))
+
+
+def test_a_five_way_artifact_is_evaluated_and_compared_at_nine_ways(tmp_path, capsys):
+    from .helpers import run_cli
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--suite", "tests.helpers:TinyImageSuite", "-o", "ways=5",
+                           "--head-init", "prototypes", "--iterations", "2", "--meta-batch", "2",
+                           "--eval-tasks", "2", "--no-progress", "--threads", "1", "--out", str(out))
+    assert code == 0, err
+    art = str(out / "artifact")
+    code, shown, err = run_cli(capsys, "evaluate", art, "--trust-factory", "-o", "ways=9",
+                               "--tasks", "3", "--json")
+    assert code == 0, err
+    assert json.loads(shown)["num_tasks"] == 3
+    code, _, err = run_cli(capsys, "compare", "--artifact", art, "--trust-factory", "-o", "ways=9",
+                           "--out", str(tmp_path / "cmp"), "--trials", "1", "--steps", "1",
+                           "--tasks", "3", "--val-tasks", "2", "--oracle-tasks", "0",
+                           "--baselines", "adam", "--pretrain-steps", "1", "--no-progress",
+                           "--threads", "1")
+    assert code == 0, err
+    assert (tmp_path / "cmp" / "results.json").is_file()

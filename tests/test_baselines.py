@@ -7,25 +7,24 @@ import math
 import pytest
 import torch
 
-from metaopt_tuner.baselines import (
+from metaopt_tuner.compare.baselines import (
     BASELINES,
     DIVERGED,
     OPTIMIZERS,
     RandomInit,
     SharedInit,
-    StudyStorageError,
-    _finite,
-    _retry_locked,
     available_optimizers,
     batched_adam_curve,
-    open_study,
     oracle_tune,
     run_optimizer,
-    study_name_for,
-    tune,
 )
+from metaopt_tuner.compare.baselines import (
+    finite_or_diverged as _finite,
+)
+from metaopt_tuner.compare.pretraining import load_or_pretrain, pretrain
+from metaopt_tuner.compare.tuning import StudyStorageError, open_study, study_name_for, tune
+from metaopt_tuner.compare.tuning import retry_locked as _retry_locked
 from metaopt_tuner.errors import ConfigError, MetaOptError
-from metaopt_tuner.pretraining import load_or_pretrain, pretrain
 from metaopt_tuner.tasks import get_suite
 
 from .helpers import TinyImageSuite

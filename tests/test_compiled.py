@@ -14,14 +14,14 @@ import shutil
 import pytest
 import torch
 
-from metaopt_tuner import training
-from metaopt_tuner.compiled import CompiledMetaGradient
 from metaopt_tuner.errors import ConfigError
 from metaopt_tuner.tasks import get_suite
 from metaopt_tuner.training import MetaTrainer, TrainConfig
+from metaopt_tuner.training import trainer as training
+from metaopt_tuner.training.compiled import CompiledMetaGradient
 
 from .helpers import TinyImageSuite
-from .test_learners import _learner
+from .helpers import seeded_learner as _learner
 
 needs_cxx = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                                reason="Inductor's CPU code needs a C++ compiler")

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metaopt_tuner.compiled import CompiledMetaGradient
-from metaopt_tuner.cuda_graphs import GraphedMetaGradient
 from metaopt_tuner.training import MetaTrainer, TrainConfig
+from metaopt_tuner.training.compiled import CompiledMetaGradient
+from metaopt_tuner.training.cuda_graphs import GraphedMetaGradient
 
 from .helpers import TinyImageSuite
-from .test_learners import _learner
+from .helpers import seeded_learner as _learner
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

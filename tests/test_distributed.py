@@ -19,10 +19,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from metaopt_tuner import distributed
 from metaopt_tuner.errors import ConfigError, DistributedError
-from metaopt_tuner.recipes import resolve_train_config
-from metaopt_tuner.training import CHECKPOINT, MetaTrainer, TrainConfig
+from metaopt_tuner.training import (
+    CHECKPOINT,
+    MetaTrainer,
+    TrainConfig,
+    distributed,
+    resolve_train_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 # A small, fast sinusoid run; eval/log/checkpoint cadence exercises rank-0-only writes.

@@ -14,17 +14,17 @@ import torch
 from metaopt_tuner.artifact import Artifact, load_artifact
 from metaopt_tuner.errors import EncoderMismatchError
 from metaopt_tuner.learners import build_learner
-from metaopt_tuner.optim import MetaSGD, prepare
-from metaopt_tuner.tasks.base import ClassificationSuite, TaskBatch
-from metaopt_tuner.text.encoder_states import (
+from metaopt_tuner.models.text.encoder_states import (
     PackedStates,
     encoder_checksum,
     encoder_config,
     top_layer_weights,
 )
-from metaopt_tuner.text.transformer import EncoderTop
+from metaopt_tuner.models.text.transformer import EncoderTop
+from metaopt_tuner.optim import MetaSGD, prepare
+from metaopt_tuner.tasks.base import ClassificationSuite, TaskBatch
 
-from .test_learners import _directional_fd
+from .helpers import directional_fd as _directional_fd
 
 TINY = {"hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 12}
 

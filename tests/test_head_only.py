@@ -10,12 +10,22 @@ from metaopt_tuner.artifact import Artifact
 from metaopt_tuner.errors import ConfigError
 from metaopt_tuner.evaluation import query_metric_alone
 from metaopt_tuner.learners import build_learner
-from metaopt_tuner.learners.proto_head import HEAD_BIAS, HEAD_WEIGHT
+from metaopt_tuner.models.proto_head import HEAD_BIAS, HEAD_WEIGHT
 from metaopt_tuner.tasks import get_suite
 from metaopt_tuner.training import TrainConfig
 
-from .helpers import TinyImageSuite
-from .test_learners import _batch, _directional_fd, _learner
+from .helpers import (
+    TinyImageSuite,
+)
+from .helpers import (
+    directional_fd as _directional_fd,
+)
+from .helpers import (
+    float64_batch as _batch,
+)
+from .helpers import (
+    seeded_learner as _learner,
+)
 
 
 def _head_learner(name, suite, batching, steps, **kw):
@@ -124,7 +134,7 @@ def test_feature_gain_scales_the_convnets_initial_features():
 
 
 def test_the_omniglot_recipe_adapts_the_head_alone():
-    from metaopt_tuner.recipes import resolve_train_config
+    from metaopt_tuner.training import resolve_train_config
 
     config = resolve_train_config("omniglot").config
     assert (config.inner_params, config.head_init) == ("head", "prototypes")

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from cli.app import app, main
 from metaopt_tuner.errors import ConfigError, DataError
 from metaopt_tuner.learners import build_learner
+from metaopt_tuner.models.text import PAD_ID
 from metaopt_tuner.tasks import get_suite, list_suites
 from metaopt_tuner.tasks.intents import IntentSuite, load_intent_data
-from metaopt_tuner.text import PAD_ID
 from metaopt_tuner.training import train
 
 # Each intent has its own keyword, so a meta-learned model can solve the toy tasks.

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
-from metaopt_tuner.learners import build_learner
 from metaopt_tuner.learners.inner import adapt
 from metaopt_tuner.tasks import get_suite
 from metaopt_tuner.training import MetaTrainer, TrainConfig
 
-from .helpers import TinyImageSuite
+from .helpers import (
+    TinyImageSuite,
+)
+from .helpers import (
+    directional_fd as _directional_fd,
+)
+from .helpers import (
+    float64_batch as _batch,
+)
+from .helpers import (
+    seeded_learner as _learner,
+)
 
 SUITES = {
     "mlp": lambda: get_suite("sinusoid", shots=5, hidden=[8, 8]),
@@ -21,40 +29,6 @@ SUITES = {
     "convnet-layer": lambda: TinyImageSuite(norm="layer"),
     "convnet-batch": lambda: TinyImageSuite(norm="batch"),
 }
-
-
-def _batch(suite, n=3, seed=0):
-    return suite.sample(n, torch.Generator().manual_seed(seed)).to(dtype=torch.float64)
-
-
-def _learner(name, suite, batching, steps, seed=0, **kw):
-    torch.manual_seed(seed)
-    learner = build_learner(name, suite, inner_steps=steps, batching=batching, inner_lr=0.05, **kw)
-    learner.double()
-    if learner.rates.learnable:  # non-uniform learned rates make the test sharper
-        with torch.no_grad():
-            for r in learner.rates.values:
-                r.uniform_(math.log(0.01), math.log(0.1))  # stored as logarithms
-    return learner
-
-
-def _meta_loss(learner, batch):
-    return learner.meta_loss(learner.adapt_batch(batch, create_graph=False)).item()
-
-
-def _directional_fd(learner, batch, direction, eps):
-    """Central finite difference of the meta-loss along ``direction`` (dict name -> tensor)."""
-    named = dict(learner.named_meta_parameters())
-    values = []
-    for sign in (1.0, -1.0):
-        with torch.no_grad():
-            for n, p in named.items():
-                p.add_(direction[n], alpha=sign * eps)
-        values.append(_meta_loss(learner, batch))
-        with torch.no_grad():
-            for n, p in named.items():
-                p.sub_(direction[n], alpha=sign * eps)
-    return (values[0] - values[1]) / (2 * eps)
 
 
 @pytest.mark.parametrize("suite_name", list(SUITES))
@@ -89,7 +63,8 @@ def test_batching_paths_agree(suite_name, learner_name):
     batch = _batch(suite, n=4)
     results = {}
     for batching in ("loop", "vmap", "batched"):
-        learner = _learner(learner_name, suite, batching, steps=2, per_step_lrs=learner_name == "metasgd")
+        learner = _learner(learner_name, suite, batching, steps=2,
+                                 per_step_lrs=learner_name == "metasgd")
         results[batching] = learner.meta_gradient(batch)
     ref = results["loop"]
     for batching in ("vmap", "batched"):

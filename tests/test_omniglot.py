@@ -430,5 +430,5 @@ def test_shared_minimal_splits(omniglot_dir):
     assert small2.split_alphabets()["train"] == ["Greek", "Latin"]
     b = small2.fixed_tasks(3, "test")
     assert b.x_support.shape == (3, 20, 1, 28, 28) and b.x_query.shape == (3, 100, 1, 28, 28)
-    both = image_cache._scan(omniglot_dir)  # Greek and Latin appear in both zips: counted once
+    both = image_cache.scan_collection(omniglot_dir)  # Greek and Latin appear in both zips: counted once
     assert len({e.group for e in both}) == 8 and len(both) == 2720 + 3120 - 20 * (24 + 26)

@@ -12,9 +12,9 @@ import torch
 
 import metaopt_tuner
 from metaopt_tuner import optim as optim_module
+from metaopt_tuner import update_rule as inner
 from metaopt_tuner.artifact import Artifact
 from metaopt_tuner.errors import ArtifactError, ConfigError, ModelMismatchError
-from metaopt_tuner.learners import inner
 from metaopt_tuner.optim import MetaSGD, prepare
 
 from .helpers import small_metasgd

@@ -8,11 +8,21 @@ import torch
 from metaopt_tuner.artifact import Artifact
 from metaopt_tuner.errors import ConfigError
 from metaopt_tuner.learners import build_learner
-from metaopt_tuner.learners.proto_head import prototype_head, prototype_head_
+from metaopt_tuner.models.proto_head import prototype_head, prototype_head_
 from metaopt_tuner.tasks import get_suite
 
-from .helpers import TinyImageSuite
-from .test_learners import _batch, _directional_fd, _learner
+from .helpers import (
+    TinyImageSuite,
+)
+from .helpers import (
+    directional_fd as _directional_fd,
+)
+from .helpers import (
+    float64_batch as _batch,
+)
+from .helpers import (
+    seeded_learner as _learner,
+)
 
 
 def test_prototype_head_ranks_classes_by_euclidean_distance():

@@ -9,10 +9,10 @@ import torch
 
 from metaopt_tuner.budget import iterations_for_budget, parse_duration
 from metaopt_tuner.errors import ConfigError, SuiteError
-from metaopt_tuner.recipes import Recipe, recipe_for, resolve_train_config
 from metaopt_tuner.tasks import get_suite, list_suites, suite_class, suite_ref
+from metaopt_tuner.tasks.recipe import Recipe
 from metaopt_tuner.threads import SMALL_MODEL_PARAMETERS, choose_threads
-from metaopt_tuner.training import MetaTrainer, TrainConfig, train
+from metaopt_tuner.training import MetaTrainer, TrainConfig, recipe_for, resolve_train_config, train
 
 
 def test_flags_override_the_recipe_which_overrides_the_defaults():

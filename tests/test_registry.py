@@ -13,7 +13,7 @@ import warnings
 import pytest
 
 from metaopt_tuner import registry
-from metaopt_tuner.artifact import MANIFEST, TENSORS, pretrained, resolve_artifact
+from metaopt_tuner.artifact import MANIFEST, TENSORS, pretrained
 from metaopt_tuner.errors import (
     ArtifactError,
     MetaOptWarning,
@@ -21,8 +21,9 @@ from metaopt_tuner.errors import (
     RegistryError,
     RegistryUnavailableError,
 )
-from metaopt_tuner.mlflow_store import embedded_uri, registry_uri, tracking_uri
-from metaopt_tuner.model_cache import entry_dir, install_entry
+from metaopt_tuner.registry.mlflow_store import embedded_uri, registry_uri, tracking_uri
+from metaopt_tuner.registry.model_cache import entry_dir, install_entry
+from metaopt_tuner.resolver import resolve_artifact
 
 from .helpers import run_cli as _run
 from .mlflow_fixtures import cache_files, isolated, need_mlflow, unique  # noqa: F401

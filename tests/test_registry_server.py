@@ -19,7 +19,7 @@ import pytest
 from metaopt_tuner import registry
 from metaopt_tuner.artifact import TENSORS, load_artifact
 from metaopt_tuner.errors import ArtifactError, MetaOptWarning
-from metaopt_tuner.model_cache import entry_dir
+from metaopt_tuner.registry.model_cache import entry_dir
 from metaopt_tuner.tracking import RUN_RECORD, RunTracker
 from metaopt_tuner.training import MetaTrainer, TrainConfig
 

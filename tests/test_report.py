@@ -10,10 +10,20 @@ import pytest
 import torch
 
 from metaopt_tuner.artifact import Artifact, load_artifact
+from metaopt_tuner.compare import (
+    META,
+    compare,
+    table_rows,
+)
+from metaopt_tuner.compare import (
+    break_even_line as _break_even_line,
+)
+from metaopt_tuner.compare import (
+    targets_met as _targets,
+)
 from metaopt_tuner.errors import ConfigError
-from metaopt_tuner.learners.inner import TAIL_STEPS
-from metaopt_tuner.report import META, _break_even_line, _targets, compare, table_rows
 from metaopt_tuner.training import train
+from metaopt_tuner.update_rule import TAIL_STEPS
 
 
 def make_artifact(path: Path, iterations: int = 15) -> Path:
@@ -144,8 +154,8 @@ def test_bad_arguments_are_config_errors(tmp_path, report):
 
 
 def test_meta_training_cost_reads_the_manifest():
+    from metaopt_tuner.compare import meta_training_cost
     from metaopt_tuner.learners import build_learner
-    from metaopt_tuner.report import meta_training_cost
     from metaopt_tuner.tasks import get_suite
     from metaopt_tuner.training import TrainConfig
 

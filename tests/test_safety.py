@@ -10,9 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from metaopt_tuner import update_rule as inner
 from metaopt_tuner.artifact import Artifact, load_artifact
 from metaopt_tuner.errors import NonFiniteUpdateError
-from metaopt_tuner.learners import inner
 from metaopt_tuner.optim import prepare
 from metaopt_tuner.training import MetaTrainer, TrainConfig
 
@@ -41,7 +41,7 @@ def _run(art, suite, task, steps, lr=1.0):
 @pytest.fixture(scope="module")
 def least_squares_artifact():
     """A tiny artifact meta-trained with the default configuration on least squares (float64)."""
-    from metaopt_tuner.tasks import _REGISTRY, register_suite
+    from metaopt_tuner.tasks import register_suite, unregister_suite
 
     register_suite("least-squares", LeastSquaresSuite)
     try:
@@ -49,7 +49,7 @@ def least_squares_artifact():
                              eval_tasks=4, log_every=60, checkpoint_every=60, dtype="float64")
         result = MetaTrainer(config, None, progress=False).run()
     finally:
-        _REGISTRY.pop("least-squares", None)
+        unregister_suite("least-squares")
     return result.suite, Artifact.from_learner(result.learner, result.suite)
 
 

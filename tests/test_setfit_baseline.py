@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from metaopt_tuner.compare.setfit_baseline import setfit_accuracy
 from metaopt_tuner.errors import ConfigError
 from metaopt_tuner.tasks.intents import TextEpisode
-from metaopt_tuner.text.setfit_baseline import setfit_accuracy
 
 WORDS = ["alpha", "bravo", "charlie", "delta", "please", "now", "tell", "me", "about"]
 

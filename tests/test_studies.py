@@ -16,7 +16,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from metaopt_tuner import studies
+from metaopt_tuner.compare import studies
 from metaopt_tuner.errors import ConfigError, StudyStorageError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -166,7 +166,7 @@ def test_stalled_worker_result_is_dropped_not_fatal(tmp_path):
     studies.reserve_trials(study, 1)
     stalled = studies.claim_trial(study)
     studies.run_trials(study, _quadratic, poll_interval=0.2)  # fails it as stale, runs the retry
-    studies._run_one(study, stalled, _quadratic)  # no error: the late result is dropped
+    studies.run_one(study, stalled, _quadratic)  # no error: the late result is dropped
     assert studies.count_trials(study) == {"FAIL": 1, "COMPLETE": 1}
 
 
@@ -276,7 +276,8 @@ def test_tune_cli_workers_share_a_postgres_study(postgres_url):
 
 
 def test_workers_need_a_shared_storage():
-    from metaopt_tuner.baselines import RandomInit, tune
+    from metaopt_tuner.compare.baselines import RandomInit
+    from metaopt_tuner.compare.tuning import tune
     from metaopt_tuner.tasks import get_suite
 
     suite = get_suite("sinusoid")

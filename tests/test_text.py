@@ -14,8 +14,8 @@ from torch.func import functional_call, vmap
 
 from metaopt_tuner.errors import ConfigError
 from metaopt_tuner.models import build_model, supports_batched
-from metaopt_tuner.text import PAD_ID, HashedNgrams, pad_ids
-from metaopt_tuner.text.models import TextBagClassifier
+from metaopt_tuner.models.text import PAD_ID, HashedNgrams, pad_ids
+from metaopt_tuner.models.text.models import TextBagClassifier
 
 TEXTS = ["Book a flight to Paris", "what's my balance?", "ＨＥＬＬＯ Wörld", "", "a"]
 
@@ -24,7 +24,7 @@ def test_same_ids_in_another_process_with_another_hash_seed() -> None:
     feat = HashedNgrams(buckets=1000)
     here = [feat.ids(t) for t in TEXTS]
     code = (
-        "import json, sys; from metaopt_tuner.text import HashedNgrams; "
+        "import json, sys; from metaopt_tuner.models.text import HashedNgrams; "
         "print(json.dumps([HashedNgrams(buckets=1000).ids(t) for t in json.loads(sys.argv[1])]))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

@@ -38,7 +38,7 @@ def test_embeddings_make_episodes_for_the_feature_model(tmp_path, monkeypatch):
 
 def test_cached_embeddings_are_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("METAOPT_CACHE_DIR", str(tmp_path / "cache"))
-    from metaopt_tuner.text.encoders import encode_cached
+    from metaopt_tuner.models.text.encoders import encode_cached
 
     texts = ["a b", "c d e"]
     first = encode_cached(ENCODER, texts, tmp_path / "cache")

@@ -214,9 +214,9 @@ def test_gpu_only_options_are_refused_on_cpu(tmp_path, field):
 
 
 def test_cuda_graphs_need_cuda():
-    from metaopt_tuner.cuda_graphs import GraphedMetaGradient
     from metaopt_tuner.learners import build_learner
     from metaopt_tuner.tasks import get_suite
+    from metaopt_tuner.training.cuda_graphs import GraphedMetaGradient
 
     if torch.cuda.is_available():
         pytest.skip("CUDA is available: the GPU benchmark checks graphs there")

@@ -9,10 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from metaopt_tuner.artifact import resolve_artifact
+from metaopt_tuner.compare import compare as run_compare
+from metaopt_tuner.compare import table_rows
 from metaopt_tuner.errors import ConfigError
-from metaopt_tuner.report import compare as run_compare
-from metaopt_tuner.report import table_rows
+from metaopt_tuner.resolver import resolve_artifact
 from metaopt_tuner.tasks import suite_class
 from metaopt_tuner.threads import use_threads
 from metaopt_tuner.tracking import track_comparison, tracking_uri_checked

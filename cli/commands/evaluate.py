@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from metaopt_tuner.artifact import resolve_artifact
 from metaopt_tuner.evaluation import evaluate as evaluate_artifact
 from metaopt_tuner.evaluation import suite_for_split
+from metaopt_tuner.resolver import resolve_artifact
 from metaopt_tuner.threads import use_threads
 
 from ..options import (

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from metaopt_tuner.artifact import resolve_artifact
+from metaopt_tuner.resolver import resolve_artifact
 
 from ..display import cell, fits, print_lines
 from ..options import JsonOut, RegistryUri

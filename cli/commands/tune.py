@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from metaopt_tuner.baselines import tune_on_suite
+from metaopt_tuner.compare.tuning import tune_on_suite
 from metaopt_tuner.tasks import get_suite
 from metaopt_tuner.threads import use_threads
 

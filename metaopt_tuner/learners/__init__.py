@@ -6,10 +6,13 @@ from typing import Any
 
 from torch import nn
 
+from ..config import BATCHING_MODES, LEARNER_NAMES
 from ..errors import ConfigError
 from ..tasks.base import TaskSuite
-from .base import BATCHING_MODES, AdaptationOutcome, MetaGradient, MetaLearner
-from .inner import adapt, metasgd_update, rates_at_step
+from ..update_rule import metasgd_update, rates_at_step
+from .base import AdaptationOutcome, MetaGradient, MetaLearner
+from .from_artifact import learner_from_artifact
+from .inner import adapt
 from .maml import FOMAML, MAML, GradientMetaLearner
 from .metasgd import MetaSGDLearner
 from .rates import LearningRates
@@ -31,15 +34,14 @@ __all__ = [
     "metasgd_update",
     "rates_at_step",
     "build_learner",
+    "learner_from_artifact",
     "list_learners",
 ]
 
-LEARNERS: dict[str, type[MetaLearner]] = {
-    "maml": MAML,
-    "fomaml": FOMAML,
-    "metasgd": MetaSGDLearner,
-    "reptile": Reptile,
-}
+#: the learner of every name in ``config.LEARNER_NAMES`` (the vocabulary TrainConfig checks)
+LEARNERS: dict[str, type[MetaLearner]] = dict(
+    zip(LEARNER_NAMES, (FOMAML, MAML, MetaSGDLearner, Reptile), strict=True)
+)
 
 
 def list_learners() -> list[str]:

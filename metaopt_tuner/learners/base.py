@@ -23,20 +23,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from ..config import BATCHING_MODES, INNER_PARAMS
 from ..errors import ConfigError
 from ..models import supports_batched
-from ..tasks.base import TaskBatch
-from .inner import (
-    TAIL_DECAY,
-    TAIL_STEPS,
-    GradFn,
-    Params,
-    adapt,
-    autograd_grads,
-    functorch_grads,
-    tail_factor,
-)
-from .proto_head import (
+from ..models.proto_head import (
     HEAD_BIAS,
     HEAD_INITS,
     HEAD_WEIGHT,
@@ -46,14 +36,13 @@ from .proto_head import (
     supports_prototype_head,
     task_width,
 )
+from ..tasks.base import TaskBatch
+from ..update_rule import TAIL_DECAY, TAIL_STEPS, tail_factor
+from .inner import GradFn, Params, adapt, autograd_grads, functorch_grads
 from .rates import LearningRates
 
 __all__ = ["MetaLearner", "MetaGradient", "AdaptationOutcome", "BATCHING_MODES", "INNER_PARAMS"]
 
-BATCHING_MODES = ("auto", "batched", "vmap", "loop")
-#: what the inner loop adapts: every parameter, or the linear head alone on features computed
-#: once per task (the body's rates are then zero: only the head moves)
-INNER_PARAMS = ("all", "head")
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -273,10 +262,8 @@ class MetaLearner(nn.Module, abc.ABC):
     # ----------------------------------------------------------------- batching
     def resolve_batching(self, device: torch.device, allow_loop: bool = True) -> str:
         """The path ``"auto"`` picks: loop for convolutional models on CPU, where grouped and
-        vmapped convolutions are slower (Omniglot ConvNet, 64 filters, second-order MAML 5-way
-        1-shot, meta-batch 32, 5 steps, one thread of the 2-core machine, with the fused batch norm
-        in both: loop 0.160 it/s, batched 0.159, vmap 0.067; evaluating 100 tasks:
-        loop 1.3-2.4x faster); else hand-batched when the model has it, else vmap.
+        vmapped convolutions are no faster (docs/benchmarks.md); else hand-batched when the model
+        has it, else vmap.
         ``allow_loop=False`` leaves the loop out of the choice."""
         if self.batching != "auto":
             return self.batching
@@ -472,7 +459,7 @@ class MetaLearner(nn.Module, abc.ABC):
         Returns per-task query loss and metric (``[T]``, or ``[T, steps + 1]`` with ``curve``) and
         the adapted parameters with a leading task dimension. ``functional=True`` takes the inner
         gradients with ``torch.func.grad`` on every path, so that the whole adaptation can sit
-        inside an outer ``torch.func`` transform (:mod:`metaopt_tuner.compiled` needs that); with
+        inside an outer ``torch.func`` transform (:mod:`metaopt_tuner.training.compiled` needs that); with
         batching ``"auto"`` it then never picks the per-task loop, which a compiler would unroll.
         ``tail=True`` also scores each task after :attr:`tail_steps` first-order steps past the
         horizon (``tail_loss``), which meta-training adds to the meta-loss; ``anytime=True``

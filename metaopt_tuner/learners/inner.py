@@ -1,34 +1,28 @@
-"""The one functional inner loop every learner uses, and the update kernel it shares with MetaSGD.
+"""The one functional inner loop every learner uses (its update is ``update_rule``'s, shared with
+MetaSGD).
 
 Parameters are dicts ``name -> Tensor``. Learning rates are dicts ``name -> Tensor`` whose first
 dimension indexes the inner step (length 1 when one rate serves every step); the rest broadcasts
 against the parameter (``()`` for one rate per tensor, the parameter's shape for one per element).
 Step ``t`` uses row ``min(t, S - 1)``: the last learned step's rates carry on past the last step.
 
-Past the horizon ``H`` the rates were meta-trained for (the learner's inner steps), step ``t >= H``
-multiplies them by ``TAIL_DECAY ** (t - H + 1)`` (:func:`tail_factor`): all the steps past the horizon
-together move a weight at most ``TAIL_DECAY / (1 - TAIL_DECAY)`` times as far as one last learned step
-would, so no number of steps can run away, and learners meta-train the rates through a short tail of
-such steps (:data:`TAIL_STEPS`) so that those steps keep lowering the loss. Before the horizon nothing
+Steps at or past the horizon use the shrinking tail rates of ``update_rule``; before it nothing
 changes: ``H`` optimizer steps reproduce the learner's ``H``-step adaptation exactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
 
+from .._compat import module_getattr
+from ..update_rule import TAIL_DECAY, metasgd_update, rates_at_step, tail_factor
+
 __all__ = [
     "Params",
     "GradFn",
-    "metasgd_update",
-    "rates_at_step",
-    "tail_factor",
-    "TAIL_DECAY",
-    "TAIL_STEPS",
-    "TAIL_CUTOFF",
     "autograd_grads",
     "functorch_grads",
     "adapt",
@@ -36,84 +30,8 @@ __all__ = [
 
 Params = dict[str, Tensor]
 
-#: the factor by which each step past the trained horizon shrinks the rates of the one before
-TAIL_DECAY = 0.5
-#: steps past the horizon that meta-training adapts through (first order) to train the tail, at
-#: most as many as the horizon. Measured on the sinusoid (Meta-SGD, rates' outer rate 1e-2):
-#: horizon 10, 5,000 iterations: MSE after 10 steps 0.0054 with 4 tail steps, 0.082 with none, and
-#: past the horizon never above its value at 10; horizon 1, 2,000 iterations: after 1 / 10 steps
-#: 0.31 / 0.157 with 1 tail step (19 s), 0.35 / 0.165 with 4 (34 s), 0.36 / 0.195 with none (15 s)
-TAIL_STEPS = 4
-#: a tail factor below this ends the tail: a step that small changes no float32 weight (2**-40
-#: relative), so after about 40 steps past the horizon (at decay 0.5) nothing moves any more
-TAIL_CUTOFF = 2.0**-40
 #: ``grad_fn(loss_of_params, params, create_graph) -> grads``: how the inner loop differentiates.
 GradFn = Callable[[Callable[[Params], Tensor], Params, bool], Params]
-
-
-def metasgd_update(
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    lrs: Sequence[Tensor],
-    *,
-    scale: float = 1.0,
-    inplace: bool = False,
-    foreach: bool = False,
-) -> list[Tensor]:
-    """``p <- p - scale * lr * g`` for every parameter: the inner loop's and MetaSGD's update.
-
-    Out of place it builds new tensors (differentiable: the inner loop; MetaSGD, which checks them
-    before it writes them), with fused foreach calls when ``foreach`` is set; in place it updates
-    the parameters.
-    """
-    if inplace:
-        if foreach and len(params) > 0:
-            torch._foreach_addcmul_(list(params), list(grads), list(lrs), value=-scale)
-        else:
-            for p, g, lr in zip(params, grads, lrs):
-                p.addcmul_(g, lr, value=-scale)
-        return list(params)
-    if foreach and len(params) > 0:
-        steps = torch._foreach_mul(list(lrs), list(grads))
-        if scale != 1.0:
-            torch._foreach_mul_(steps, scale)
-        return list(torch._foreach_sub(list(params), steps))
-    if scale == 1.0:
-        return [p - lr * g for p, g, lr in zip(params, grads, lrs)]
-    return [p - scale * (lr * g) for p, g, lr in zip(params, grads, lrs)]
-
-
-def tail_factor(step: int, horizon: int | None, decay: float = TAIL_DECAY) -> float:
-    """The multiplier of the rates at 0-based ``step``: 1 before ``horizon``, then ``decay ** k``
-    for the ``k``-th step past it (``horizon=None``: always 1), and exactly 0 once that is below
-    :data:`TAIL_CUTOFF`: the weights then stop moving, and nothing needs computing."""
-    if horizon is None or step < horizon:
-        return 1.0
-    factor = float(decay) ** (step - horizon + 1)
-    return factor if factor >= TAIL_CUTOFF else 0.0
-
-
-def rates_at_step(
-    lrs: Mapping[str, Tensor], step: int, horizon: int | None = None, decay: float = TAIL_DECAY
-) -> dict[str, Tensor]:
-    """The rates for inner step ``step``: the last row once past the learned steps, shrunk by
-    :func:`tail_factor` once past ``horizon``.
-
-    A tensor shared by several parameters (one scalar rate for all) is indexed once, which keeps
-    one node instead of one per parameter in the graph that second-order learners differentiate.
-    """
-    factor = tail_factor(step, horizon, decay)
-    rows: dict[int, Tensor] = {}
-    out = {}
-    for name, r in lrs.items():
-        row = rows.get(id(r))
-        if row is None:
-            row = r[min(step, r.shape[0] - 1)]
-            if factor != 1.0:
-                row = row * factor
-            rows[id(r)] = row
-        out[name] = row
-    return out
 
 
 def autograd_grads(
@@ -180,3 +98,6 @@ def adapt(
         )
         params = dict(zip(names, new))
     return params
+
+
+__getattr__ = module_getattr(__name__)  # old paths of names that moved (see _compat)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .proto_head import tie_classes
+from ..models.proto_head import tie_classes
 
 __all__ = ["LearningRates", "GRANULARITIES"]
 
@@ -27,9 +27,8 @@ class LearningRates(nn.Module):
     a rate can never become zero or negative, which would be gradient ascent on its weight and
     compounds over steps (linear rates drifted there and diverged); and the outer optimizer's
     steps become relative, so Adam at the weights' meta-lr changes a rate of 1e-3 and one of 1e-1
-    by the same fraction, with no separate outer rate for the rates to tune. Measured on the
-    sinusoid (Meta-SGD, per-step per-weight rates, 10 inner steps, Adam 1e-3 for everything):
-    linear rates diverged within 150 meta-iterations; log-space rates train stably.
+    by the same fraction, with no separate outer rate for the rates to tune (the measurement:
+    docs/benchmarks.md, "Measurements behind the defaults").
 
     Args:
         shapes: every parameter's name and shape.

@@ -37,7 +37,7 @@ class Reptile(MetaLearner):
         options["learn_lrs"] = False
         if options.get("head_init", "theta") != "theta":
             # Reptile learns from the support loss alone, which a prototype head already fits
-            # (exactly, at one shot): measured on Omniglot 5-way 1-shot, its steps changed nothing
+            # (exactly, at one shot), so its steps would change nothing
             raise ConfigError("Reptile learns only from the support loss, which a prototype head "
                               "already fits; use maml, fomaml or metasgd with it")
         if options.get("inner_params", "all") != "all":

@@ -8,11 +8,11 @@ an artifact's manifest that names one is imported only with the user's explicit 
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
 from ..errors import MetaOptError, SuiteError
+from ..imports import import_object
 from .base import ClassificationSuite, Task, TaskBatch, TaskSuite
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "is_registered_suite",
     "list_suites",
     "register_suite",
+    "unregister_suite",
     "suite_class",
     "suite_ref",
     "suite_from_class",
@@ -48,6 +49,11 @@ def register_suite(name: str, target: str | type[TaskSuite]) -> None:
     if isinstance(target, type):
         target = f"{target.__module__}:{target.__qualname__}"
     _REGISTRY[name] = target
+
+
+def unregister_suite(name: str) -> None:
+    """Forget the suite registered as ``name`` (nothing happens for an unknown name)."""
+    _REGISTRY.pop(name, None)
 
 
 def list_suites() -> list[str]:
@@ -77,11 +83,8 @@ def suite_class(name: str) -> type[TaskSuite]:
     else:
         raise SuiteError(f"unknown suite {name!r}; available: {', '.join(list_suites())} "
                          "(or module:Class for your own)")
-    module_name, _, cls_name = target.partition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in cls_name.split("."):
-            obj = getattr(obj, part)
+        obj: Any = import_object(target)
     except Exception as exc:  # ImportError, AttributeError, or the module's own failure
         raise SuiteError(f"cannot import suite {name!r}: {type(exc).__name__}: {exc}") from None
     if not (isinstance(obj, type) and issubclass(obj, TaskSuite)):

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..recipes import Recipe
+    from .recipe import Recipe
 
 __all__ = ["Task", "TaskBatch", "TaskSuite", "ClassificationSuite", "SPLITS", "EVAL_SPLITS",
            "fixed_generator"]
@@ -143,7 +143,7 @@ class TaskSuite(abc.ABC):
     metric_name: str = "loss"
     #: whether a larger metric is better (accuracy) or worse (mse)
     metric_higher_is_better: bool = False
-    #: the recommended training configuration (see ``metaopt_tuner.recipes``); None: defaults
+    #: the recommended training configuration (see ``metaopt_tuner.tasks.recipe``); None: defaults
     recipe: ClassVar[Recipe | None] = None
     #: options that name or size the splits of one data set, with the values they take when
     #: every class of new data is evaluated (``split="all"``): names of the old data's

@@ -14,7 +14,9 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
+from ..atomic import atomic_write
 from ..errors import ConfigError, DataError
 
 __all__ = ["DATASETS", "Dataset", "DownloadedFile", "md5sum", "download_files", "download_dataset"]
@@ -71,43 +73,38 @@ def _offline(url: str, dest: Path, expected_md5: str, exc: BaseException) -> Dat
 
 def _fetch(url: str, dest: Path, expected_md5: str, timeout: float,
            progress: Callable[[str, int, int | None], None] | None) -> int:
-    tmp = dest.with_name(f".{dest.name}.part{os.getpid()}")
     h = hashlib.md5(usedforsecurity=False)
     size = 0
     try:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except (OSError, ValueError) as exc:  # URLError, timeouts and refused connections
+        raise _offline(url, dest, expected_md5, exc) from None
+
+    def write(out: IO[bytes]) -> None:
+        nonlocal size
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
         try:
-            response = urllib.request.urlopen(url, timeout=timeout)
-        except (OSError, ValueError) as exc:  # URLError, timeouts and refused connections
-            raise _offline(url, dest, expected_md5, exc) from None
-        with response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            try:
-                out = open(tmp, "wb")
-            except OSError as exc:
-                raise DataError(f"cannot write {tmp}: {exc.strerror or exc}") from None
-            with out:
-                try:
-                    for block in iter(lambda: response.read(_CHUNK), b""):
-                        out.write(block)
-                        h.update(block)
-                        size += len(block)
-                        if progress is not None:
-                            progress(dest.name, size, total)
-                    out.flush()
-                    os.fsync(out.fileno())
-                except (OSError, http.client.HTTPException) as exc:
-                    raise DataError(f"download of {url} failed after {size} bytes: {exc}") from None
+            for block in iter(lambda: response.read(_CHUNK), b""):
+                out.write(block)
+                h.update(block)
+                size += len(block)
+                if progress is not None:
+                    progress(dest.name, size, total)
+        except (OSError, http.client.HTTPException) as exc:
+            raise DataError(f"download of {url} failed after {size} bytes: {exc}") from None
         digest = h.hexdigest()
-        if digest != expected_md5:
+        if digest != expected_md5:  # raised before the rename: nothing is written
             raise DataError(
                 f"MD5 mismatch for {url}: expected {expected_md5}, got {digest}; the download is "
                 "corrupted or the file changed upstream (nothing was written)"
             )
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    with response:
+        try:
+            atomic_write(dest, write)
+        except OSError as exc:
+            raise DataError(f"cannot write {dest}: {exc.strerror or exc}") from None
     return size
 
 

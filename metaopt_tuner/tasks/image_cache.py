@@ -23,7 +23,8 @@ from torch import Tensor
 
 from ..errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageCollection", "load_image_collection", "default_cache_dir"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageCollection", "load_image_collection", "default_cache_dir",
+           "scan_collection"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _FORMAT = 1  # bump when decoding changes so old caches are not reused
@@ -104,7 +105,7 @@ def _scan_zip(path: Path) -> list[_Entry]:
     return entries
 
 
-def _scan(data_dir: Path) -> list[_Entry]:
+def scan_collection(data_dir: Path) -> list[_Entry]:
     """Every image under ``data_dir``: a folder tree, one zip, or a folder of zips (Omniglot's)."""
     if not data_dir.exists():
         raise DataError(f"data folder {data_dir} does not exist")
@@ -241,7 +242,7 @@ def load_image_collection(
     Reuses the in-process copy or the cache file when the source and options are unchanged.
     """
     root = Path(data_dir).expanduser().resolve()
-    entries = _scan(root)
+    entries = scan_collection(root)
     options = {"image_size": int(image_size), "channels": int(channels), "invert": bool(invert)}
     key = _fingerprint(entries, options)
     if key in _MEMO:

@@ -6,15 +6,16 @@ maps each domain to its intents) or one ``.csv`` file, or the path of such a fil
 every original split are pooled; the suite's own train/val/test splits are made *by class* (by
 domain when domains are known), so no test intent is ever seen in meta-training.
 
-Texts are hashed into n-gram bucket ids once per dataset (:mod:`metaopt_tuner.text.featurizers`) and cached
-in memory; a task is N classes drawn from the split, K support and Q query utterances each, as
-padded ``[N * K, L]`` id tensors that stack into a :class:`TaskBatch`. With ``encoder`` (a local
-sentence-transformers folder or ``"module:function"``, see :mod:`metaopt_tuner.text.encoders`)
-every utterance is embedded once instead, tasks hold ``[N * K, D]`` embeddings and the model is a
+Texts are hashed into n-gram bucket ids once per dataset
+(:mod:`metaopt_tuner.models.text.featurizers`) and cached in memory; a task is N classes drawn
+from the split, K support and Q query utterances each, as padded ``[N * K, L]`` id tensors that
+stack into a :class:`TaskBatch`. With ``encoder`` (a local sentence-transformers folder or
+``"module:function"``, see :mod:`metaopt_tuner.models.text.encoders`) every utterance is embedded
+once instead, tasks hold ``[N * K, D]`` embeddings and the model is a
 :class:`~metaopt_tuner.models.FeatureClassifier` (``hidden`` its MLP, ``logit_scale`` its scale).
 With an encoder folder and ``adapt_layers=N``, the encoder's top N layers are adapted per task
-(:class:`~metaopt_tuner.text.transformer.EncoderTop`): tasks hold the token states below them,
-``[N * K, L, H + 1]`` (see :mod:`metaopt_tuner.text.encoder_states`).
+(:class:`~metaopt_tuner.models.text.transformer.EncoderTop`): tasks hold the token states below
+them, ``[N * K, L, H + 1]`` (see :mod:`metaopt_tuner.models.text.encoder_states`).
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
-from ..recipes import Recipe
-from ..text.encoder_states import PackedStates
-from ..text.encoders import is_encoder_folder
-from ..text.featurizers import PAD_ID, HashedNgrams
+from ..models.text.encoder_states import PackedStates
+from ..models.text.encoders import is_encoder_folder
+from ..models.text.featurizers import PAD_ID, HashedNgrams
 from .base import EVAL_SPLITS, SPLITS, ClassificationSuite, TaskBatch, fixed_generator
+from .recipe import Recipe
 
 __all__ = ["IntentSuite", "IntentData", "TextEpisode", "load_intent_data", "RECIPE",
            "ENCODER_RECIPE"]
@@ -224,7 +225,7 @@ def _load_encoded(
     featurizer: HashedNgrams, encoder: str | None = None, adapt_layers: int = 0,
 ) -> tuple[IntentData, Tensor | PackedStates]:
     """The data and its features: hashed n-gram ids ``[M, L]``, or with ``encoder`` the sentence
-    embeddings ``[M, D]`` (also cached on disk, see :mod:`metaopt_tuner.text.encoders`)."""
+    embeddings ``[M, D]`` (also cached on disk, see :mod:`metaopt_tuner.models.text.encoders`)."""
     path = _resolve(data_dir).resolve()
     stat = path.stat()
     dom = path.with_name(_DOMAINS_FILE)
@@ -236,12 +237,12 @@ def _load_encoded(
         if encoder is None:
             _CACHE[key] = (data, featurizer.encode(data.texts))
         elif adapt_layers:
-            from ..text.encoder_states import encoder_config, states_cached
+            from ..models.text.encoder_states import encoder_config, states_cached
 
             cut = encoder_config(encoder)["num_hidden_layers"] - adapt_layers
             _CACHE[key] = (data, states_cached(encoder, data.texts, cut))
         else:
-            from ..text.encoders import encode_cached
+            from ..models.text.encoders import encode_cached
             from .image_cache import default_cache_dir
 
             _CACHE[key] = (data, encode_cached(encoder, data.texts, default_cache_dir(path)))
@@ -367,7 +368,10 @@ class IntentSuite(ClassificationSuite):
             buckets=buckets, word_ngrams=tuple(word_ngrams), char_ngrams=tuple(char_ngrams),
             max_tokens=max_tokens,
         )
-        self.encoder = None if encoder in (None, "", "hashed") else str(encoder)
+        if isinstance(encoder, str) and not encoder.strip():
+            raise ConfigError("encoder is empty: leave it out (or say encoder=hashed) for the "
+                              "hashed n-gram features, or name a local model folder")
+        self.encoder = None if encoder in (None, "hashed") else str(encoder)
         self.adapt_layers = int(adapt_layers)
         if self.adapt_layers:
             if self.adapt_layers < 0:
@@ -398,7 +402,7 @@ class IntentSuite(ClassificationSuite):
         return ENCODER_RECIPE if encoder != "hashed" and is_encoder_folder(encoder) else RECIPE
 
     def _check_adapt_layers(self) -> None:
-        from ..text.encoder_states import encoder_config
+        from ..models.text.encoder_states import encoder_config
 
         total = encoder_config(self.encoder)["num_hidden_layers"]
         if self.adapt_layers > total:
@@ -578,7 +582,7 @@ class IntentSuite(ClassificationSuite):
         split's IDF, so one inner step from theta is already TF-IDF nearest-class-mean."""
         model = super().build_model()
         if self.adapt_layers:
-            from ..text.encoder_states import top_layer_weights
+            from ..models.text.encoder_states import top_layer_weights
 
             with torch.no_grad():
                 for name, value in top_layer_weights(self.encoder, self.adapt_layers).items():
@@ -590,7 +594,7 @@ class IntentSuite(ClassificationSuite):
 
     def model_spec(self) -> dict[str, Any]:
         if self.adapt_layers:
-            from ..text.encoder_states import encoder_checksum, encoder_config
+            from ..models.text.encoder_states import encoder_checksum, encoder_config
 
             cfg = encoder_config(self.encoder)
             kwargs = {k: cfg[k] for k in ("hidden_size", "num_attention_heads",

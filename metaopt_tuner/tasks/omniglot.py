@@ -16,29 +16,25 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..models import check_convnet_options
-from ..recipes import Recipe
 from .augment import check_jitter, random_affine
 from .base import EVAL_SPLITS, SPLITS, ClassificationSuite, TaskBatch
 from .image_cache import ImageCollection, load_image_collection
+from .recipe import Recipe
 
 __all__ = ["OmniglotSuite", "ImageFolderSuite", "RECIPE"]
 
 #: Meta-SGD from a prototype head, adapting the head alone (the body's features are computed once
 #: per task; its rates are zero), one step at 0.05, features scaled by 0.3 at initialization (the
 #: prototype logits' temperature 0.09), cosine meta-lr, meta-batch 1, 64 filters, jittered
-#: training images. Measured 2026-12-03 (benchmarks/omniglot_small.py, 32 filters, about 150 s
-#: of training each, 300 held-out within-alphabet episodes; issue 19), 20-way 1-shot / 5-way
-#: 5-shot: adapting the head alone 62.7 / 93.3 (0.083 / 0.041 s per meta-iteration) against
-#: 54.8 / 88.7 adapting every weight (0.37 / 0.24 s); feature gain 0.3: 68.4 at 20-way 1-shot;
-#: the textbook ProtoNet (GroupNorm, 60-way episodes) at equal seconds 65.5 / 93.6. Several
-#: steps, larger rates, and 60-way training episodes did not help (that benchmark's docstring).
+#: training images: the best configuration measured (docs/benchmarks.md, "Measurements behind
+#: the defaults").
 RECIPE = Recipe(
     config={"learner": "metasgd", "head_init": "prototypes", "inner_params": "head",
             "inner_lr": 0.05, "inner_steps": 1, "meta_batch": 1, "meta_lr_schedule": "cosine",
             "iterations": 8000},
     suite_options={"filters": 64, "feature_gain": 0.3, "jitter_degrees": 15.0,
                    "jitter_scale": 0.15, "jitter_shift": 0.15},
-    source="benchmarks/omniglot_small.py, issue 19: Meta-SGD from a prototype head adapting the "
+    source="benchmarks/omniglot_small.py: Meta-SGD from a prototype head adapting the "
            "head alone, feature gain 0.3, cosine, jitter, 64 filters, meta-batch 1 x 8,000",
 )
 

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..recipes import Recipe
 from .base import EVAL_SPLITS, TaskBatch, TaskSuite
+from .recipe import Recipe
 
 __all__ = ["SinusoidSuite", "RECIPE"]
 

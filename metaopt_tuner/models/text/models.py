@@ -1,6 +1,7 @@
 """A bag-of-hashed-n-grams text classifier small enough to adapt per task, and hand-batched.
 
-The input is a padded ``[N, L]`` tensor of bucket ids from :mod:`metaopt_tuner.text.featurizers` (0 pads).
+The input is a padded ``[N, L]`` tensor of bucket ids from
+:mod:`metaopt_tuner.models.text.featurizers` (0 pads).
 Two branches add their logits, both L2-normalized bags, so a text's length does not set its scale:
 
 * **wide**: a linear classifier straight on the bag of n-grams, each bucket weighted by a learned
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 from .featurizers import PAD_ID
 
 __all__ = ["TextBagClassifier"]

@@ -10,12 +10,9 @@ The ConvNet's prediction for an image never depends on what else is in its batch
 (``norm="support"``) it batch-normalizes with the statistics of the task's support set, frozen for
 the task's queries: the learner passes each task's support images as ``reference`` to the query
 forwards, and a deployed model keeps them (``set_reference``, which ``prepare(support=...)``
-calls). The per-example norms ``"group"`` and ``"layer"`` need no support set, but learned far
-worse features in a short Omniglot run (Meta-SGD + prototype head, 20-way 1-shot, 200
-iterations, random episodes: support 63.5%, group 23.8%, layer 22.5%, the old transductive batch
-norm 64.6%, which answers a query asked alone right 17.0% of the time). ``norm="batch"`` (the
-statistics of the batch at hand, as in MAML) stays as an explicit option, for old artifacts and
-comparisons.
+calls). The per-example norms ``"group"`` and ``"layer"`` need no support set, but learn far
+worse features (docs/benchmarks.md). ``norm="batch"`` (the statistics of the batch at hand, as in
+MAML) stays as an explicit option, for old artifacts and comparisons.
 
 Group normalization runs the fused ``group_norm`` kernel everywhere: its double backward is exact
 also under ``vmap``. In the hand-batched forward the tasks are folded into the channels, task-major,
@@ -27,8 +24,7 @@ plain tensors, and primitive ops (mean/var) under a ``torch.func`` transform or 
 the fused kernel's second-order gradients are wrong under vmap (functorch issue #534). The per-task
 loop and the hand-batched path run outside vmap, where the fused kernel is exact: with the tasks
 folded into channels, per-channel batch statistics are exactly per-task statistics. One fused
-kernel replaces a dozen small ones in each of the forward, backward and double-backward passes
-(the Omniglot ConvNet's second-order meta-iteration on one CPU thread: 25-35% less time).
+kernel replaces a dozen small ones in each of the forward, backward and double-backward passes.
 
 Models that support a prototype-initialized head (Proto-MAML) accept ``head=False`` in both
 forwards, returning the features the final linear layer ``head`` reads.
@@ -36,7 +32,6 @@ forwards, returning the features the final linear layer ``head`` reads.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -45,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..imports import import_object
 
 __all__ = [
     "MLP",
@@ -315,11 +311,8 @@ class ConvNet(nn.Module):
 
     #: how ``batched_forward`` convolves: "grouped" (one grouped conv), "unfold" (im2col + one
     #: batched product per task), "unfold_nt" (im2col + one product per image and task: no
-    #: transposes) or "auto" (unfold_nt on CUDA, grouped elsewhere). Measured, second-order MAML
-    #: 5-way 1-shot, meta-batch 32, 5 steps, 64 filters, FP32, one H100, replayed from a CUDA
-    #: graph: grouped 10.3-16.4 it/s (cuDNN's grouped kernels are slow there), unfold 22.7,
-    #: unfold_nt 23.4; on one CPU thread, 8 tasks: grouped 1.9 s, unfold 3.3 s, unfold_nt 3.1 s
-    #: per meta-gradient.
+    #: transposes) or "auto" (unfold_nt on CUDA, where cuDNN's grouped kernels are slow; grouped
+    #: elsewhere; docs/benchmarks.md)
     batched_conv: str = "auto"
     #: how ``batched_forward`` batch-normalizes (``norm="batch"``): the fused kernel (True) or
     #: primitive ops (False)
@@ -416,8 +409,8 @@ class ConvNet(nn.Module):
 _MODELS: dict[str, Callable[..., nn.Module] | str] = {
     "mlp": MLP, "convnet": ConvNet, "features": FeatureClassifier,
 }
-_MODELS["text_bag"] = "metaopt_tuner.text.models:TextBagClassifier"
-_MODELS["encoder_top"] = "metaopt_tuner.text.transformer:EncoderTop"
+_MODELS["text_bag"] = "metaopt_tuner.models.text.models:TextBagClassifier"
+_MODELS["encoder_top"] = "metaopt_tuner.models.text.transformer:EncoderTop"
 
 
 def register_model(name: str, factory: Callable[..., nn.Module] | str) -> None:
@@ -442,8 +435,7 @@ def build_model(spec: Mapping[str, Any]) -> nn.Module:
         raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(_MODELS))}")
     factory = _MODELS[name]
     if isinstance(factory, str):
-        module_name, _, attr = factory.partition(":")
-        factory = getattr(importlib.import_module(module_name), attr)
+        factory = import_object(factory)
     return factory(**dict(spec.get("kwargs", {})))
 
 

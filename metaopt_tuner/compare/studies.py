@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import optuna
 from optuna.trial import TrialState
 
-from .errors import ConfigError, StudyStorageError, first_line
+from ..errors import ConfigError, StudyStorageError, first_line
 
 __all__ = [
     "HEARTBEAT_INTERVAL_S",
@@ -41,6 +41,7 @@ __all__ = [
     "reserve_trials",
     "claim_trial",
     "run_trials",
+    "run_one",
     "optimize",
     "count_trials",
     "WorkerPool",
@@ -353,7 +354,8 @@ def _fail_stale(study: optuna.Study) -> None:
             optuna.storages.fail_stale_trials(study)
 
 
-def _run_one(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float]) -> None:
+def run_one(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float]) -> None:
+    """Run ``objective`` on one claimed ``trial`` with a heartbeat, and record its result."""
     # skip_if_finished: a worker that stalled past the grace period finds its trial failed by
     # another one (and a retry queued); the retry's result counts, this one is dropped.
     storage = study._storage
@@ -405,7 +407,7 @@ def run_trials(
                 continue
             return ran
         ran.append(trial.number)
-        _run_one(study, trial, objective)
+        run_one(study, trial, objective)
         if on_trial is not None:
             on_trial(study._storage.get_trial(trial._trial_id))
 

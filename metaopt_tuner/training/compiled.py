@@ -1,6 +1,6 @@
 """A learner's meta-gradient as one ``torch.compile``-d function: fewer, fused GPU kernels.
 
-A CUDA graph (:mod:`metaopt_tuner.cuda_graphs`) removes the launch cost of a second-order
+A CUDA graph (:mod:`metaopt_tuner.training.cuda_graphs`) removes the launch cost of a second-order
 meta-iteration's thousands of small kernels, not the kernels: for the Omniglot ConvNet (5 inner
 steps, meta-batch 32) about 3,900 of them, a third elementwise and a tenth small reductions, each
 reading and writing its tensors from GPU memory. Compiling fuses them.
@@ -11,7 +11,7 @@ meta-gradient is written with ``torch.func``: the inner loop differentiates with
 ``torch.func.grad`` of the mean query loss after adaptation with respect to the meta-parameters.
 Dynamo traces that into one graph of plain tensor operations (forward, inner backward, outer
 backward all explicit), which Inductor fuses and schedules; matrix products and convolutions stay
-library calls. Compose with :class:`~metaopt_tuner.cuda_graphs.GraphedMetaGradient` to replay the
+library calls. Compose with :class:`~metaopt_tuner.training.cuda_graphs.GraphedMetaGradient` to replay the
 compiled kernels from a CUDA graph.
 
 Only gradient-based learners (MAML, first-order MAML, Meta-SGD) have this form; Reptile's
@@ -27,10 +27,10 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from .errors import ConfigError
-from .learners.base import MetaGradient, MetaLearner
-from .learners.maml import GradientMetaLearner
-from .tasks.base import TaskBatch
+from ..errors import ConfigError
+from ..learners.base import MetaGradient, MetaLearner
+from ..learners.maml import GradientMetaLearner
+from ..tasks.base import TaskBatch
 
 __all__ = ["CompiledMetaGradient"]
 

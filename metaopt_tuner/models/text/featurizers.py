@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 __all__ = ["PAD_ID", "HashedNgrams", "pad_ids"]
 

@@ -3,7 +3,7 @@
 Fine-tuning a pretrained encoder is where few-shot text classification gains over a frozen one, but
 running the whole encoder in every inner step is far too slow on a CPU. The layers below the cut
 are frozen, so their outputs (token hidden states and the attention mask) are computed once per
-utterance and cached (:mod:`metaopt_tuner.text.encoder_states`); what is adapted, and meta-learned,
+utterance and cached (:mod:`metaopt_tuner.models.text.encoder_states`); what is adapted, and meta-learned,
 is only the top ``layers`` transformer layers and a classification ``head``.
 
 The input ``x`` of one utterance is ``[L, H + 1]``: its ``L`` token states at the cut, with the
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 __all__ = ["EncoderTop", "BertLayerParams"]
 
@@ -87,7 +87,7 @@ class EncoderTop(nn.Module):
         num_classes: the head's outputs (the episodes' ways).
         scale: the initial temperature multiplying the unit-length embedding.
         encoder: the local encoder folder whose lower layers feed this model, or None.
-        checksum: that folder's content checksum (:func:`~metaopt_tuner.text.encoder_states.
+        checksum: that folder's content checksum (:func:`~metaopt_tuner.models.text.encoder_states.
             encoder_checksum`); with both given, the folder is checked when the model is built.
 
     Raises:

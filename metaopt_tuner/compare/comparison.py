@@ -1,4 +1,5 @@
-"""Comparison reports: the meta-learned optimizer against Optuna-tuned ordinary optimizers.
+"""The comparison: the meta-learned optimizer against Optuna-tuned ordinary optimizers
+(``report`` renders what it measured).
 
 :func:`compare` runs the protocol (written into the report itself) and writes three files into
 the output folder: ``results.json`` (every number), ``report.md`` (plots as PNG files beside it)
@@ -12,10 +13,6 @@ several workers sharing a study, the trials each one samples depend on timing.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import json
 import math
 import os
 import time
@@ -28,40 +25,37 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..artifact import Artifact
+from ..errors import ConfigError
+from ..models import supports_batched
+from ..resolver import resolve_artifact
+from ..stats import mean_ci
+from ..tasks import suite_ref
+from ..tasks.base import TaskSuite
 from . import studies
-from .artifact import Artifact, resolve_artifact
 from .baselines import (
     BASELINES,
     Curve,
     RandomInit,
     SharedInit,
-    TuneResult,
-    adapt,
+    baseline_curve,
     get_baseline,
     oracle_tune,
     run_optimizer,
-    study_name_for,
-    tune,
 )
-from .errors import ConfigError
-from .evaluation import mean_ci as _mean_ci
-from .models import supports_batched
 from .pretraining import load_or_pretrain
-from .tasks import suite_ref
-from .tasks.base import TaskSuite
+from .report import write_report
+from .tuning import TuneResult, describe_pruner, pruner_warmup, study_name_for, tune
 
 __all__ = [
     "ComparisonResult",
     "compare",
-    "write_report",
     "default_baselines",
-    "mean_ci",
     "meta_training_cost",
     "TARGETS",
 ]
 
 FORMAT = "metaopt-tuner/comparison"
-RESULTS, REPORT_MD, REPORT_HTML, PLOTS = "results.json", "report.md", "report.html", "plots"
 META = "meta-learned"
 ORACLE = "oracle-adam"
 CENTROID = "nearest-centroid"
@@ -80,16 +74,10 @@ def default_baselines() -> list[str]:
     return names + [n for n, b in BASELINES.items() if not b.tuned and OPTIMIZERS[b.optimizer].available()]
 
 
-def mean_ci(values: Tensor) -> tuple[float, float]:
-    """Mean and half-width of its 95% confidence interval over the first dimension (as evaluate)."""
-    mean, half = _mean_ci(values, dim=0)
-    return float(mean), float(half)
-
-
 def _curve_stats(loss: Tensor, metric: Tensor) -> dict[str, list[float]]:
     cols = range(loss.shape[1])
-    ls = [mean_ci(loss[:, j]) for j in cols]
-    ms = [mean_ci(metric[:, j]) for j in cols]
+    ls = [tuple(map(float, mean_ci(loss[:, j]))) for j in cols]
+    ms = [tuple(map(float, mean_ci(metric[:, j]))) for j in cols]
     return {"loss_mean": [m for m, _ in ls], "loss_ci95": [h for _, h in ls],
             "metric_mean": [m for m, _ in ms], "metric_ci95": [h for _, h in ms]}
 
@@ -201,6 +189,30 @@ def _method(name: str, label: str, kind: str, curve: Curve, *, hparams: dict[str
     }
 
 
+#: the file that marks a folder as a comparison's (a re-run resumes there)
+COMPARE_MARKER = ".metaopt-compare"
+
+
+def claim_compare_folder(out: Path) -> None:
+    """Create ``out`` or take an earlier comparison's folder back; a non-empty folder that is
+    not one (a user's own report.md, results.json, ...) is refused, never overwritten.
+
+    Raises:
+        ConfigError: ``out`` is a file, a foreign non-empty folder, or cannot be written.
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    ours = (out / COMPARE_MARKER).is_file() or (out / "studies.db").is_file()
+    if out.is_dir() and any(out.iterdir()) and not ours:
+        raise ConfigError(f"--out {out} exists, is not empty and is not a metaopt comparison; "
+                          "choose a new folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / COMPARE_MARKER).touch()
+    except OSError as exc:
+        raise ConfigError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+
+
 def compare(
     artifact: Artifact | str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -239,10 +251,7 @@ def compare(
     names = list(baselines) if baselines is not None else default_baselines()
     chosen = [get_baseline(n) for n in names]
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+    claim_compare_folder(out)
     storage = storage or f"sqlite:///{(out / 'studies.db').resolve()}"
     oracle_trials = trials if oracle_trials is None else int(oracle_trials)
     oracle_n = min(int(oracle_tasks), tasks)
@@ -293,7 +302,7 @@ def compare(
                               seed=seed, on_trial=bar.callback(f"tune {b.name} (trials)"),
                               workers=workers)
                 hp = result.best_params
-            curve = adapt(b, hp, model, init, suite, test, steps)
+            curve = baseline_curve(b, hp, model, init, suite, test, steps)
             bar.update(f"evaluate {b.name}", tasks, tasks)
             methods.append(_method(b.name, b.label, "tuned" if b.tuned else "untuned", curve,
                                    hparams=hp, tuning=result, setup=setup))
@@ -322,9 +331,9 @@ def compare(
                      "oracle_tasks": oracle_n, "oracle_trials": oracle_trials, "seed": seed,
                      "pretrain_steps": pretrain_steps, "storage": _redact(storage),
                      "sampler": "TPESampler(seed)",
-                     "pruner": f"MedianPruner(n_startup_trials=10, n_warmup_steps={steps // 2})"},
+                     "pruner": describe_pruner(pruner_warmup(steps))},
         "methods": methods,
-        "targets": _targets(methods),
+        "targets": targets_met(methods),
         "break_even": break_even,
         "learned_rates": art.rate_stats(),
         "seconds": time.perf_counter() - begun,
@@ -337,7 +346,7 @@ def compare(
 def _centroid_curve(suite: TaskSuite, test: Any, steps: int) -> Curve:
     """The prototype classifier of ``suite.build_model()``'s features (pretrained where the suite
     loads weights, e.g. an encoder's top layers) on every test task, flat over the K steps."""
-    from .learners import build_learner
+    from ..learners import build_learner
 
     learner = build_learner("metasgd", suite, model=suite.build_model().to(dtype=torch.float32),
                             head_init="prototypes", inner_params="head")
@@ -356,7 +365,7 @@ def _meta_label(art: Artifact) -> str:
             f"(meta-trained for {art.inner_steps} steps), no tuning")
 
 
-def _targets(methods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def targets_met(methods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by = {m["name"]: m for m in methods}
     meta = by[META]["query_loss"]["mean"]
     rows = []
@@ -444,244 +453,3 @@ def _rounded(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_rounded(v) for v in obj]
     return obj
-
-
-# --------------------------------------------------------------------------- rendering
-def _num(x: Any) -> str:
-    if x is None:
-        return "n/a"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, int):
-        return str(x)
-    return f"{x:.6g}"
-
-
-TABLE_COLUMNS = ["method", "query loss", "± 95% CI", "METRIC", "± 95% CI", "tasks", "tuning trials",
-                 "tuning grad evals", "adaptation grad evals", "tuning s", "adaptation s"]
-
-
-def table_rows(data: dict[str, Any]) -> list[list[Any]]:
-    """The comparison table as values (the renderers format exactly these)."""
-    rows = []
-    for m in data["methods"]:
-        rows.append([m["name"], m["query_loss"]["mean"], m["query_loss"]["ci95"], m["metric"]["mean"],
-                     m["metric"]["ci95"], m["tasks"], m["tuning"]["trials"], m["tuning"]["grad_evals"],
-                     m["adaptation"]["grad_evals"], m["tuning"]["seconds"], m["adaptation"]["seconds"]])
-    return rows
-
-
-def _columns(data: dict[str, Any]) -> list[str]:
-    metric = data["suite"]["metric_name"]
-    return [c.replace("METRIC", f"query {metric}") for c in TABLE_COLUMNS]
-
-
-def _protocol(data: dict[str, Any]) -> list[str]:
-    p = data["protocol"]
-    k = p["steps"]
-    lines = [
-        f"Every method adapts each of {p['test_tasks']} held-out test tasks of suite "
-        f"`{data['suite']['name']}` from its support set only, for the same K = {k} steps, and is "
-        "scored on that task's query set. "
-        "Held-out tasks are never used for tuning.",
-        f"Tuned baselines: Optuna TPE (seed {p['seed']}), {p['trials']} trials each, on {p['val_tasks']} "
-        f"meta-validation tasks; objective = mean query loss after K = {k} steps; median pruning on the "
-        f"mean query loss after every step past step {k // 2} (after 10 trials). Adam tunes lr; SGD "
-        "tunes lr and momentum.",
-        "Random-init baselines start every task from a fresh draw of the suite's default initialization; "
-        f"pretrained baselines from one model jointly trained on pooled meta-training tasks "
-        f"({p['pretrain_steps']} Adam steps), without adaptation.",
-        "Parameter-free optimizers (when installed) run untuned with their defaults.",
-        f"The oracle tunes Adam's lr ({p['oracle_trials']} trials) on each of {p['oracle_tasks']} test "
-        "tasks' own query set: an upper bound for learning-rate tuning, not a usable method.",
-        "The meta-learned optimizer adapts with its learned initialization and per-weight rates: "
-        "zero tuning. With a prototype head, nearest centroid on the suite's reference model's "
-        "features (no training, no steps) is the row it must beat.",
-        "Gradient evaluations count forward + backward passes over one task's data. Intervals are 95% "
-        "confidence intervals of the mean over tasks.",
-        f"Studies are stored in `{p['storage']}`; a re-run resumes them. One worker + the seed gives "
-        "reproducible results.",
-    ]
-    return lines
-
-
-def _compute_rows(data: dict[str, Any]) -> list[list[Any]]:
-    rows = []
-    for m in data["methods"]:
-        setup = m.get("setup") or {}
-        rows.append([m["name"], setup.get("what", "none"), setup.get("grad_evals"), setup.get("seconds"),
-                     m["tuning"]["grad_evals"], m["tuning"]["seconds"], m["adaptation"]["grad_evals"]])
-    return rows
-
-
-COMPUTE_COLUMNS = ["method", "setup", "setup grad evals", "setup s", "tuning grad evals", "tuning s",
-                   "adaptation grad evals"]
-
-
-def _target_lines(data: dict[str, Any]) -> list[str]:
-    lines = []
-    for t in data["targets"]:
-        if t.get("met") is None:
-            lines.append(f"{t['target']}: not measured (baseline not run)")
-            continue
-        note = f" ({t['note']})" if t.get("note") else ""
-        lines.append(f"{t['target']} ({t['reference']}): meta-learned {_num(t['meta_loss'])} vs "
-                     f"{_num(t['reference_loss'])} (ratio {_num(t['ratio'])}): "
-                     f"{'MET' if t['met'] else 'NOT MET'}{note}")
-    return lines
-
-
-def _break_even_line(data: dict[str, Any]) -> str:
-    b = data["break_even"]
-    if b.get("reference") is None:
-        return f"Break-even: not computed ({b.get('note')})."
-    reach = (f"needs {b['steps_to_match']} steps to reach" if b.get("steps_to_match") is not None
-             else f"does not reach, within {b['horizon']} steps,")
-    text = (f"Break-even against `{b['reference']}`: it {reach} the meta-learned loss after K steps; "
-            f"meta-training cost "
-            f"{_num(b['meta_training_grad_evals'])} gradient evaluations vs "
-            f"{_num(b['baseline_family_grad_evals'])} for tuning (and pretraining) the baseline.")
-    if b.get("tasks") is not None:
-        bound = f"{b['bound']} " if b.get("bound") else ""
-        text += f" Meta-training pays for itself after {bound}{b['tasks']} new tasks."
-    if b.get("note"):
-        text += f" ({b['note']})"
-    return text
-
-
-def _md_table(columns: list[str], rows: list[list[Any]]) -> str:
-    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    return head + "".join("| " + " | ".join(_num(v) if not isinstance(v, str) else v for v in r) + " |\n"
-                          for r in rows)
-
-
-def _html_table(columns: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_num(v) if not isinstance(v, str) else v)}</td>" for v in r)
-        + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _figures(data: dict[str, Any], rates: dict[str, Tensor] | None) -> dict[str, bytes]:
-    """PNG bytes of every plot, by file name."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    figs: dict[str, bytes] = {}
-
-    def png(fig: Any) -> bytes:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
-        plt.close(fig)
-        return buf.getvalue()
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for m in data["methods"]:
-        mean = [v if v is not None else float("nan") for v in m["curve"]["loss_mean"]]
-        ci = [v if v is not None else 0.0 for v in m["curve"]["loss_ci95"]]
-        xs = list(range(len(mean)))
-        style = "--" if m["kind"] == "oracle" else "-"
-        (line,) = ax.plot(xs, mean, style, label=m["name"], lw=2.2 if m["kind"] == "meta" else 1.4)
-        ax.fill_between(xs, [a - b for a, b in zip(mean, ci)], [a + b for a, b in zip(mean, ci)],
-                        color=line.get_color(), alpha=0.18)
-    ax.set_xlabel("adaptation step")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("query loss (mean ± 95% CI)")
-    ax.set_yscale("log")
-    ax.set_title("Query loss vs adaptation step on held-out tasks")
-    ax.legend(fontsize=8)
-    figs["curves.png"] = png(fig)
-
-    tuned = [m for m in data["methods"] if m["history"]]
-    if tuned:
-        fig, axes = plt.subplots(1, len(tuned), figsize=(3.6 * len(tuned), 3.4), squeeze=False)
-        for ax, m in zip(axes[0], tuned):
-            done = [(n, v) for n, v, s in m["history"] if s == "COMPLETE" and v is not None]
-            pruned = [(n, v) for n, v, s in m["history"] if s == "PRUNED" and v is not None]
-            if done:
-                ax.scatter(*zip(*done), s=12, label="complete")
-                best, running = [], math.inf
-                for n, v in sorted(done):
-                    running = min(running, v)
-                    best.append((n, running))
-                ax.step(*zip(*best), where="post", color="C3", label="best so far")
-            if pruned:
-                ax.scatter(*zip(*pruned), s=12, marker="x", color="0.5", label="pruned (last value)")
-            ax.set_yscale("log")
-            ax.set_title(m["name"], fontsize=9)
-            ax.set_xlabel("trial")
-        axes[0][0].set_ylabel("objective (val query loss)")
-        axes[0][0].legend(fontsize=7)
-        fig.suptitle("Optuna optimization history")
-        figs["history.png"] = png(fig)
-
-    if rates:
-        names = list(rates)
-        steps = next(iter(rates.values())).shape[0]
-        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names) * min(steps, 4)), 4))
-        width = 0.8 / steps
-        for s in range(steps):
-            values = [rates[n][s].detach().double().flatten().numpy() for n in names]
-            pos = [i + (s - (steps - 1) / 2) * width for i in range(len(names))]
-            ax.boxplot(values, positions=pos, widths=width * 0.9, showfliers=False, whis=(5, 95))
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("learned rate (5-95% whiskers)")
-        ax.set_title(f"Learned per-weight rates per layer ({steps} step(s) side by side)")
-        figs["rates.png"] = png(fig)
-    return figs
-
-
-_CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
-        "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}")
-
-
-def write_report(data: dict[str, Any], out: str | os.PathLike[str],
-                 rates: dict[str, Tensor] | None = None) -> dict[str, Path]:
-    """Write results.json, report.md (+ plots/*.png) and a self-contained report.html atomically."""
-    from .atomic import atomic_write_bytes, atomic_write_text
-
-    out = Path(out)
-    (out / PLOTS).mkdir(parents=True, exist_ok=True)
-    figs = _figures(data, rates)
-    for name, blob in figs.items():
-        atomic_write_bytes(out / PLOTS / name, blob)
-    title = f"metaopt compare: {data['suite']['name']}, K = {data['protocol']['steps']}"
-    columns, rows = _columns(data), table_rows(data)
-    labels = [f"`{m['name']}`: {m['label']}" + (f"; tuned {m['hparams']}" if m["hparams"] else "")
-              for m in data["methods"]]
-    captions = {"curves.png": "Query loss versus adaptation step (95% CI bands)",
-                "history.png": "Optuna optimization history per tuned baseline",
-                "rates.png": "Learned rates per layer"}
-
-    md = [f"# {title}\n", "## Protocol\n", *[f"- {line}" for line in _protocol(data)], "",
-          "## Results (held-out test tasks)\n", _md_table(columns, rows),
-          *[f"- {line}" for line in labels], "", "## Targets\n", *[f"- {t}" for t in _target_lines(data)], "",
-          "## Compute\n", _md_table(COMPUTE_COLUMNS, _compute_rows(data)), _break_even_line(data), "",
-          "## Plots\n", *[f"![{captions[n]}]({PLOTS}/{n})\n" for n in figs]]
-    atomic_write_text(out / REPORT_MD, "\n".join(md) + "\n")
-
-    def img(name: str) -> str:
-        encoded = base64.b64encode(figs[name]).decode()
-        return (f"<figure><img alt=\"{html.escape(captions[name])}\" src=\"data:image/png;base64,{encoded}\">"
-                f"<figcaption>{html.escape(captions[name])}</figcaption></figure>")
-
-    body = [f"<h1>{html.escape(title)}</h1>", "<h2>Protocol</h2><ul>",
-            *[f"<li>{html.escape(line)}</li>" for line in _protocol(data)], "</ul>",
-            "<h2>Results (held-out test tasks)</h2>", _html_table(columns, rows), "<ul>",
-            *[f"<li>{html.escape(line)}</li>" for line in labels], "</ul>", "<h2>Targets</h2><ul>",
-            *[f"<li>{html.escape(t)}</li>" for t in _target_lines(data)], "</ul>", "<h2>Compute</h2>",
-            _html_table(COMPUTE_COLUMNS, _compute_rows(data)),
-            f"<p>{html.escape(_break_even_line(data))}</p>",
-            "<h2>Plots</h2>", *[img(n) for n in figs]]
-    page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
-    atomic_write_text(out / REPORT_HTML, page)
-    atomic_write_text(out / RESULTS, json.dumps(data, indent=2, allow_nan=False) + "\n")
-    return {"json": out / RESULTS, "markdown": out / REPORT_MD, "html": out / REPORT_HTML,
-            **{n: out / PLOTS / n for n in figs}}

@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .artifact import MANIFEST, TENSORS, Artifact, load_artifact
-from .atomic import atomic_write_text
-from .errors import ArtifactError
+from ..artifact import MANIFEST, TENSORS, Artifact, load_artifact
+from ..atomic import atomic_write_text
+from ..errors import ArtifactError
 
 __all__ = ["cache_root", "entry_dir", "cached_versions", "load_entry", "install_entry", "RECORD"]
 

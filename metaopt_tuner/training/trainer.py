@@ -1,14 +1,7 @@
 """MetaTrainer: the outer loop, with checkpoints that resume exactly, progress and NaN guards.
 
-A run lives in one output folder::
-
-    run.json          marks the folder as a metaopt run and records the configuration
-    checkpoint.pt     learner, outer optimizer and task-sampler state (written atomically)
-    metrics.jsonl     one JSON object per logged iteration (loss, metric, held-out metric, it/s)
-    artifact/         the learned theta and rates with their manifest (see ``artifact``), written
-                      with every checkpoint and at the end
-
-Resuming restores all three states, so an interrupted run ends with exactly the parameters of an
+A run lives in one output folder (see ``run_folder``). Resuming restores the learner, the outer
+optimizer and the task samplers, so an interrupted run ends with exactly the parameters of an
 uninterrupted one (on CPU with the same seed).
 
 Under ``torchrun`` the trainer joins the process group (see ``distributed``): each process samples
@@ -20,55 +13,46 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..artifact import Artifact
+from ..budget import MIN_TIMED_STEPS, BudgetPlan, iterations_for_budget, warmup_seconds
+from ..config import DTYPES, TrainConfig
+from ..errors import ConfigError, DistributedError, MetaOptError, NonFiniteLossError, RunDirError
+from ..learners import MetaGradient, MetaLearner, build_learner
+from ..tasks import TaskBatch, TaskSuite, get_suite
 from . import distributed
-from .artifact import Artifact
-from .atomic import atomic_write, atomic_write_text
-from .budget import MIN_TIMED_STEPS, BudgetPlan, iterations_for_budget, warmup_seconds
 from .compiled import CompiledMetaGradient
 from .cuda_graphs import GraphedMetaGradient
-from .devices import resolve_device
-from .errors import ConfigError, DistributedError, MetaOptError, NonFiniteLossError, RunDirError
-from .learners import BATCHING_MODES, MetaGradient, MetaLearner, build_learner, list_learners
-from .learners.base import INNER_PARAMS
-from .learners.proto_head import HEAD_INITS
-from .tasks import TaskBatch, TaskSuite, get_suite
+from .run_folder import (
+    ARTIFACT,
+    CHECKPOINT,
+    METRICS,
+    RUN_MARKER,
+    append_metrics,
+    keep_metrics,
+    prepare_run_folder,
+    read_checkpoint,
+    upgrade_checkpoint,
+    write_checkpoint,
+    write_run_marker,
+)
 
-__all__ = ["TrainConfig", "TrainResult", "MetaTrainer", "train", "RUN_MARKER", "META_LR_SCHEDULES",
-           "meta_lr_factor"]
+__all__ = ["TrainResult", "MetaTrainer", "train", "build_outer_optimizer", "meta_lr_factor", "RUN_MARKER",
+           "CHECKPOINT", "METRICS", "ARTIFACT", "MAX_NONFINITE_STREAK"]
 
-RUN_MARKER = "run.json"
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
-ARTIFACT = "artifact"
-_PROGRAM = "metaopt-tuner"
 
-# Outer-loop defaults per learner: Adam 1e-3 as in MAML and Meta-SGD; Reptile's plain SGD step
-# theta <- theta + eps * mean(theta' - theta) needs SGD for the update to be exactly the formula.
-_OUTER_DEFAULTS = {"reptile": ("sgd", 0.1)}
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-_COMPILABLE_LEARNERS = ("maml", "fomaml", "metasgd")
-#: options of older versions that are now always on (learned rates are positive by construction)
-_RETIRED_OPTIONS = frozenset({"nonnegative_lrs"})
 #: non-finite meta-iterations in a row (each one skipped) after which a run stops as diverged
 MAX_NONFINITE_STREAK = 10
-#: the outer learning rate of the (log-space) learned inner rates; see ``resolved_rates_lr``
-RATES_META_LR = 1e-2
-#: how the outer learning rates change over a run (see ``meta_lr_factor``)
-META_LR_SCHEDULES = ("constant", "cosine")
-
-
 def meta_lr_factor(schedule: str, iteration: int, total: int) -> float:
     """The multiplier of every outer learning rate for step ``iteration`` (0-based) of ``total``.
 
@@ -80,220 +64,6 @@ def meta_lr_factor(schedule: str, iteration: int, total: int) -> float:
         return 1.0
     return 0.5 * (1.0 + math.cos(math.pi * min(iteration, total) / total))
 
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a meta-training run (recorded in run.json and artifacts).
-
-    The defaults here are the lowest layer: a suite's recipe and the options given override them
-    (see ``recipes.resolve_train_config``; :func:`train` and ``metaopt train`` resolve that way).
-
-    Args:
-        suite: a registered suite name or ``"module:Class"``.
-        suite_options: the suite's constructor options (``shots``, ``data_dir``, ...).
-        learner: ``"maml"``, ``"fomaml"``, ``"metasgd"`` or ``"reptile"``.
-        iterations: meta-iterations (outer steps) in total.
-        budget_seconds: train for this many seconds instead; ``iterations`` is then fixed by a
-            timed warm-up (see ``budget``).
-        meta_batch: tasks per meta-iteration.
-        inner_steps: adaptation steps per task: the horizon the rates are meta-trained for.
-        inner_lr: the inner rate (the initial value of learned rates).
-        meta_lr: the outer rate (None: 1e-3 with Adam; Reptile 0.1 with SGD).
-        rates_meta_lr: the learned rates' outer rate (None: :data:`RATES_META_LR`, 1e-2).
-        outer_optimizer: ``"adam"`` or ``"sgd"`` (None: the learner's).
-        meta_lr_schedule: ``"constant"`` or ``"cosine"``.
-        clip_grad: clip the meta-gradient's global norm to this (None: no clipping).
-        first_order: override the learner's order (None: the learner's).
-        per_step_lrs: learn one set of rates per inner step.
-        lr_granularity: ``"scalar"``, ``"tensor"`` or ``"element"`` (None: the learner's).
-        batching: ``"auto"``, ``"batched"``, ``"vmap"`` or ``"loop"``.
-        head_init: ``"theta"`` or ``"prototypes"``.
-        inner_params: ``"all"`` or ``"head"`` (what the inner loop adapts).
-        step_loss_weight: weight of the mean query loss after the steps before the horizon in
-            the meta-loss (0: the horizon's loss alone; see ``MetaLearner``).
-        eval_every: evaluate on held-out validation tasks every this many iterations.
-        eval_tasks: the number of fixed validation tasks.
-        checkpoint_every: write a checkpoint every this many iterations.
-        log_every: append a line to ``metrics.jsonl`` every this many iterations.
-        seed: the seed of task sampling and initialization.
-        device: the torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
-        dtype: ``"float32"`` or ``"float64"``.
-        task_streams: seeded task streams per meta-batch (None: one per process).
-        cuda_graph: replay each meta-gradient from a CUDA graph (CUDA only).
-        compile: compute each meta-gradient with one ``torch.compile``-d function.
-        tf32: let float32 products use TF32 tensor cores (CUDA only).
-
-    Raises:
-        ConfigError: from :meth:`validate`, which the trainer calls, for an invalid option.
-    """
-
-    suite: str = "sinusoid"
-    suite_options: dict[str, Any] = field(default_factory=dict)
-    learner: str = "metasgd"
-    iterations: int = 1000
-    #: train for this many seconds instead: ``iterations`` is fixed from a timed warm-up before
-    #: the first step (the rule is in ``metaopt_tuner.budget``) and recorded for a resume
-    budget_seconds: float | None = None
-    meta_batch: int = 25
-    inner_steps: int = 1
-    inner_lr: float = 0.01
-    meta_lr: float | None = None
-    #: outer step size of the learned rates (Meta-SGD); None: see ``resolved_rates_lr``
-    rates_meta_lr: float | None = None
-    outer_optimizer: str | None = None
-    #: "constant" or "cosine" (every outer rate annealed to zero over ``iterations``)
-    meta_lr_schedule: str = "constant"
-    clip_grad: float | None = None
-    first_order: bool | None = None
-    per_step_lrs: bool = False
-    lr_granularity: str | None = None
-    batching: str = "auto"
-    #: "theta" (the meta-learned head) or "prototypes" (Proto-MAML: from each task's support set)
-    head_init: str = "theta"
-    #: "all" (every parameter adapts in the inner loop) or "head" (the linear head alone, on
-    #: features computed once per task; models with a Linear ``head``)
-    inner_params: str = "all"
-    #: weight of the query loss after every step before the horizon (anytime steps); 0: the
-    #: horizon's loss alone
-    step_loss_weight: float = 0.0
-    eval_every: int = 500
-    eval_tasks: int = 100
-    checkpoint_every: int = 1000
-    log_every: int = 100
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float32"
-    #: independent seeded task streams a meta-batch is drawn from; None: one per process. The
-    #: same value and seed give the same run on any number of processes (up to this many).
-    task_streams: int | None = None
-    #: replay each meta-gradient from a CUDA graph (CUDA only; see ``cuda_graphs``)
-    cuda_graph: bool = False
-    #: compute each meta-gradient with one ``torch.compile``-d function (maml, fomaml, metasgd;
-    #: see ``compiled``): fused kernels; the first meta-batch of each shape pays the compilation
-    compile: bool = False
-    #: let float32 matrix products and convolutions use TF32 tensor cores (CUDA only). Measured on
-    #: Omniglot (second-order MAML, 5 steps, H100): 25.3 instead of 23.4 it/s, but a meta-gradient
-    #: 19-79% off (relative norm) against float64, where FP32 is 3e-5 off.
-    tf32: bool = False
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid option."""
-        positive = ("iterations", "meta_batch", "inner_steps", "eval_every", "eval_tasks",
-                    "checkpoint_every", "log_every")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value}")
-        if self.task_streams is not None and (
-            not isinstance(self.task_streams, int) or isinstance(self.task_streams, bool)
-            or not 1 <= self.task_streams <= self.meta_batch
-        ):
-            raise ConfigError(
-                f"task-streams must be an integer from 1 to meta-batch ({self.meta_batch}), "
-                f"got {self.task_streams}"
-            )
-        if self.learner not in list_learners():
-            raise ConfigError(
-                f"unknown learner {self.learner!r}; available: {', '.join(list_learners())}"
-            )
-        if self.batching not in BATCHING_MODES:
-            raise ConfigError(
-                f"unknown batching {self.batching!r}; expected one of {', '.join(BATCHING_MODES)}"
-            )
-        for name in ("inner_lr", "meta_lr", "rates_meta_lr", "clip_grad", "budget_seconds"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name.replace('_', '-')} must be a positive number, got {value}")
-        if self.head_init not in HEAD_INITS:
-            raise ConfigError(
-                f"head init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}"
-            )
-        if self.inner_params not in INNER_PARAMS:
-            raise ConfigError(
-                f"inner params must be one of {', '.join(INNER_PARAMS)}, got {self.inner_params!r}"
-            )
-        if not (isinstance(self.step_loss_weight, (int, float)) and math.isfinite(self.step_loss_weight)
-                and self.step_loss_weight >= 0):
-            raise ConfigError(f"step-loss-weight must be a non-negative number, got {self.step_loss_weight}")
-        if self.outer_optimizer not in (None, "adam", "sgd"):
-            raise ConfigError(f"outer optimizer must be 'adam' or 'sgd', got {self.outer_optimizer!r}")
-        if self.meta_lr_schedule not in META_LR_SCHEDULES:
-            raise ConfigError(
-                f"meta-lr schedule must be one of {', '.join(META_LR_SCHEDULES)}, "
-                f"got {self.meta_lr_schedule!r}"
-            )
-        if self.dtype not in _DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
-        if self.compile and self.learner not in _COMPILABLE_LEARNERS:
-            raise ConfigError(
-                f"--compile needs a gradient-based learner ({', '.join(_COMPILABLE_LEARNERS)}), "
-                f"not {self.learner}"
-            )
-        if self.compile and self.batching == "loop":
-            raise ConfigError("--compile needs batching 'auto', 'batched' or 'vmap', not 'loop'")
-        device = resolve_device(self.device)
-        for name in ("cuda_graph", "tf32"):
-            if getattr(self, name) and device.type != "cuda":
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} needs a CUDA device, got --device {self.device}"
-                )
-
-    def resolved_outer(self) -> tuple[str, float]:
-        """The outer optimizer's name and rate, defaults resolved for the learner."""
-        name, lr = _OUTER_DEFAULTS.get(self.learner, ("adam", 1e-3))
-        return self.outer_optimizer or name, self.meta_lr if self.meta_lr is not None else lr
-
-    def resolved_rates_lr(self) -> float:
-        """The learned rates' outer step size (default :data:`RATES_META_LR`, whatever the meta-lr).
-
-        Learned rates are stored as logarithms, so Adam's steps on them are relative (about 1% of
-        a rate per iteration at 1e-2) and one value serves every suite and model scale. Measured on
-        the sinusoid (Meta-SGD, 10 inner steps, per-step per-weight rates, 5,000 iterations, clip
-        1.0): held-out MSE after 10 steps 0.062 at 1e-3, 0.019 at 3e-3, 0.0054 at 1e-2; at 3e-2 the
-        meta-gradient became NaN within 300 iterations.
-        """
-        if self.rates_meta_lr is not None:
-            return self.rates_meta_lr
-        return RATES_META_LR
-
-    def learner_options(self) -> dict[str, Any]:
-        """The keyword options ``build_learner`` gets from this configuration."""
-        options: dict[str, Any] = {
-            "inner_steps": self.inner_steps,
-            "inner_lr": self.inner_lr,
-            "per_step_lrs": self.per_step_lrs,
-            "batching": self.batching,
-        }
-        if self.head_init != "theta":  # passed only when used: learners registered by users may lack it
-            options["head_init"] = self.head_init
-        if self.inner_params != "all":  # passed only when used, as head_init
-            options["inner_params"] = self.inner_params
-        if self.step_loss_weight:  # passed only when used, as head_init
-            options["step_loss_weight"] = self.step_loss_weight
-        if self.first_order is not None:
-            options["first_order"] = self.first_order
-        if self.lr_granularity is not None:
-            options["lr_granularity"] = self.lr_granularity
-        return options
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, JSON-able (as run.json and manifests record it)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """The configuration :meth:`to_dict` gave (retired options are dropped).
-
-        Raises:
-            ConfigError: an unknown field.
-        """
-        known = {f.name for f in dataclasses.fields(cls)}
-        data = {k: v for k, v in data.items() if k not in _RETIRED_OPTIONS}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
-        return cls(**data)
 
 
 @dataclass
@@ -383,7 +153,7 @@ class MetaTrainer:
         self.clock = clock
         self.budget_plan: BudgetPlan | None = None
         self._budget_iterations: int | None = None  # fixed by a budget (restored on resume)
-        self.dtype = _DTYPES[config.dtype]
+        self.dtype = DTYPES[config.dtype]
         self.suite = get_suite(config.suite, **config.suite_options).load()
         torch.manual_seed(config.seed)
         self.learner = build_learner(config.learner, self.suite, **config.learner_options())
@@ -405,6 +175,9 @@ class MetaTrainer:
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0  # wall time spent in meta-iterations, across resumes
         self._val_tasks = None
+        # the validation episodes are drawn now: a split too narrow for the episodes is an error
+        # before the first iteration, not at the first evaluation minutes later
+        self._load_val_tasks()
         # On a GPU the next meta-batch is sampled while the device computes the current one.
         self._prefetch = self.device.type == "cuda"
         self._prefetched: list[TaskBatch] | None = None
@@ -429,65 +202,16 @@ class MetaTrainer:
 
     # ------------------------------------------------------------------ run folder
     def _prepare_out_dir(self, resume: bool) -> None:
-        out = self.out_dir
-        if out is None:
+        if self.out_dir is None:
             if resume:
                 raise ConfigError("resume needs an output folder")
             return
-        marker = out / RUN_MARKER
-        if out.exists() and not out.is_dir():
-            raise RunDirError(f"--out {out} exists and is not a folder")
-        if resume:
-            if not marker.is_file():
-                raise RunDirError(f"--resume was given but {out} holds no metaopt run to resume")
-            self._check_same_run(marker)
-            return
-        if marker.exists():
-            raise RunDirError(
-                f"{out} already holds a metaopt run; pass --resume to continue it or choose "
-                "another --out"
-            )
-        if out.exists() and any(out.iterdir()):
-            raise RunDirError(f"--out {out} exists, is not empty and is not a metaopt run")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            self._write_marker()
-        except OSError as exc:
-            raise RunDirError(f"cannot write to {out}: {exc.strerror or exc}") from None
+        prepare_run_folder(self.out_dir, resume, self.config, self._write_marker)
 
     def _write_marker(self) -> None:
         """run.json: the configuration, where each value came from, and a budget's plan."""
         assert self.out_dir is not None
-        record: dict[str, Any] = {"program": _PROGRAM, "kind": "run", "format": 1,
-                                  "config": self.config.to_dict()}
-        if self.sources is not None:
-            record["sources"] = self.sources
-        if self.budget_plan is not None:
-            record["budget"] = dataclasses.asdict(self.budget_plan)
-        atomic_write_text(self.out_dir / RUN_MARKER, json.dumps(record, indent=2))
-
-    def _check_same_run(self, marker: Path) -> None:
-        try:
-            saved = json.loads(marker.read_text())
-            if saved.get("program") != _PROGRAM:
-                raise ValueError
-            saved_config = saved["config"]
-        except (ValueError, KeyError, TypeError, OSError):
-            raise RunDirError(f"{marker} is not a metaopt run marker") from None
-        current = self.config.to_dict()
-        defaults = TrainConfig().to_dict()  # options newer than the saved run take their default
-        # The number of iterations may grow on resume, and how the GPU executes the same
-        # arithmetic may change; everything else must match.
-        free = {"iterations", "budget_seconds", "cuda_graph", "tf32", "compile"}
-        differ = sorted(
-            k for k in current
-            if k not in free and saved_config.get(k, defaults.get(k)) != current[k]
-        )
-        if differ:
-            raise ConfigError(
-                f"cannot resume {marker.parent}: option(s) differ from the saved run: "
-                f"{', '.join(differ)}"
-            )
+        write_run_marker(self.out_dir, self.config, self.sources, self.budget_plan)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -508,9 +232,10 @@ class MetaTrainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (a resumed run continues bit for bit)."""
+        state = upgrade_checkpoint(state)
         self.learner.load_state_dict(state["learner"])
         self.optimizer.load_state_dict(state["optimizer"])
-        states = state.get("generators") or [state["generator"]]
+        states = state["generators"]
         if len(states) != len(self.generators):  # resuming with another number of processes
             if self.config.task_streams is not None:
                 raise ConfigError(
@@ -522,10 +247,10 @@ class MetaTrainer:
             generator.set_state(saved)
         self._prefetched = self._prefetch_states = None
         self.iteration = int(state["iteration"])
-        self._budget_iterations = state.get("budget_iterations")
-        self.train_seconds = float(state.get("train_seconds", 0.0))
-        self.skipped = int(state.get("skipped", 0))
-        self._nonfinite_streak = int(state.get("nonfinite_streak", 0))
+        self._budget_iterations = state["budget_iterations"]
+        self.train_seconds = float(state["train_seconds"])
+        self.skipped = int(state["skipped"])
+        self._nonfinite_streak = int(state["nonfinite_streak"])
 
     def save_checkpoint(self) -> None:
         """Write the checkpoint atomically (a crash mid-write keeps the previous one)."""
@@ -541,8 +266,9 @@ class MetaTrainer:
             state["generator"] = state["generators"][0]
             if not self.dist.is_main:
                 return
-        atomic_write(self.out_dir / CHECKPOINT, lambda fh: torch.save(state, fh))
-        self._save_outputs()
+        write_checkpoint(self.out_dir, state)
+        if self.skipped < self.iteration:  # an artifact only once something was learned
+            self._save_outputs()
 
     def _save_outputs(self) -> None:
         """Write the artifact to ``OUT/artifact`` (atomically) beside each checkpoint."""
@@ -563,52 +289,44 @@ class MetaTrainer:
 
     def _restore(self) -> None:
         assert self.out_dir is not None
-        path = self.out_dir / CHECKPOINT
-        if path.is_file():
+        state = read_checkpoint(self.out_dir, self.device)
+        if state is not None:
             try:
-                state = torch.load(path, map_location=self.device, weights_only=True)
                 self.load_state_dict(state)
             except Exception as exc:  # corrupted checkpoint: say so plainly
-                raise RunDirError(f"cannot read checkpoint {path}: {exc}") from None
-        metrics = self.out_dir / METRICS
-        if metrics.is_file():
-            kept = []
-            for line in metrics.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if record.get("iteration", 0) <= self.iteration:
-                    kept.append(record)
+                raise RunDirError(f"cannot read checkpoint {self.out_dir / CHECKPOINT}: {exc}") from None
+        kept = keep_metrics(self.out_dir, self.iteration)
+        if kept is not None:
             self.history = kept
-            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
 
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
         if not self.dist.is_main:
             return
         if self.out_dir is not None:
-            with open(self.out_dir / METRICS, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            append_metrics(self.out_dir, record)
         if self.callback is not None:
             self.callback(record)
 
     # ------------------------------------------------------------------ evaluation
     _no_val = False
 
+    def _load_val_tasks(self) -> None:
+        """The fixed validation tasks (none, with a warning, when the suite has no validation
+        split, e.g. ``val_fraction=0``: training goes on)."""
+        try:
+            tasks = self.suite.fixed_tasks(self.config.eval_tasks, split="val")
+        except ConfigError as exc:  # no validation split: nothing to evaluate on
+            self._no_val = True
+            warnings.warn(f"no validation tasks, so no held-out metric: {exc}", stacklevel=3)
+            return
+        self._val_tasks = tasks.to(self.device, self.dtype)
+
     def evaluate(self) -> float | None:
         """Mean held-out metric after ``inner_steps`` steps on the fixed validation tasks (None
         when the suite has no validation split, e.g. ``val_fraction=0``: training goes on)."""
-        if self._no_val:
+        if self._no_val or self._val_tasks is None:
             return None
-        if self._val_tasks is None:
-            try:
-                tasks = self.suite.fixed_tasks(self.config.eval_tasks, split="val")
-            except ConfigError as exc:  # no validation split: nothing to evaluate on
-                self._no_val = True
-                warnings.warn(f"no validation tasks, so no held-out metric: {exc}", stacklevel=2)
-                return None
-            self._val_tasks = tasks.to(self.device, self.dtype)
         curve = self.learner.adaptation_curve(self._val_tasks, self.config.inner_steps)
         return float(curve.metric[:, -1].mean())
 
@@ -845,6 +563,12 @@ class MetaTrainer:
                 if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
                     self.save_checkpoint()
                 bar.update(task, completed=it)
+        if self.iteration > 0 and self.skipped >= self.iteration:
+            raise NonFiniteLossError(
+                f"every one of the {self.iteration} meta-batches had a non-finite meta-loss or "
+                "gradient and was skipped: nothing was learned, so no artifact is written (a "
+                "smaller --inner-lr or --meta-lr, or --clip-grad, may help)"
+            )
         if last_val is None:
             last_val = self.evaluate()
         return TrainResult(self.learner, self.suite, cfg, self.history, self.out_dir, last_val)

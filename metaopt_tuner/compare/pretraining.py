@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .errors import ArtifactError, ConfigError
-from .tasks.base import TaskSuite
+from ..errors import ArtifactError, ConfigError
+from ..tasks.base import TaskSuite
 
 __all__ = ["Pretrained", "pretrain", "load_or_pretrain"]
 
@@ -86,7 +86,7 @@ def load_or_pretrain(suite: TaskSuite, folder: Path, **options: int | float) -> 
     from safetensors import SafetensorError
     from safetensors.torch import load_file, save
 
-    from .atomic import atomic_write_bytes, atomic_write_text
+    from ..atomic import atomic_write_bytes, atomic_write_text
 
     key = json.dumps({"suite": suite.name, "options": suite.options(), **options}, sort_keys=True)
     tensors_path = folder / "pretrained_init.safetensors"

@@ -19,9 +19,9 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from .errors import ConfigError
-from .learners.base import MetaGradient, MetaLearner
-from .tasks.base import TaskBatch
+from ..errors import ConfigError
+from ..learners.base import MetaGradient, MetaLearner
+from ..tasks.base import TaskBatch
 
 __all__ = ["GraphedMetaGradient"]
 
@@ -49,7 +49,7 @@ class GraphedMetaGradient:
     learner's parameters must keep their storage (in-place optimizer steps do); moving the learner
     (``.to()``) or replacing a parameter invalidates the graphs: build a new instance then.
     ``fn`` captures another function of the batch instead of ``learner.meta_gradient``, e.g. a
-    :class:`~metaopt_tuner.compiled.CompiledMetaGradient` of the same learner (compiled during
+    :class:`~metaopt_tuner.training.compiled.CompiledMetaGradient` of the same learner (compiled during
     the warm-up).
 
     Args:

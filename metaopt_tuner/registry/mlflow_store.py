@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .errors import MissingExtraError, RegistryError, first_line
+from ..errors import MissingExtraError, RegistryError, first_line
 
 __all__ = [
     "EXPERIMENT",

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from .errors import DistributedError, first_line
+from ..errors import DistributedError, first_line
 
 __all__ = [
     "DistContext",

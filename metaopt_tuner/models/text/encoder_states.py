@@ -1,6 +1,6 @@
 """A local BERT-style encoder folder cut in two: cached lower-layer states, pretrained top layers.
 
-:class:`~metaopt_tuner.text.transformer.EncoderTop` adapts the top layers of an encoder; this
+:class:`~metaopt_tuner.models.text.transformer.EncoderTop` adapts the top layers of an encoder; this
 module provides what feeds it and identifies it:
 
 * :func:`encoder_checksum`: a content checksum of the folder's model files (portable across
@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..atomic import atomic_write_bytes
-from ..errors import ConfigError, DataError, EncoderMismatchError
+from ...atomic import atomic_write_bytes
+from ...errors import ConfigError, DataError, EncoderMismatchError
 
 __all__ = ["PackedStates", "encoder_checksum", "verify_encoder", "encoder_config",
            "top_layer_weights", "states_cached", "states_cache_dir"]

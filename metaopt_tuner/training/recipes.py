@@ -1,7 +1,7 @@
-"""A suite's recipe, and how a training configuration is resolved from it.
+"""How a training configuration is resolved from a suite's recipe and the options given.
 
-Each suite declares its recommended configuration as a :class:`Recipe` (its ``recipe`` class
-attribute, defined beside the suite): TrainConfig fields, suite options, and how long to train
+Each suite declares its recommended configuration as a ``tasks.recipe.Recipe`` (its ``recipe``
+class attribute, defined beside the suite): TrainConfig fields, suite options, and how long to train
 (an iteration count in ``config`` or a ``budget``). A configuration is resolved in one order,
 later sources winning::
 
@@ -18,75 +18,27 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from .budget import format_duration, parse_duration
-from .errors import ConfigError
-from .training import TrainConfig
+from ..budget import format_duration
+from ..config import TrainConfig
+from ..errors import ConfigError
+from ..tasks.recipe import Recipe
 
-__all__ = ["Recipe", "ResolvedConfig", "resolve_train_config", "recipe_for", "SOURCES"]
+__all__ = ["ResolvedConfig", "resolve_train_config", "recipe_for", "SOURCES"]
 
 #: where a resolved value came from, lowest precedence first
 SOURCES = ("default", "recipe", "flag")
 _LENGTH = ("iterations", "budget_seconds")
-#: fields that name the run rather than configure it: never part of a recipe
-_NOT_IN_RECIPES = ("suite", "suite_options", "budget_seconds")
-
-
-def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return MappingProxyType(dict(mapping or {}))
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A suite's recommended training configuration, as data.
-
-    Args:
-        config: TrainConfig field -> value (``iterations`` included when the recipe trains for
-            a fixed count).
-        suite_options: suite constructor options (model size, augmentation, ...).
-        budget: how long to train as a duration (``"90s"``, ``"20m"``), instead of
-            ``config["iterations"]``.
-        source: where the values were measured (a README section, a benchmark command).
-
-    Raises:
-        ConfigError: an unknown TrainConfig field, a run-naming field, an unreadable budget, or
-            both ``iterations`` and ``budget``.
-    """
-
-    config: Mapping[str, Any] = field(default_factory=dict)
-    suite_options: Mapping[str, Any] = field(default_factory=dict)
-    budget: str | None = None
-    source: str = ""
-
-    def __post_init__(self) -> None:
-        known = {f.name for f in dataclasses.fields(TrainConfig)} - set(_NOT_IN_RECIPES)
-        unknown = sorted(set(self.config) - known)
-        if unknown:
-            raise ConfigError(f"unknown key(s) in a recipe: {', '.join(unknown)}; "
-                              f"valid keys: {', '.join(sorted(known))}")
-        if self.budget is not None:
-            parse_duration(self.budget)
-            if "iterations" in self.config:
-                raise ConfigError("a recipe gives iterations or a budget, not both")
-        object.__setattr__(self, "config", _frozen(self.config))
-        object.__setattr__(self, "suite_options", _frozen(self.suite_options))
-
-    def values(self) -> dict[str, Any]:
-        """The TrainConfig values the recipe sets (the budget as ``budget_seconds``)."""
-        values = dict(self.config)
-        if self.budget is not None:
-            values["budget_seconds"] = parse_duration(self.budget)
-        return values
 
 
 def recipe_for(suite: str, suite_options: Mapping[str, Any] | None = None) -> Recipe:
     """The recipe of the suite registered as (or importable as) ``suite`` for a run with these
     ``suite_options`` (a suite may keep one recipe per model, e.g. intents with an encoder
     folder); empty if it has none."""
-    from .tasks import suite_class
+    from ..tasks import suite_class
 
     recipe = suite_class(suite).recipe_for_options(dict(suite_options or {}))
     return recipe if isinstance(recipe, Recipe) else Recipe()
@@ -161,7 +113,10 @@ def resolve_train_config(
     suite = flags.pop("suite", suite)
     flags.pop("suite_options", None)
     sources: dict[str, str] = {"suite": "default" if suite is None else "flag"}
-    suite = suite or TrainConfig.suite
+    if suite is not None and not (isinstance(suite, str) and suite.strip()):
+        raise ConfigError(f"the suite name is empty ({suite!r}); leave --suite out for the "
+                          f"default ({TrainConfig.suite}) or name one (metaopt suites)")
+    suite = TrainConfig.suite if suite is None else suite
     recipe = recipe_for(suite, suite_options) if recipe is None else recipe
     values: dict[str, Any] = {}
     for source, layer in (("recipe", recipe.values()), ("flag", flags)):

@@ -10,7 +10,6 @@ so the embeddings are cached on disk, keyed by the texts and the model's files.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,8 +17,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..atomic import atomic_write
-from ..errors import ConfigError, DataError
+from ...atomic import atomic_write
+from ...errors import ConfigError, DataError
+from ...imports import import_object
 
 __all__ = ["Encoder", "load_encoder", "encode_cached", "is_encoder_folder"]
 
@@ -64,7 +64,7 @@ def load_encoder(spec: str) -> Encoder:
             "never downloaded: point to a folder that holds one"
         )
     try:
-        fn = getattr(importlib.import_module(module_name), attr)
+        fn = import_object(spec)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"cannot import encoder {spec!r}: {exc}") from None
     if not callable(fn):

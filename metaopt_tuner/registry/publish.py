@@ -22,15 +22,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import mlflow_store
-from .artifact import FORMAT, MANIFEST, TENSORS, Artifact, resolve_artifact
-from .errors import (
+from ..artifact import FORMAT, MANIFEST, TENSORS, Artifact, local_artifact
+from ..errors import (
     ArtifactError,
     MetaOptWarning,
     RegistryError,
     RegistryUnavailableError,
     first_line,
 )
+from . import mlflow_store
 from .model_cache import cached_versions, entry_dir, install_entry, load_entry
 
 __all__ = [
@@ -206,7 +206,7 @@ def publish(
     _check_name(name)
     if alias is not None:
         _check_alias(alias)
-    art = resolve_artifact(artifact)
+    art = local_artifact(artifact)
     if art.path is None:
         raise ArtifactError("only a saved artifact can be published: save it first (artifact.save)")
     registry = _Registry(tracking_uri)

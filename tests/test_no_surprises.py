@@ -1,0 +1,68 @@
+"""Nothing a user has is overwritten, and no input is silently taken to mean something else."""
+
+from __future__ import annotations
+
+import pytest
+
+from .helpers import run_cli
+
+_COMPARE = ["--trials", "1", "--steps", "1", "--tasks", "3", "--val-tasks", "2", "--oracle-tasks",
+            "0", "--baselines", "adam", "--pretrain-steps", "1", "--no-progress", "--threads", "1"]
+
+
+def test_compare_refuses_a_foreign_folder_and_resumes_its_own(tmp_path, capsys):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "report.md").write_text("my notes")
+    code, _, err = run_cli(capsys, "compare", "--artifact", "sinusoid", "--out", str(foreign), *_COMPARE)
+    assert code == 2 and "not a metaopt comparison" in err
+    assert (foreign / "report.md").read_text() == "my notes"
+    ours = tmp_path / "cmp"
+    for _ in range(2):  # the second run takes its own folder back
+        code, _, err = run_cli(capsys, "compare", "--artifact", "sinusoid", "--out", str(ours), *_COMPARE)
+        assert code == 0, err
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--seed", "99999999999999999999999"], "seed"),
+    (["--device", "meta"], "device"),
+    (["--suite", ""], "suite"),
+])
+def test_train_inputs_that_cannot_mean_anything_are_one_line(tmp_path, capsys, args, fragment):
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), "--iterations", "1",
+                           "--no-progress", *args)
+    assert code == 2 and fragment in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_run_whose_every_meta_batch_was_skipped_fails_and_writes_no_artifact(tmp_path, capsys):
+    out = tmp_path / "r"
+    code, _, err = run_cli(capsys, "train", "--out", str(out), "--iterations", "3", "--inner-lr",
+                           "1e30", "--no-progress", "--threads", "1")
+    assert code == 1 and "no artifact is written" in err, err
+    assert not (out / "artifact").exists()
+
+
+def test_json_files_hold_no_bare_nan(tmp_path):
+    import json
+    import math
+
+    from metaopt_tuner.artifact import MANIFEST, load_artifact, pretrained
+
+    art = pretrained("sinusoid")
+    art.manifest["metrics"] = {"val_mse": math.nan, "curve": [1.0, math.inf]}
+    art.save(tmp_path / "a")
+    text = (tmp_path / "a" / MANIFEST).read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert load_artifact(tmp_path / "a").metrics == {"val_mse": None, "curve": [1.0, None]}
+
+
+def test_an_empty_encoder_name_is_an_error(tmp_path):
+    from metaopt_tuner.errors import ConfigError
+    from metaopt_tuner.tasks import get_suite
+
+    from .test_intents import make_csv
+
+    with pytest.raises(ConfigError, match="encoder is empty"):
+        get_suite("intents", data_dir=str(make_csv(tmp_path / "d.csv")), encoder="")

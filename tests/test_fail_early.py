@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from .helpers import run_cli
 from .test_omniglot import make_tree
 
@@ -18,3 +20,16 @@ def test_a_validation_split_too_narrow_for_the_episodes_fails_before_training(tm
     assert err.count("\n") == 1
     # the check ran before anything was trained or written
     assert not out.exists()
+
+
+def test_training_without_a_validation_split_goes_on(tmp_path, capsys):
+    root = make_tree(tmp_path / "tree")
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="no validation tasks"):
+        code, _, err = run_cli(capsys, "train", "--suite", "omniglot", "--data-dir", str(root),
+                               "-o", "ways=3", "-o", "split_by=class", "-o", "val_fraction=0",
+                               "-o", "test_fraction=0", "-o", "image_size=16", "-o",
+                               "cache=false", "-o", "filters=4", "--iterations", "2",
+                               "--no-progress", "--out", str(out))
+    assert code == 0, err
+    assert (out / "artifact").is_dir()

@@ -66,3 +66,19 @@ def test_an_empty_encoder_name_is_an_error(tmp_path):
 
     with pytest.raises(ConfigError, match="encoder is empty"):
         get_suite("intents", data_dir=str(make_csv(tmp_path / "d.csv")), encoder="")
+
+
+def test_a_support_normalized_convnet_in_eval_mode_needs_its_support_set():
+    import torch
+
+    from metaopt_tuner.errors import ConfigError
+    from metaopt_tuner.models import ConvNet
+
+    torch.manual_seed(0)
+    model = ConvNet(num_classes=3, filters=4, blocks=2, image_size=8).double().eval()
+    x = torch.randn(6, 1, 8, 8, dtype=torch.float64)
+    with pytest.raises(ConfigError, match="set_reference"):
+        model(x[:1])
+    model.set_reference(x[:3])
+    alone, together = model(x[3:4]), model(x[3:])[:1]
+    assert torch.allclose(alone, together)  # one image alone = the same image in a batch

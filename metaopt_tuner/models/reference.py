@@ -328,6 +328,13 @@ class ConvNet(nn.Module):
                 x = F.max_pool2d(F.relu(norm(conv(x))), 2)
             return x.flatten(1)
         reference = self._reference if reference is None else reference
+        if reference is None and not self.training:
+            # in eval mode a prediction must not depend on what else is in its batch
+            raise ConfigError(
+                "this ConvNet normalizes with its task's support set (norm='support'): in eval "
+                "mode give it one with model.set_reference(x_support), prepare(..., "
+                "support=(x, y)) or model(x, reference=x_support)"
+            )
         count = None
         if reference is not None:  # normalized along with x, by the reference's statistics
             count = reference.shape[0]

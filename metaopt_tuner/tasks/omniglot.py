@@ -312,8 +312,8 @@ class OmniglotSuite(ClassificationSuite):
         self.load()
         assert self._splits is not None
         ix = self._splits[split]
-        if ix.num_classes == 0:
-            raise DataError(
+        if ix.num_classes == 0:  # the options left it empty (e.g. val_fraction=0)
+            raise ConfigError(
                 f"the {split} split of {self.data_dir} has no alphabets; name them with "
                 f"{split}_alphabets or set {split}_fraction"
             )

@@ -57,4 +57,5 @@ def print_lines(records: list[tuple[str | None, list[tuple[str, object]]]], titl
             typer.echo(printable(heading))
             indent = "  "
         for key, value in fields:
-            typer.echo(f"{indent}{printable(key)}: {printable(value)}")
+            text = printable(value)
+            typer.echo(f"{indent}{printable(key)}: {text if text.strip() else '-'}")

@@ -73,6 +73,7 @@ def test_registry_list_piped_keeps_whole_names(monkeypatch, capsys):
     lines = out.splitlines()
     assert f"{LONG_NAME} version 12" in lines and "other version 1" in lines
     assert "  aliases: prod, candidate" in lines and "  suite: (not a metaopt artifact)" in lines
+    assert "  aliases: -" in lines  # an empty value is a dash, not a trailing space
     assert "…" not in out
 
 

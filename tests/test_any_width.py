@@ -204,3 +204,20 @@ def test_a_five_way_artifact_is_evaluated_and_compared_at_nine_ways(tmp_path, ca
                            "--threads", "1")
     assert code == 0, err
     assert (tmp_path / "cmp" / "results.json").is_file()
+
+
+def test_a_tiny_defaults_trained_artifact_never_gets_worse_from_one_step_to_the_next():
+    """The sinusoid recipe (every setting its default; only fewer iterations): the held-out mean
+    query loss after each step is at most the one before, within their 95% CIs, up to and past
+    the horizon (``benchmarks/anytime.py`` measures the full recipe)."""
+    from metaopt_tuner.evaluation import evaluate
+    from metaopt_tuner.training import train
+
+    result = train(suite="sinusoid", iterations=200, eval_tasks=10)
+    assert result.config.step_loss_weight > 0  # the default scores every step
+    art = Artifact.from_learner(result.learner, result.suite, result.config.to_dict())
+    curve = evaluate(art, num_tasks=200, steps=art.horizon + 4)
+    mean, ci = curve.loss_mean, curve.loss_ci
+    rises = [k for k in range(1, len(mean)) if mean[k] - mean[k - 1] > ci[k] + ci[k - 1]]
+    assert not rises, (rises, mean)
+    assert mean[art.horizon] < 0.5 * mean[0]

@@ -408,6 +408,8 @@ class MetaLearner(nn.Module, abc.ABC):
                 # how far the query loss rose from any step to the next, before adapting to H
                 chain = torch.stack([query(params)[0], *step_losses, q_loss])
                 step_loss = torch.relu(chain[1:] - chain[:-1]).sum(0)
+            elif step_losses and self.step_loss_kind == "log":
+                step_loss = torch.stack(step_losses).clamp(min=1e-12).log().mean(0)
             else:
                 step_loss = torch.stack(step_losses).mean(0) if step_losses else q_loss
             tail_loss = q_loss

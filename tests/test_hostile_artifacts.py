@@ -193,3 +193,32 @@ def test_error_lines_print_without_escapes(tmp_path, capsys):
     code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "no\x1b[2Jsuch"))
     assert code == 2 and "\x1b" not in err and "\\x1b" in err
 
+
+
+def test_deeply_nested_metrics_are_refused_not_a_recursion_error(tmp_path, capsys):
+    def edit(manifest):
+        nested: dict = {}
+        for _ in range(600):  # JSON reads it; printing it recursed past Python's limit
+            nested = {"x": nested}
+        manifest["metrics"] = nested
+
+    code, _, err = run_cli(capsys, "inspect", str(_craft(tmp_path, edit)))
+    assert code == 2 and "nests deeper" in err, err
+
+
+def test_an_archive_member_too_large_for_an_image_is_refused_without_reading_it(tmp_path, monkeypatch):
+    import zipfile
+
+    from metaopt_tuner.errors import DataError
+    from metaopt_tuner.tasks import get_suite, image_cache
+
+    monkeypatch.setattr(image_cache, "MAX_IMAGE_BYTES", 1000)  # a 3 GiB member, in miniature
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for c in range(3):
+            for i in range(3):
+                zf.writestr(f"bomb/Alpha/character{c:02d}/{i}.png", b"\\0" * 5000)
+    suite = get_suite("omniglot", data_dir=str(archive), ways=2, query=1, split_by="class",
+                      cache=False)
+    with pytest.raises(DataError, match="larger than"):
+        suite.load()

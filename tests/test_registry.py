@@ -198,6 +198,30 @@ def test_offline_alias_needs_the_server_but_pinned_cached_versions_load(embedded
             registry.load_registered(f"models:/{name}/2")
 
 
+def test_a_server_that_answers_its_health_check_but_not_requests_falls_back_to_the_cache(
+        embedded, monkeypatch):
+    """A half-dead registry: reachable, but every request times out. A pinned cached version
+    loads from the cache with a warning; an alias says the server did not answer (not "no
+    such model")."""
+    name = unique("hung")
+    registry.publish("sinusoid", name, alias="prod")
+    registry.load_registered(f"models:/{name}/1")
+
+    class Hung:
+        def __getattr__(self, attr):
+            def call(*args, **kwargs):
+                raise RuntimeError("API request to endpoint /api/2.0/mlflow/registered-models/get "
+                                   "failed with exception HTTPConnectionPool: Read timed out.")
+            return call
+
+    monkeypatch.setattr(registry.mlflow_store, "client", lambda uri: Hung())
+    with pytest.warns(MetaOptWarning, match="did not answer in time.*loaded .* from the cache"):
+        art = registry.load_registered(f"models:/{name}/1")
+    assert art.path == entry_dir(embedded_uri(), name, "1")
+    with pytest.raises(RegistryUnavailableError, match="did not answer in time"):
+        registry.load_registered(f"models:/{name}@prod")
+
+
 def test_compare_logs_its_table_and_report_to_mlflow(embedded, capsys):
     import mlflow
 

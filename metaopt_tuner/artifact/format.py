@@ -158,11 +158,25 @@ class _Check:
         return value
 
 
+#: how deeply a manifest's values may nest (its own fields need 4; metrics a few more)
+MAX_DEPTH = 32
+
+
+def _depth(value: Any, limit: int = MAX_DEPTH + 1) -> int:
+    """How deeply ``value`` nests (counted up to ``limit``, so a hostile file costs nothing)."""
+    if limit <= 0 or not isinstance(value, (dict, list)):
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(v, limit - 1) for v in children), default=0)
+
+
 def check_manifest(manifest: Any, where: str) -> None:
     """Raise ArtifactError naming the first field of ``manifest`` that is missing or malformed."""
     c = _Check(where)
     if not isinstance(manifest, dict):
         raise c.fail(f"the manifest should be a JSON object, got {type(manifest).__name__}")
+    if _depth(manifest) > MAX_DEPTH:
+        raise c.fail(f"the manifest nests deeper than {MAX_DEPTH} levels")
     fmt = c.field(manifest, "format", str, "format")
     if fmt != FORMAT:
         raise c.fail(f"not a metaopt-tuner artifact manifest (format {fmt!r})")

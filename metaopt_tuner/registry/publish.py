@@ -151,6 +151,9 @@ class _Registry:
         code = mlflow_store.error_code(exc)
         if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS"):
             return RegistryError(f"{what}: {first_line(exc).removeprefix(f'{code}: ')}")
+        if mlflow_store.timed_out(exc):  # it answers its health check, not the request
+            return RegistryUnavailableError(f"the MLflow server at {self.uri} did not answer in "
+                                            f"time ({first_line(exc)})")
         reason = mlflow_store.unreachable_reason(self.uri)
         if reason is not None:
             return RegistryUnavailableError(f"{what}: cannot reach the MLflow server at {self.uri} "
@@ -358,7 +361,10 @@ def load_registered(
         client = registry.connect()
     except RegistryUnavailableError as exc:
         return _load_offline(ref, registry.uri, exc, trust_factory)
-    mv = registry.model_version(client, ref)
+    try:
+        mv = registry.model_version(client, ref)
+    except RegistryUnavailableError as exc:  # reachable, but not answering
+        return _load_offline(ref, registry.uri, exc, trust_factory)
     tags = dict(mv.tags or {})
     if tags.get("format") != FORMAT or not all(tags.get(k) for k in ("sha256", "manifest_sha256")):
         raise ArtifactError(f"{ref} (version {mv.version}) is not a metaopt-tuner artifact: it lacks "

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import Tensor
@@ -136,6 +137,19 @@ def _fingerprint(entries: list[_Entry], options: dict[str, object]) -> str:
     return h.hexdigest()
 
 
+#: the largest image file read (a drawing or a photo is far smaller; an archive member that
+#: claims or inflates to more is refused, never read whole)
+MAX_IMAGE_BYTES = 64 * 2**20
+
+
+def _capped(fh: BinaryIO, where: str) -> bytes:
+    data = fh.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        raise DataError(f"{where} is larger than {MAX_IMAGE_BYTES // 2**20} MiB: not an image "
+                        "this suite reads")
+    return data
+
+
 def _read_bytes(entries: list[_Entry]) -> Iterator[bytes]:
     open_zips: dict[str, zipfile.ZipFile] = {}
     try:
@@ -144,9 +158,11 @@ def _read_bytes(entries: list[_Entry]) -> Iterator[bytes]:
                 zf = open_zips.get(e.source)
                 if zf is None:
                     zf = open_zips[e.source] = zipfile.ZipFile(e.source)
-                yield zf.read(e.member)
+                with zf.open(e.member) as fh:  # streamed: a member's header may lie
+                    yield _capped(fh, f"{e.source}:{e.member}")
             else:
-                yield (Path(e.source) / e.member).read_bytes()
+                with open(Path(e.source) / e.member, "rb") as fh:
+                    yield _capped(fh, str(Path(e.source) / e.member))
     finally:
         for zf in open_zips.values():
             zf.close()

@@ -59,6 +59,7 @@ def test_every_built_in_suite_prints_every_option_within_80_columns(capsys, name
     heads = [line.split(":")[0].strip() for line in out.splitlines() if line.startswith("  ") and
              not line.startswith("      ")]
     assert heads == [o.name for o in options]
+    assert [o.name for o in options if not o.help] == []  # every option is described
     too_wide = [line for line in out.splitlines() if len(line) > 80]
     assert not too_wide, too_wide
 

@@ -26,7 +26,7 @@ def suites(
             typer.echo(suite)
         return
     summary, options = describe_suite(name)
-    for line in textwrap.wrap(printable(f"{name}: {summary}" if summary else name), _WIDTH):
+    for line in textwrap.wrap(printable(f"{name}: {summary}" if summary else name), _WIDTH, break_on_hyphens=False):
         typer.echo(line)
     typer.echo("")
     typer.echo("options (-o KEY=VALUE; VALUE is read as JSON when it can be, e.g. -o shots=5):")
@@ -40,5 +40,5 @@ def suites(
             continue
         text = f"(see {shown[option.help]})" if option.help in shown else option.help
         shown.setdefault(option.help, option.name)
-        for line in textwrap.wrap(printable(text), _WIDTH - 6):
+        for line in textwrap.wrap(printable(text), _WIDTH - 6, break_on_hyphens=False):
             typer.echo(f"      {line}")

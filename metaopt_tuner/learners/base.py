@@ -143,7 +143,6 @@ class MetaLearner(nn.Module, abc.ABC):
         if not (isinstance(step_loss_weight, (int, float)) and step_loss_weight >= 0):
             raise ConfigError(f"step_loss_weight must be a non-negative number, got {step_loss_weight}")
         self.step_loss_weight = float(step_loss_weight)
-        self.step_loss_kind = "mean"
         if inner_params not in INNER_PARAMS:
             raise ConfigError(
                 f"unknown inner params {inner_params!r}; expected one of {', '.join(INNER_PARAMS)}"
@@ -404,14 +403,7 @@ class MetaLearner(nn.Module, abc.ABC):
                 grad_fn=grad_fn, first_step=done, horizon=horizon, decay=decay,
             )
             q_loss, q_metric = query(adapted)
-            if step_losses and self.step_loss_kind == "rise":
-                # how far the query loss rose from any step to the next, before adapting to H
-                chain = torch.stack([query(params)[0], *step_losses, q_loss])
-                step_loss = torch.relu(chain[1:] - chain[:-1]).sum(0)
-            elif step_losses and self.step_loss_kind == "log":
-                step_loss = torch.stack(step_losses).clamp(min=1e-12).log().mean(0)
-            else:
-                step_loss = torch.stack(step_losses).mean(0) if step_losses else q_loss
+            step_loss = torch.stack(step_losses).mean(0) if step_losses else q_loss
             tail_loss = q_loss
             if tail:  # the mean query loss after each of the tail's steps: every one must help
                 tail_losses, current = [], adapted

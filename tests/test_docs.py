@@ -12,13 +12,18 @@ installation). The registry and caches live in the test's folder, never in ``~/.
 Notes on the line before a block: ``<!-- docs-test: skip (needs two machines) -->`` leaves it out
 and says why; ``<!-- docs-test: file=NAME -->`` also writes it to NAME, for the blocks after it to
 import; ``<!-- docs-test: needs MODULE -->`` marks a block that needs an optional package: where
-MODULE cannot be imported, the page's test is skipped with that reason.
+MODULE cannot be imported, the page's test is skipped with that reason; ``<!-- docs-test: output
+-->`` before a ``text`` block says it is exactly what the block before it prints (compared line by
+line, trailing spaces aside: Python blocks in the default run, shell blocks in the slow one, at 80
+columns).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
+import io
 import os
 import re
 import subprocess
@@ -32,7 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 #: pages whose shell blocks run (the slow test): the guides; the Benchmarks page's need data folders
-GUIDES = [REPO / "docs" / "getting-started.md", *sorted((REPO / "docs" / "how-to").glob("*.md"))]
+GUIDES = [*(REPO / "docs" / f"{name}.md" for name in ("install", "quick-tour", "getting-started",
+                                                      "troubleshooting")),
+          *sorted((REPO / "docs" / "how-to").glob("*.md"))]
 TINY = 3  # what iteration, trial and task counts become
 
 _FENCE = re.compile(r"(?:^<!-- docs-test: (?P<note>[^>]*) -->\n)?^```(?P<lang>\w*)\n(?P<code>.*?)^```$",
@@ -46,6 +53,7 @@ class Block:
     skip: str | None  # the reason, when the page says to leave the block out
     file: str | None  # where the page says to write the block
     needs: str | None = None  # an optional module the block imports or its commands use
+    output: bool = False  # a text block that is exactly what the block before it prints
 
 
 def blocks(page: Path) -> list[Block]:
@@ -55,12 +63,29 @@ def blocks(page: Path) -> list[Block]:
         skip = note[len("skip"):].strip(" ()") if note.startswith("skip") else None
         file = note[len("file="):] if note.startswith("file=") else None
         needs = note[len("needs"):].strip() if note.startswith("needs") else None
-        if note and skip is None and file is None and needs is None:
+        output = note == "output"
+        if note and skip is None and file is None and needs is None and not output:
             raise ValueError(f"{page.name}: unknown docs-test note {note!r}")
         if skip == "" or needs == "":
             raise ValueError(f"{page.name}: a skipped block must say why, a needs note what")
-        found.append(Block(m["lang"], m["code"], skip, file, needs))
+        if output and (m["lang"] != "text" or not found or found[-1].lang not in ("python", "bash")):
+            raise ValueError(f"{page.name}: an output note goes on a text block after a python or bash block")
+        found.append(Block(m["lang"], m["code"], skip, file, needs, output))
     return found
+
+
+def expected_output(page_blocks: list[Block], block: Block) -> str | None:
+    """The text block the page shows as ``block``'s exact output, or None."""
+    index = next(i for i, b in enumerate(page_blocks) if b is block)
+    after = page_blocks[index + 1] if index + 1 < len(page_blocks) else None
+    return after.code if after is not None and after.output else None
+
+
+def assert_same_output(shown: str, printed: str, what: str) -> None:
+    def lines(text: str) -> list[str]:
+        return [line.rstrip() for line in text.strip("\n").splitlines()]
+
+    assert lines(printed) == lines(shown), f"{what}: the page shows\n{shown}\nbut it printed\n{printed}"
 
 
 def skip_unless_installed(page_blocks: list[Block]) -> None:
@@ -94,11 +119,20 @@ def tiny_shell(code: str) -> str:
 
 
 def run_python_blocks(page: Path, folder: Path) -> None:
+    """Run the page's Python blocks in order in one namespace; a block whose output the page shows
+    (an ``output`` note) must print exactly that."""
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
-    for index, block in enumerate(b for b in blocks(page) if b.lang == "python" and b.skip is None):
+    page_blocks = blocks(page)
+    for index, block in enumerate(b for b in page_blocks if b.lang == "python" and b.skip is None):
         if block.file:
             (folder / block.file).write_text(block.code)
-        exec(compile(tiny_python(block.code), f"{page.name} python block {index + 1}", "exec"), namespace)
+        what = f"{page.name} python block {index + 1}"
+        shown = expected_output(page_blocks, block)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed) if shown is not None else contextlib.nullcontext():
+            exec(compile(tiny_python(block.code), what, "exec"), namespace)
+        if shown is not None:
+            assert_same_output(shown, printed.getvalue(), what)
 
 
 #: where the embedded registry, caches and MLflow settings point during the tests
@@ -170,7 +204,8 @@ def _shell_env(folder: Path) -> dict[str, str]:
     shim.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in _UNSET}
     return {**env, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            "PYTHONPATH": os.pathsep.join([str(REPO), str(folder)]), "OMP_NUM_THREADS": "1"}
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(folder)]), "OMP_NUM_THREADS": "1",
+            "COLUMNS": "80"}
 
 
 def without_installs(code: str) -> str:
@@ -180,12 +215,14 @@ def without_installs(code: str) -> str:
     return "\n".join(":" if line.lstrip().startswith("pip install ") else line for line in lines)
 
 
-def _run_shell(code: str, folder: Path, what: str) -> None:
+def _run_shell(code: str, folder: Path, what: str, shown: str | None = None) -> None:
     code = tiny_shell(without_installs(code))
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=folder,
                           env=_shell_env(folder), capture_output=True, text=True, timeout=900)
     output = f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     assert done.returncode == 0, f"{what}:\n{code}\n{output}"
+    if shown is not None:
+        assert_same_output(shown, done.stdout, what)
 
 
 @pytest.mark.slow
@@ -193,9 +230,10 @@ def _run_shell(code: str, folder: Path, what: str) -> None:
 def test_guide_shell_commands_run(page, in_tmp):
     skip_unless_installed(blocks(page))
     run_python_blocks(page, in_tmp)  # the data and files the commands use
-    for block in blocks(page):
+    page_blocks = blocks(page)
+    for block in page_blocks:
         if block.lang == "bash" and block.skip is None:
-            _run_shell(block.code, in_tmp, page.name)
+            _run_shell(block.code, in_tmp, page.name, expected_output(page_blocks, block))
 
 
 def _write_image_tree(root: Path, groups: int = 10, classes: int = 6, images: int = 8) -> None:

@@ -86,6 +86,17 @@ def test_paths_become_sqlite_urls(tmp_path):
     assert studies.storage_url("postgresql://u@h/db") == "postgresql://u@h/db"
 
 
+def test_a_sqlite_file_gets_its_folder_made(tmp_path, monkeypatch):
+    """``--storage sqlite:///runs/studies.db`` in a fresh folder: ``runs/`` is created."""
+    monkeypatch.chdir(tmp_path)
+    studies.open_storage("sqlite:///runs/deeper/studies.db")
+    assert (tmp_path / "runs" / "deeper" / "studies.db").is_file()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(StudyStorageError, match="cannot create the folder"):
+        studies.open_storage(f"sqlite:///{blocker}/studies.db")
+
+
 def test_bad_storage_urls_are_one_sentence_errors():
     with pytest.raises(StudyStorageError, match="unsupported URL scheme 'redis'"):
         studies.open_storage("redis://localhost/0")

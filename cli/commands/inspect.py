@@ -11,9 +11,12 @@ from rich.table import Table
 
 from metaopt_tuner.resolver import resolve_artifact
 
-from ..display import cell
+from ..display import cell, fits, print_lines
 from ..options import JsonOut, RegistryUri
 from .evaluate import ArtifactArg
+
+#: the longest list printed whole (a longer one shows its first values and its last)
+_LIST_SHOWN = 12
 
 
 def _fmt(value: Any) -> str:
@@ -22,6 +25,9 @@ def _fmt(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items()) or "-"
     if isinstance(value, list):
+        if len(value) > _LIST_SHOWN:  # a metric per step: the first ones and the last (--json: all)
+            shown = [_fmt(v) for v in value[:_LIST_SHOWN - 2]] + ["...", _fmt(value[-1])]
+            return "[" + ", ".join(shown) + f"] ({len(value)} values)"
         return "[" + ", ".join(_fmt(v) for v in value) + "]"
     return str(value)
 
@@ -42,9 +48,6 @@ def inspect(artifact: ArtifactArg, json_out: JsonOut = False, tracking_uri: Regi
         return
     m = art.manifest
     console = Console(highlight=False)
-    summary = Table(title=cell(f"artifact {art.path or artifact}"), show_header=False)
-    summary.add_column("field", style="bold")
-    summary.add_column("value")
     rows = [
         ("format", f"{m['format']} v{m['format_version']} (metaopt-tuner {m['library_version']})"),
         ("created", m.get("created", "-")),
@@ -61,16 +64,31 @@ def inspect(artifact: ArtifactArg, json_out: JsonOut = False, tracking_uri: Regi
     ]
     if "provenance" in m:
         rows.append(("provenance", _fmt(m["provenance"])))
-    rows.append(("tensors", f"{m['tensors']['size']} bytes, sha256 {m['tensors']['sha256'][:16]}…"))
+    rows.append(("tensors", f"{m['tensors']['size']} bytes, sha256 {m['tensors']['sha256'][:16]}..."))
+    title = f"artifact {art.path or artifact}"
+    rate_title = "learned rates per tensor (min / median / max)"
+    steps = [f"step {t}" if art.rate_steps > 1 else "all steps" for t in range(art.rate_steps)]
+    per_tensor = [(s["name"], "×".join(map(str, s["shape"])) or "scalar",
+                   [f"{lo:.4g} / {mid:.4g} / {hi:.4g}" for lo, mid, hi in zip(s["min"], s["median"], s["max"])])
+                  for s in stats]
+    summary = Table(title=cell(title), show_header=False)
+    summary.add_column("field", style="bold", no_wrap=True)
+    summary.add_column("value")
     for name, value in rows:
         summary.add_row(name, cell(value))
-    console.print(summary)
-    rates = Table(title="learned rates per tensor (min / median / max)")
-    rates.add_column("tensor")
-    rates.add_column("shape", justify="right")
-    for t in range(art.rate_steps):
-        rates.add_column(f"step {t}" if art.rate_steps > 1 else "all steps", justify="right")
-    for s in stats:
-        cells = [f"{lo:.4g} / {mid:.4g} / {hi:.4g}" for lo, mid, hi in zip(s["min"], s["median"], s["max"])]
-        rates.add_row(cell(s["name"]), "×".join(map(str, s["shape"])) or "scalar", *cells)
-    console.print(rates)
+    rates = Table(title=rate_title)
+    rates.add_column("tensor", no_wrap=True)
+    rates.add_column("shape", justify="right", no_wrap=True)
+    for step in steps:
+        rates.add_column(step, justify="right", no_wrap=True)
+    for name, shape, cells in per_tensor:
+        rates.add_row(cell(name), shape, *cells)
+    if fits(console, summary) and fits(console, rates):
+        console.print(summary)
+        console.print(rates)
+        return
+    # piped, or a terminal too narrow for the tables: plain lines, nothing cut
+    print_lines([(None, rows)], title=title)
+    typer.echo("")
+    print_lines([(f"{name} ({shape})", list(zip(steps, cells))) for name, shape, cells in per_tensor],
+                title=rate_title)

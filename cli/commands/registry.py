@@ -11,7 +11,7 @@ from rich.table import Table
 
 from metaopt_tuner.registry import list_versions, set_alias
 
-from ..display import cell, printable
+from ..display import cell, fits, print_lines, printable
 from ..options import JsonOut, RegistryUri
 
 registry = typer.Typer(help="The model registry: list registered artifacts, move aliases.",
@@ -29,15 +29,27 @@ def list_(
     if json_out:
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
-    table = Table()
-    for column in ("name", "version", "aliases", "suite", "learner", "steps", "sha256", "description"):
-        table.add_column(column, justify="right" if column in ("version", "steps") else "left")
+    columns = ("name", "version", "aliases", "suite", "learner", "steps", "sha256", "description")
+    records = []
     for r in rows:
         suite = r.suite if r.is_artifact else "(not a metaopt artifact)"
-        cells = (r.name, r.version, ", ".join(r.aliases), suite or "-", r.learner or "-",
-                 r.steps or "-", (r.sha256 or "-")[:12], r.description or "")
-        table.add_row(*(cell(c) for c in cells))
-    Console(highlight=False).print(table if rows else "no registered models")
+        records.append((r.name, r.version, ", ".join(r.aliases), suite or "-", r.learner or "-",
+                        r.steps or "-", (r.sha256 or "-")[:12], r.description or ""))
+    console = Console(highlight=False)
+    if not rows:
+        console.print("no registered models")
+        return
+    table = Table()
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("version", "steps") else "left",
+                         no_wrap=column in ("name", "version"))
+    for record in records:
+        table.add_row(*(cell(c) for c in record))
+    if fits(console, table):
+        console.print(table)
+        return
+    # piped, or a terminal too narrow for the table: a heading per version, then key: value lines
+    print_lines([(f"{record[0]} version {record[1]}", list(zip(columns[2:], record[2:]))) for record in records])
 
 
 @registry.command("alias")

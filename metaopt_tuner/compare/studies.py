@@ -98,6 +98,23 @@ def _sqlite_creator(url: str) -> Callable[[], Any]:
     return connect
 
 
+def _make_sqlite_folder(url: str) -> None:
+    """Create the folder a SQLite storage file goes in (``sqlite:///runs/studies.db`` in a fresh
+    folder), as a run folder's parents are created."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StudyStorageError(
+            f"cannot open Optuna storage {redact_url(url)}: cannot create the folder of {database}: "
+            f"{exc.strerror or exc}"
+        ) from None
+
+
 T = TypeVar("T")
 
 
@@ -160,6 +177,7 @@ def open_storage(
     engine_kwargs: dict[str, Any] = {}
     if scheme == "sqlite":
         engine_kwargs["creator"] = _sqlite_creator(url)
+        _make_sqlite_folder(url)
     else:
         engine_kwargs["pool_pre_ping"] = True  # survive a server restart between trials
     if scheme == "postgresql" and "+" not in url.split("://", 1)[0]:

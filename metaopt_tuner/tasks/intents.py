@@ -297,6 +297,35 @@ class IntentSuite(ClassificationSuite):
     comma-separated), or leave them to a seeded split with ``val_fraction`` / ``test_fraction`` of
     the domains. Without domains the same holds for classes (``train_classes``, ...). Out-of-scope
     utterances (label ``oos``) are dropped unless ``include_oos``, which makes them one more class.
+
+    Args:
+        data_dir: a folder with CLINC150's ``data_full.json``, or a CSV file of texts and labels
+            (``--data-dir``).
+        ways: classes per episode (at least 2).
+        shots: support examples per class.
+        query: query examples per class, which score the adapted model.
+        text_column: the CSV column holding the texts.
+        label_column: the CSV column holding the labels.
+        val_classes: the validation split's classes, named (as ``train_classes``).
+        test_classes: the test split's classes, named (as ``train_classes``).
+        split_seed: the seed of the fractions' split.
+        buckets: the number of hash buckets n-grams are hashed into (the n-gram model's vocabulary).
+        word_ngrams: the range of word n-gram lengths hashed, ``[lo, hi]`` (``[0, 0]``: none).
+        char_ngrams: the range of in-word character n-gram lengths hashed (``[0, 0]``: none).
+        max_tokens: n-gram ids kept per text (its first ones; word n-grams come first).
+        embed_dim: the width of the n-gram model's embedding branch (0: the wide gated
+            bag-of-n-grams alone).
+        hidden: hidden layer widths after the embedding (or after an encoder's embeddings).
+        wide: keep the n-gram model's gated wide bag-of-n-grams branch.
+        logit_scale: the factor the logits are multiplied by (their initial temperature).
+        gate_init: ``idf`` starts the n-gram gates at the training split's IDF, ``ones`` at 1.
+        encoder: a local sentence-encoder folder (or ``module:function``) whose embeddings replace
+            the hashed n-grams; ``hashed`` or none: the n-grams.
+        adapt_layers: the encoder's top transformer layers meta-learned (needs an encoder folder;
+            its recipe sets 1).
+        train_ways: a ``[lo, hi]`` range of classes per training episode (``hi`` null: as many
+            as the training split allows); evaluation keeps ``ways``.
+        train_shots: a ``[lo, hi]`` range of support examples per class in training episodes.
     """
 
     name = "intents"

@@ -107,6 +107,20 @@ class OmniglotSuite(ClassificationSuite):
     ``"layer"`` normalize each image alone, ``"batch"`` is the transductive batch norm of MAML's
     ConvNet (all measured in ``benchmarks/omniglot_small.py --norm``). ``feature_gain`` is the
     ConvNet's initial feature scale (a prototype head's initial temperature is its square).
+
+    Args:
+        data_dir: the image tree (``root/<group>/<class>/*.png``), a zip of it or a folder of
+            zips (``--data-dir``).
+        image_size: the side images are resized to, in pixels.
+        channels: 1 (grayscale) or 3 (RGB) [default: the suite's: 1 for omniglot, 3 for
+            image-folder].
+        invert: invert the pixel values (Omniglot's black strokes on white become bright)
+            [default: the suite's].
+        cache: keep decoded images on disk (see ``image_cache``).
+        cache_dir: where the decoded-image cache goes [default: beside the data when writable].
+        train_ways: a ``[lo, hi]`` range of classes per training episode (``hi`` null: as many
+            as the training split allows); evaluation keeps ``ways``.
+        train_shots: a ``[lo, hi]`` range of support examples per class in training episodes.
     """
 
     name = "omniglot"

@@ -30,6 +30,14 @@ class SinusoidSuite(TaskSuite):
     Every split draws from the same distribution (as in MAML); held-out sets differ from training
     draws because :meth:`fixed_tasks` seeds a separate stream per split. Tasks are generated on the
     CPU in float64 from the generator, so they are identical on every machine.
+
+    Args:
+        shots: support points per task (the points a task adapts on).
+        query: query points per task, which score the adapted model [default: ``shots``].
+        hidden: hidden layer widths of the reference MLP.
+        amplitude: the range each task's amplitude is drawn from, uniformly.
+        phase: the range each task's phase is drawn from, uniformly (radians).
+        x_range: the range the x coordinates are drawn from, uniformly.
     """
 
     name = "sinusoid"

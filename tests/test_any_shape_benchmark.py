@@ -23,6 +23,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.fixture()
 def script() -> ModuleType:
+    pytest.importorskip("sklearn", reason="the logistic-regression row needs scikit-learn (the text extra)")
     spec = importlib.util.spec_from_file_location("any_shape", BENCHMARKS / "any_shape.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -87,9 +87,9 @@ def import_mlflow() -> Any:
     # MLflow retries a failed request 7 times with exponential backoff (minutes when a server is
     # down); metaopt retries on its own terms (tracking) or falls back to the cache (registry).
     # A server that accepts connections but does not answer costs at most about 13 s a request
-    # (6 s, one retry after half a second), so a pinned version falls back to the cache quickly.
+    # (6 s, one retry after a second), so a pinned version falls back to the cache quickly.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0.5")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "6")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:

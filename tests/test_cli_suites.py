@@ -68,8 +68,8 @@ def test_image_folder_options_say_how_to_split_by_class(capsys):
     code, out, err = run_cli(capsys, "suites", "image-folder")
     assert code == 0, err
     lines = out.splitlines()
-    at = lines.index('  split_by: str = "alphabet"')
-    assert "splits characters instead of alphabets" in " ".join(lines[at + 1:at + 4])
+    at = lines.index("  split_by: str | None = null")
+    assert "auto" in " ".join(lines[at + 1:at + 6])
     assert "  data_dir: str | None = null  (--data-dir)" in lines
     assert "(see ways)" in out  # one sentence for several options is printed once
 

@@ -33,3 +33,18 @@ def test_training_without_a_validation_split_goes_on(tmp_path, capsys):
                                "--no-progress", "--out", str(out))
     assert code == 0, err
     assert (out / "artifact").is_dir()
+
+
+def test_a_flat_class_folder_of_photos_trains_with_no_option(tmp_path, capsys):
+    """``photos/<class>/*.png`` (no group level): the image-folder suite splits its classes and
+    says so in one warning line, instead of 'has 1 alphabets: too few to hold out'."""
+    tree = make_tree(tmp_path / "tree", {"Only": 12})
+    flat = tmp_path / "photos"
+    (tree / "Only").rename(flat)
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--suite", "image-folder", "--data-dir", str(flat),
+                           "-o", "ways=2", "-o", "val_fraction=0.2", "-o", "image_size=16",
+                           "-o", "cache=false", "-o", "filters=4", "--iterations", "2",
+                           "--no-progress", "--out", str(out))
+    assert code == 0, err
+    assert "classes are split" in err and (out / "artifact").is_dir()

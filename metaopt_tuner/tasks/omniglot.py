@@ -7,6 +7,7 @@ directly. Splits are made by alphabet (group), so test characters are never seen
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, MetaOptWarning
 from ..models import check_convnet_options
 from .augment import check_jitter, random_affine
 from .base import EVAL_SPLITS, SPLITS, ClassificationSuite, TaskBatch
@@ -94,8 +95,10 @@ class OmniglotSuite(ClassificationSuite):
     Splits: ``train_alphabets``/``val_alphabets``/``test_alphabets`` name them explicitly (the
     training split defaults to every alphabet not named); otherwise ``val_fraction`` and
     ``test_fraction`` of the alphabets are drawn with ``split_seed``. ``split_by="class"`` splits
-    characters instead of alphabets (for a tree with a single group). ``alphabets`` and
-    ``exclude_alphabets`` filter the tree first. Decoded images are cached (see ``image_cache``).
+    characters instead of alphabets (for a tree with a single group); ``"auto"`` (the image-folder
+    suite's default) splits whole groups when there are enough and classes otherwise, and says so.
+    ``alphabets`` and ``exclude_alphabets`` filter the tree first. Decoded images are cached (see
+    ``image_cache``).
 
     ``jitter_degrees``, ``jitter_scale`` and ``jitter_shift`` (0 by default) jitter every training
     image by a random small rotation, scale and shift (see ``augment``); validation and test
@@ -121,6 +124,9 @@ class OmniglotSuite(ClassificationSuite):
         train_ways: a ``[lo, hi]`` range of classes per training episode (``hi`` null: as many
             as the training split allows); evaluation keeps ``ways``.
         train_shots: a ``[lo, hi]`` range of support examples per class in training episodes.
+        split_by: ``"alphabet"`` (whole groups go to the splits), ``"class"`` (classes do) or
+            ``"auto"`` (groups when there are enough to hold some out, else classes, with a
+            warning) [default: the suite's: alphabet for omniglot, auto for image-folder].
     """
 
     name = "omniglot"
@@ -131,6 +137,7 @@ class OmniglotSuite(ClassificationSuite):
 
     # defaults that differ between the Omniglot suite and the generic image-folder one
     _channels, _invert, _rotations = 1, True, True
+    _split_by = "alphabet"
 
     def __init__(
         self,
@@ -150,7 +157,7 @@ class OmniglotSuite(ClassificationSuite):
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        split_by: str = "alphabet",
+        split_by: str | None = None,
         alphabets: Sequence[str] | str | None = None,
         exclude_alphabets: Sequence[str] | str | None = None,
         filters: int = 64,
@@ -182,8 +189,9 @@ class OmniglotSuite(ClassificationSuite):
         self.val_fraction = _fraction(val_fraction, "val_fraction")
         self.test_fraction = _fraction(test_fraction, "test_fraction")
         self.split_seed = int(split_seed)
-        if split_by not in ("alphabet", "class"):
-            raise ConfigError(f"split_by must be 'alphabet' or 'class', got {split_by!r}")
+        split_by = self._split_by if split_by is None else split_by
+        if split_by not in ("alphabet", "class", "auto"):
+            raise ConfigError(f"split_by must be 'alphabet', 'class' or 'auto', got {split_by!r}")
         self.split_by = split_by
         self.alphabets = _names(alphabets, "alphabets")
         self.exclude_alphabets = _names(exclude_alphabets, "exclude_alphabets")
@@ -255,9 +263,27 @@ class OmniglotSuite(ClassificationSuite):
             raise DataError(f"no classes left in {self.data_dir} after the alphabet filters")
         return keep
 
+    def _enough_groups(self, coll: ImageCollection, keep: list[int]) -> bool:
+        """``split_by="auto"``: whole groups go to the splits when there are enough of them to hold
+        some out (a ``root/<group>/<class>/`` tree); else (a flat ``root/<class>/`` folder, or too
+        few groups) the classes are split, and the user is told."""
+        groups = sorted({coll.groups[i] for i in keep})
+        named = any(v is not None for v in (self.train_alphabets, self.val_alphabets,
+                                             self.test_alphabets))
+        held = sum(1 for f in (self.val_fraction, self.test_fraction) if f > 0)
+        if named or len(groups) > held:
+            return True
+        warnings.warn(
+            f"{self.data_dir} has {len(groups)} group(s) of classes ({', '.join(groups)}): too few to "
+            "hold whole groups out, so its classes are split between training, validation and test "
+            "(-o split_by=class says so; -o split_by=alphabet asks for groups)",
+            MetaOptWarning, stacklevel=4)
+        return False
+
     def _assign(self, coll: ImageCollection, keep: list[int]) -> dict[str, list[int]]:
         """Class ids per split; units (alphabets or classes) never straddle two splits."""
-        by_alphabet = self.split_by == "alphabet"
+        by_alphabet = self.split_by == "alphabet" or (
+            self.split_by == "auto" and self._enough_groups(coll, keep))
         unit_of = {i: coll.groups[i] if by_alphabet else f"{coll.groups[i]}/{coll.classes[i]}"
                    for i in keep}
         units = sorted(set(unit_of.values()))
@@ -443,9 +469,11 @@ class OmniglotSuite(ClassificationSuite):
 
 
 class ImageFolderSuite(OmniglotSuite):
-    """Any ``root/<group>/<class>/*.png|jpg`` tree: the Omniglot suite with RGB, no inversion and
-    no rotation augmentation by default."""
+    """Any ``root/<group>/<class>/*.png|jpg`` tree, or a flat ``root/<class>/*.jpg`` folder: the
+    Omniglot suite with RGB, no inversion, no rotation augmentation and ``split_by="auto"`` (whole
+    groups held out when there are enough, else classes) by default."""
 
     name = "image-folder"
     _channels, _invert, _rotations = 3, False, False
+    _split_by = "auto"
 

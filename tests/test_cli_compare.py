@@ -20,9 +20,11 @@ from cli.app import app, main
 from .test_report import make_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
-# short heartbeats: a re-run after SIGKILL waits one grace period for the killed trial, then retries it
+# short heartbeats: a re-run after SIGKILL waits one grace period for the killed trial, then retries
+# it. The grace spans several beats, since a busy machine can delay a live worker's beat by seconds
+# (with a 3-s grace the re-run once ran past its 300-s timeout at load average 8)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "METAOPT_HEARTBEAT_INTERVAL": "1",
-       "METAOPT_GRACE_PERIOD": "3"}
+       "METAOPT_GRACE_PERIOD": "8"}
 
 
 def _cli(*args: str) -> list[str]:

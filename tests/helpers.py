@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -139,3 +142,18 @@ def directional_fd(learner, batch, direction, eps):
             for n, p in named.items():
                 p.sub_(direction[n], alpha=sign * eps)
     return (values[0] - values[1]) / (2 * eps)
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str, monkeypatch: Any = None) -> ModuleType:
+    """``benchmarks/NAME.py`` as a module. With pytest's ``monkeypatch``, ``benchmarks/`` is
+    importable for the test's duration, as it is for the script (siblings import each other)."""
+    if monkeypatch is not None:
+        monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -4,7 +4,6 @@ classes cannot fill is skipped."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -16,19 +15,14 @@ from metaopt_tuner.artifact import Artifact
 from metaopt_tuner.tasks import image_cache
 from metaopt_tuner.training import train
 
+from .helpers import load_benchmark
 from .test_omniglot import make_tree
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture()
 def script() -> ModuleType:
     pytest.importorskip("sklearn", reason="the logistic-regression row needs scikit-learn (the text extra)")
-    spec = importlib.util.spec_from_file_location("any_shape", BENCHMARKS / "any_shape.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("any_shape")
 
 
 @pytest.fixture()

@@ -315,7 +315,8 @@ def test_cli_train(tmp_path: Path, capsys) -> None:
     assert exc.value.code == 2 and "does not exist" in err and err.count("\n") == 1
 
 
-def test_evaluate_split_all_uses_every_class_of_new_data(tmp_path: Path, capsys) -> None:
+def _tiny_three_way_run(tmp_path: Path) -> Path:
+    """A 3-way intents run of two iterations on the toy CLINC tree (dom3 for test): its folder."""
     root = make_clinc(tmp_path / "c")
     out = tmp_path / "run"
     result = CliRunner().invoke(app, [
@@ -325,6 +326,11 @@ def test_evaluate_split_all_uses_every_class_of_new_data(tmp_path: Path, capsys)
         "--no-progress",
     ])
     assert result.exit_code == 0, result.output
+    return out
+
+
+def test_evaluate_split_all_uses_every_class_of_new_data(tmp_path: Path, capsys) -> None:
+    out = _tiny_three_way_run(tmp_path)
     new = make_csv(tmp_path / "new.csv", labels=WORDS, n=6)  # 12 classes, no domains
     args = ["evaluate", str(out / "artifact"), "--data-dir", str(new), "--tasks", "5"]
     shown = CliRunner().invoke(app, [*args, "--split", "all"])
@@ -340,15 +346,7 @@ def test_evaluate_split_all_uses_every_class_of_new_data(tmp_path: Path, capsys)
 def test_evaluate_split_all_on_an_eight_class_csv_uses_all_eight(tmp_path: Path, capsys) -> None:
     """The default split would hold out 2 of 8 classes for testing, fewer than the ways a
     user may ask: ``--split all`` splits nothing off."""
-    root = make_clinc(tmp_path / "c")
-    out = tmp_path / "run"
-    result = CliRunner().invoke(app, [
-        "train", "--suite", "intents", "--data-dir", str(root), "-o", "ways=3", "-o", "query=2",
-        "-o", "buckets=256", "-o", 'test_domains=["dom3"]', "-o", "val_domains=dom2",
-        "--iterations", "2", "--meta-batch", "2", "--eval-tasks", "2", "--out", str(out),
-        "--no-progress",
-    ])
-    assert result.exit_code == 0, result.output
+    out = _tiny_three_way_run(tmp_path)
     new = make_csv(tmp_path / "eight.csv", labels=WORDS[:8], n=6)
     args = ["evaluate", str(out / "artifact"), "--data-dir", str(new), "--tasks", "3",
             "--split", "all", "--json"]
@@ -381,12 +379,9 @@ def test_clinc150_when_present(shared_data: Path | None) -> None:
 def test_benchmark_quick_run(shared_data: Path | None, tmp_path: Path) -> None:
     if shared_data is None or not (shared_data / "clinc150" / "data_full.json").is_file():
         pytest.skip("../shared/data/clinc150 is not here")
-    import importlib.util
+    from .helpers import load_benchmark
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "intents_clinc.py"
-    spec = importlib.util.spec_from_file_location("intents_clinc", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("intents_clinc")
     out = tmp_path / "rows.json"
     module.main(["--quick", "--shots", "1", "--learners", "metasgd", "--baselines", "adam",
                  "--data-dir", str(shared_data / "clinc150"), "--json", str(out)])

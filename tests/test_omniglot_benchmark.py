@@ -6,7 +6,6 @@ the real data would break unnoticed between the hour-long runs that fill that ta
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -16,19 +15,13 @@ import torch
 
 from metaopt_tuner.tasks import image_cache
 
+from .helpers import load_benchmark
 from .test_omniglot import make_tree
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture()
 def script(monkeypatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("omniglot_small", BENCHMARKS / "omniglot_small.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("omniglot_small", monkeypatch)
 
 
 @pytest.fixture()

@@ -44,16 +44,9 @@ def test_prototype_head_ranks_classes_by_euclidean_distance():
 def test_reference_protonet_loss_equals_the_prototype_head_loss(monkeypatch):
     """benchmarks/protonet_reference.py checks the framework's Prototypical Network against a
     textbook one; both must optimize the same loss for the comparison to mean anything."""
-    import importlib.util
-    from pathlib import Path
+    from .helpers import load_benchmark
 
-    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
-    monkeypatch.syspath_prepend(str(benchmarks))  # it imports omniglot_small, as a script would
-    path = benchmarks / "protonet_reference.py"
-    spec = importlib.util.spec_from_file_location("protonet_reference", path)
-    assert spec is not None and spec.loader is not None
-    ref = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ref)
+    ref = load_benchmark("protonet_reference", monkeypatch)  # it imports omniglot_small
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8)).double()
     xs, xq = torch.randn(6, 1, 4, 4, dtype=torch.float64), torch.randn(9, 1, 4, 4, dtype=torch.float64)

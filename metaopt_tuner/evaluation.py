@@ -12,7 +12,6 @@ batch norm) shows it as a gap between the two.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, vmap
 
+from . import json_text
 from .artifact import Artifact
 from .devices import resolve_device
 from .errors import ConfigError
@@ -68,10 +68,7 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (non-finite numbers become None)."""
-        data = asdict(self)
-        for key in ("loss_mean", "loss_ci", "metric_mean", "metric_ci"):
-            data[key] = [v if math.isfinite(v) else None for v in data[key]]
-        return data
+        return json_text.finite(asdict(self))
 
 
 def suite_for_split(artifact: Artifact, split: str, **overrides: Any) -> TaskSuite:

@@ -557,7 +557,8 @@ class MetaTrainer:
             task = bar.add_task("train", total=cfg.iterations, completed=self.iteration, info=info)
             since_replan = (self.iteration, 0.0)  # iteration and budget seconds at the last look
             while self.iteration < cfg.iterations:
-                began, ticked = time.perf_counter(), self.clock()
+                began = time.perf_counter()
+                ticked = self.clock() if self._budget_spent is not None else 0.0
                 loss, metric = self.step()
                 self.train_seconds += time.perf_counter() - began
                 if self._budget_spent is not None:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The Omniglot issue's GPU checks in one call (a lent machine is short-lived). Every part has its
 # own time limit and log, so one failure leaves the others' results.
-#   usage: bash benchmarks/device_omniglot.sh DATA_DIR OUT_DIR [PARTS]
+#   usage: bash benchmarks/device_omniglot.sh DATA_DIR [OUT_DIR [PARTS]]
+# DATA_DIR is the Omniglot folder (metaopt download omniglot --to DIR); OUT_DIR, where the logs
+# and JSON go, defaults to runs/device-omniglot. With no DATA_DIR (or -h) it prints this and stops.
 # PARTS (default: all of them, about 20 minutes, over one call's 10-minute limit: name some), comma-separated:
 #   tests       the CUDA-only tests
 #   speed[:I-J] correctness + speed + profile table of omniglot_gpu.py (optionally variants I-J,
@@ -15,14 +17,21 @@
 #   proto60     the same and a Prototypical-Network-equivalent learner (first-order, inner lr
 #               1e-9), both meta-trained on 60-way episodes for 100 s, tested 20-way 1-shot
 #   proto5      Meta-SGD + prototype head, 5-way 1-shot and 5-shot, 40 s each
+#   proto5s     Meta-SGD + prototype head, 5-way 5-shot alone, 30 s (INNER_LR=0.05: the lr check)
 #   table       issue 19's table on the GPU: the omniglot recipe (omniglot_small.py --recipe: the
 #               defaults of metaopt train; RECIPE_ARGS to change it) beside its own 0-step row and the textbook ProtoNet
 #               (GroupNorm, 60-way) trained for the same seconds, 20-way 1-shot and 5-way 5-shot
 #               within an alphabet, 1,000 test episodes; TABLE_BUDGET s of training per row
 #               (default 100: about 8 minutes in all)
 set -u
+usage() { sed -n '2,/^set -u/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+case ${1:-} in
+  -h|--help) usage; exit 0 ;;
+  '') usage >&2; echo "error: DATA_DIR (the Omniglot folder) is required" >&2; exit 2 ;;
+esac
+[[ -d $1 ]] || { echo "error: DATA_DIR $1 is not a folder (metaopt download omniglot --to $1)" >&2; exit 2; }
 D=$1
-O=$2
+O=${2:-runs/device-omniglot}
 PARTS=${3:-tests,compile,speed,proto20,proto60,proto5,table}
 mkdir -p "$O"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1

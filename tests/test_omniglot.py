@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from metaopt_tuner.errors import ConfigError, DataError
+from metaopt_tuner.errors import ConfigError, DataError, SuiteError
 from metaopt_tuner.tasks import get_suite, image_cache, list_suites
 from metaopt_tuner.tasks.omniglot import ImageFolderSuite, OmniglotSuite
 from metaopt_tuner.training import MetaTrainer, TrainConfig
@@ -360,6 +360,57 @@ def test_image_folder_alias_reads_rgb_jpgs(tmp_path):
     b = s.sample(2, torch.Generator(), split="test")
     assert b.x_support.shape == (2, 2, 3, SIZE, SIZE)
     assert s.model_spec()["kwargs"]["in_channels"] == 3
+
+
+def test_image_folder_speaks_of_groups_and_takes_the_alphabet_names(tmp_path):
+    """The image-folder suite's options and messages say groups (the Omniglot suite's say
+    alphabets); the alphabet names still work, so older artifacts and commands do."""
+    image_cache._MEMO.clear()
+    data = make_tree(tmp_path / "jpgs", {"A": 3, "B": 3, "C": 3}, images=4, ext="jpg")
+    common = dict(data_dir=str(data), image_size=SIZE, ways=2, shots=1, query=1,
+                  cache_dir=str(tmp_path / "c"))
+    s = get_suite("image-folder", val_groups="B", test_groups=["C"], within_group=True, split_by="group",
+                  **common)
+    assert s.split_groups() == {"train": ["A"], "val": ["B"], "test": ["C"]}
+    options = s.options()
+    assert options["test_groups"] == ["C"] and options["within_group"] is True
+    assert options["split_by"] == "group"
+    assert not [name for name in options if "alphabet" in name]
+    # the old names are aliases, and rebuilding from options() gives the same splits
+    old = get_suite("image-folder", val_alphabets=["B"], test_alphabets="C", within_alphabet=True,
+                    split_by="alphabet", **common)
+    assert old.options() == options
+    assert get_suite("image-folder", **options).split_groups() == s.split_groups()
+    with pytest.raises(ConfigError, match="test_alphabets is the old name of test_groups"):
+        get_suite("image-folder", test_groups=["B"], test_alphabets=["C"], **common)
+    with pytest.raises(SuiteError, match="does not accept option.*bogus"):
+        get_suite("image-folder", bogus=1, **common)
+    # its messages name its own options
+    with pytest.raises(DataError, match=r"test_groups names Z, not in .*; groups there: A, B, C"):
+        get_suite("image-folder", test_groups=["Z"], **common).load()
+    with pytest.raises(DataError, match="exclude_groups names Z.*groups there"):
+        get_suite("image-folder", exclude_groups=["Z"], **common).load()
+    with pytest.raises(ConfigError, match="split_by must be 'group', 'class' or 'auto'"):
+        get_suite("image-folder", split_by="x", **common)
+    with pytest.raises(DataError, match="needs a data folder.*<group>/<class>/\\*.jpg"):
+        get_suite("image-folder").load()
+    # Omniglot keeps its own words
+    omniglot = get_suite("omniglot", test_alphabets=["C"], split_by="group", **common)
+    assert omniglot.options()["split_by"] == "alphabet" and omniglot.options()["test_alphabets"] == ["C"]
+    with pytest.raises(DataError, match="test_alphabets names Z.*alphabets there"):
+        get_suite("omniglot", test_alphabets=["Z"], **common).load()
+
+
+def test_image_folder_describes_its_group_options():
+    from metaopt_tuner.tasks.describe import describe_suite
+
+    _, options = describe_suite("image-folder")
+    by = {o.name: o for o in options}
+    for name in ("within_group", "train_groups", "val_groups", "test_groups", "groups", "exclude_groups"):
+        assert by[name].help and "alphabet" not in by[name].help.lower(), by[name]
+    assert not [name for name in by if "alphabet" in name]
+    assert "group" in by["split_by"].help and "alphabet" not in by["split_by"].help
+    assert "test_alphabets" in {o.name for o in describe_suite("omniglot")[1]}
 
 
 def test_meta_training_runs_and_paths_agree(tmp_path):

@@ -3,10 +3,15 @@
 The data is any ``<group>/<class>/*.png|jpg`` tree (Omniglot: ``<alphabet>/<character>/*.png``, as
 torchvision extracts it), a zip of one, or a folder of such zips (Omniglot's own downloads), read
 directly. Splits are made by alphabet (group), so test characters are never seen in training.
+
+The Omniglot suite speaks of alphabets (``test_alphabets``, ``within_alphabet``); the image-folder
+suite, for any photos, of groups (``test_groups``, ``within_group``), and takes the alphabet names
+as aliases.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,14 +20,14 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, DataError, MetaOptWarning
+from ..errors import ConfigError, DataError, MetaOptWarning, SuiteError
 from ..models import check_convnet_options
 from .augment import check_jitter, random_affine
 from .base import EVAL_SPLITS, SPLITS, ClassificationSuite, TaskBatch
 from .image_cache import ImageCollection, load_image_collection
 from .recipe import Recipe
 
-__all__ = ["OmniglotSuite", "ImageFolderSuite", "RECIPE"]
+__all__ = ["OmniglotSuite", "ImageFolderSuite", "GROUP_ALIASES", "RECIPE"]
 
 #: Meta-SGD from a prototype head, adapting the head alone (the body's features are computed once
 #: per task; its rates are zero), one step at 0.05, features scaled by 0.3 at initialization (the
@@ -138,6 +143,16 @@ class OmniglotSuite(ClassificationSuite):
     # defaults that differ between the Omniglot suite and the generic image-folder one
     _channels, _invert, _rotations = 1, True, True
     _split_by = "alphabet"
+    #: what the suite calls a group of classes in its option names and messages
+    _group = "alphabet"
+    #: the data the suite reads, as its missing-folder error names it
+    _layout = ("an <alphabet>/<character>/*.png tree or the Omniglot zips "
+               "(`metaopt download omniglot --to DIR` fetches them)")
+
+    def _opt(self, name: str) -> str:
+        """The option called ``name`` in the Omniglot suite (``test_alphabets``), in this suite's
+        words (``test_groups`` for the image-folder suite)."""
+        return name.replace("alphabet", self._group)
 
     def __init__(
         self,
@@ -183,18 +198,20 @@ class OmniglotSuite(ClassificationSuite):
         self.rotations = bool(self._rotations if rotations is None else rotations)
         self.eval_rotations = bool(eval_rotations)
         self.within_alphabet = bool(within_alphabet)
-        self.train_alphabets = _names(train_alphabets, "train_alphabets")
-        self.val_alphabets = _names(val_alphabets, "val_alphabets")
-        self.test_alphabets = _names(test_alphabets, "test_alphabets")
+        self.train_alphabets = _names(train_alphabets, self._opt("train_alphabets"))
+        self.val_alphabets = _names(val_alphabets, self._opt("val_alphabets"))
+        self.test_alphabets = _names(test_alphabets, self._opt("test_alphabets"))
         self.val_fraction = _fraction(val_fraction, "val_fraction")
         self.test_fraction = _fraction(test_fraction, "test_fraction")
         self.split_seed = int(split_seed)
         split_by = self._split_by if split_by is None else split_by
-        if split_by not in ("alphabet", "class", "auto"):
-            raise ConfigError(f"split_by must be 'alphabet', 'class' or 'auto', got {split_by!r}")
+        if split_by in ("alphabet", "group"):  # either word, in either suite
+            split_by = self._group
+        if split_by not in (self._group, "class", "auto"):
+            raise ConfigError(f"split_by must be '{self._group}', 'class' or 'auto', got {split_by!r}")
         self.split_by = split_by
-        self.alphabets = _names(alphabets, "alphabets")
-        self.exclude_alphabets = _names(exclude_alphabets, "exclude_alphabets")
+        self.alphabets = _names(alphabets, self._opt("alphabets"))
+        self.exclude_alphabets = _names(exclude_alphabets, self._opt("exclude_alphabets"))
         self.filters = _positive(filters, "filters")
         check_convnet_options(norm, float(feature_gain))
         self.norm = norm
@@ -218,8 +235,7 @@ class OmniglotSuite(ClassificationSuite):
         if self.data_dir is None:
             raise DataError(
                 f"the {self.name} suite needs a data folder: pass --data-dir (data_dir=...) pointing at "
-                "an <alphabet>/<character>/*.png tree or the Omniglot zips "
-                "(`metaopt download omniglot --to DIR` fetches them)"
+                f"{self._layout}"
             )
         coll = load_image_collection(
             Path(self.data_dir), image_size=self.image_size, channels=self.channels,
@@ -251,8 +267,8 @@ class OmniglotSuite(ClassificationSuite):
             missing = sorted(set(names or ()) - present)
             if missing:
                 raise DataError(
-                    f"{option} names {', '.join(missing)}, not in {self.data_dir}; "
-                    f"alphabets there: {', '.join(sorted(present))}"
+                    f"{self._opt(option)} names {', '.join(missing)}, not in {self.data_dir}; "
+                    f"{self._group}s there: {', '.join(sorted(present))}"
                 )
         keep = [
             i for i, g in enumerate(coll.groups)
@@ -260,7 +276,8 @@ class OmniglotSuite(ClassificationSuite):
             and (self.exclude_alphabets is None or g not in self.exclude_alphabets)
         ]
         if not keep:
-            raise DataError(f"no classes left in {self.data_dir} after the alphabet filters")
+            raise DataError(f"no classes left in {self.data_dir} after the {self._group} filters "
+                            f"({self._opt('alphabets')}, {self._opt('exclude_alphabets')})")
         return keep
 
     def _enough_groups(self, coll: ImageCollection, keep: list[int]) -> bool:
@@ -276,13 +293,13 @@ class OmniglotSuite(ClassificationSuite):
         warnings.warn(
             f"{self.data_dir} has {len(groups)} group(s) of classes ({', '.join(groups)}): too few to "
             "hold whole groups out, so its classes are split between training, validation and test "
-            "(-o split_by=class says so; -o split_by=alphabet asks for groups)",
+            f"(-o split_by=class says so; -o split_by={self._group} asks for groups)",
             MetaOptWarning, stacklevel=4)
         return False
 
     def _assign(self, coll: ImageCollection, keep: list[int]) -> dict[str, list[int]]:
         """Class ids per split; units (alphabets or classes) never straddle two splits."""
-        by_alphabet = self.split_by == "alphabet" or (
+        by_alphabet = self.split_by == self._group or (
             self.split_by == "auto" and self._enough_groups(coll, keep))
         unit_of = {i: coll.groups[i] if by_alphabet else f"{coll.groups[i]}/{coll.classes[i]}"
                    for i in keep}
@@ -291,20 +308,21 @@ class OmniglotSuite(ClassificationSuite):
         chosen: dict[str, set[str]] = {}
         if any(v is not None for v in explicit.values()):
             if not by_alphabet:
-                raise ConfigError("explicit alphabet lists need split_by='alphabet'")
+                raise ConfigError(f"explicit {self._group} lists need split_by='{self._group}'")
             for split, names in explicit.items():
                 missing = sorted(set(names or ()) - set(units))
                 if missing:
                     raise DataError(
-                        f"{split}_alphabets names {', '.join(missing)}, not in {self.data_dir} (after "
-                        f"filters); alphabets there: {', '.join(units)}"
+                        f"{self._opt(split + '_alphabets')} names {', '.join(missing)}, not in "
+                        f"{self.data_dir} (after filters); {self._group}s there: {', '.join(units)}"
                     )
             named = [set(v or ()) for v in explicit.values()]
             for (a, sa), (b, sb) in ((("train", named[0]), ("val", named[1])),
                                      (("train", named[0]), ("test", named[2])),
                                      (("val", named[1]), ("test", named[2]))):
                 if sa & sb:
-                    raise ConfigError(f"alphabet(s) {', '.join(sorted(sa & sb))} are in both {a} and {b}")
+                    both = ", ".join(sorted(sa & sb))
+                    raise ConfigError(f"{self._group}(s) {both} are in both {a} and {b}")
             chosen = {s: set(v or ()) for s, v in explicit.items()}
             if self.train_alphabets is None:
                 chosen["train"] = set(units) - chosen["val"] - chosen["test"]
@@ -317,7 +335,7 @@ class OmniglotSuite(ClassificationSuite):
 
             n_test, n_val = count(self.test_fraction), count(self.val_fraction)
             if n_test + n_val >= len(units):
-                kind = "alphabets" if by_alphabet else "classes"
+                kind = f"{self._group}s" if by_alphabet else "classes"
                 raise DataError(
                     f"{self.data_dir} has {len(units)} {kind}: too few to hold out {n_val} for "
                     f"validation and {n_test} for test and keep some for training; lower "
@@ -354,15 +372,15 @@ class OmniglotSuite(ClassificationSuite):
         ix = self._splits[split]
         if ix.num_classes == 0:  # the options left it empty (e.g. val_fraction=0)
             raise ConfigError(
-                f"the {split} split of {self.data_dir} has no alphabets; name them with "
-                f"{split}_alphabets or set {split}_fraction"
+                f"the {split} split of {self.data_dir} has no {self._group}s; name them with "
+                f"{self._opt(split + '_alphabets')} or set {split}_fraction"
             )
         if self.within_alphabet:
             largest = int(ix.group_sizes.max()) * ix.rotations
             if largest < self.ways:
                 raise DataError(
-                    f"within-alphabet {self.ways}-way episodes need an alphabet with {self.ways} "
-                    f"classes; the largest in the {split} split has {largest}"
+                    f"within-{self._group} {self.ways}-way episodes need one {self._group} with "
+                    f"{self.ways} classes; the largest in the {split} split has {largest}"
                 )
         elif ix.num_classes < self.ways:
             raise DataError(
@@ -436,6 +454,9 @@ class OmniglotSuite(ClassificationSuite):
         }
 
     def options(self) -> dict[str, Any]:
+        return {self._opt(name): value for name, value in self._options().items()}
+
+    def _options(self) -> dict[str, Any]:
         return {
             "data_dir": self.data_dir,
             "ways": self.ways,
@@ -468,12 +489,106 @@ class OmniglotSuite(ClassificationSuite):
         }
 
 
+#: the image-folder suite's options that the Omniglot suite names after alphabets: old name -> name
+GROUP_ALIASES = MappingProxyType({
+    "within_alphabet": "within_group",
+    "train_alphabets": "train_groups",
+    "val_alphabets": "val_groups",
+    "test_alphabets": "test_groups",
+    "alphabets": "groups",
+    "exclude_alphabets": "exclude_groups",
+})
+
+
 class ImageFolderSuite(OmniglotSuite):
     """Any ``root/<group>/<class>/*.png|jpg`` tree, or a flat ``root/<class>/*.jpg`` folder: the
     Omniglot suite with RGB, no inversion, no rotation augmentation and ``split_by="auto"`` (whole
-    groups held out when there are enough, else classes) by default."""
+    groups held out when there are enough, else classes) by default.
+
+    Its options speak of groups where the Omniglot suite's speak of alphabets; the alphabet names
+    (``test_alphabets``, ``within_alphabet``, ...) are accepted as aliases, so artifacts and
+    commands from before the rename keep working.
+
+    Args:
+        within_group: every episode draws its classes from one group (harder: the classes of a
+            group look alike).
+        train_groups: the groups of the training split [default: every group not named in
+            ``val_groups`` or ``test_groups``]; a list, or names separated by commas.
+        val_groups: the groups of the validation split [default: drawn, ``val_fraction`` of them].
+        test_groups: the groups of the test split [default: drawn, ``test_fraction`` of them].
+        split_by: ``"group"`` (whole groups go to the splits), ``"class"`` (classes do) or
+            ``"auto"`` (groups when there are enough to hold some out, else classes, with a
+            warning) [default: auto].
+        groups: keep only these groups of the folder.
+        exclude_groups: leave these groups of the folder out.
+    """
 
     name = "image-folder"
+    split_options = MappingProxyType({"train_groups": None, "val_groups": None, "test_groups": None,
+                                      "val_fraction": 0.0, "test_fraction": 0.0})
     _channels, _invert, _rotations = 3, False, False
     _split_by = "auto"
+    _group = "group"
+    _layout = ("a <group>/<class>/*.jpg tree or a flat <class>/*.jpg folder (png works too), "
+               "or a zip of one")
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        ways: int = 5,
+        shots: int = 1,
+        query: int = 5,
+        image_size: int = 28,
+        channels: int | None = None,
+        invert: bool | None = None,
+        rotations: bool | None = None,
+        eval_rotations: bool = False,
+        within_group: bool = False,
+        train_groups: Sequence[str] | str | None = None,
+        val_groups: Sequence[str] | str | None = None,
+        test_groups: Sequence[str] | str | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        split_by: str | None = None,
+        groups: Sequence[str] | str | None = None,
+        exclude_groups: Sequence[str] | str | None = None,
+        filters: int = 64,
+        norm: str = "support",
+        feature_gain: float = 1.0,
+        cache: bool = True,
+        cache_dir: str | None = None,
+        jitter_degrees: float = 0.0,
+        jitter_scale: float = 0.0,
+        jitter_shift: float = 0.0,
+        train_ways: Sequence[int | None] | str | None = None,
+        train_shots: Sequence[int | None] | str | None = None,
+        **aliases: Any,
+    ) -> None:
+        unknown = sorted(set(aliases) - set(GROUP_ALIASES))
+        if unknown:
+            valid = sorted([*inspect.signature(type(self).__init__).parameters][1:-1])
+            raise SuiteError(f"suite {self.name!r} does not accept option(s) {', '.join(unknown)}; "
+                             f"valid options: {', '.join(valid)}")
+        given = {"within_group": within_group, "train_groups": train_groups, "val_groups": val_groups,
+                 "test_groups": test_groups, "groups": groups, "exclude_groups": exclude_groups}
+        for old, value in aliases.items():
+            new = GROUP_ALIASES[old]
+            if given[new] not in (None, False) and given[new] != value:
+                raise ConfigError(f"{old} is the old name of {new}: give one of them")
+            given[new] = value
+        super().__init__(
+            data_dir, ways, shots, query, image_size, channels, invert, rotations, eval_rotations,
+            within_alphabet=given["within_group"], train_alphabets=given["train_groups"],
+            val_alphabets=given["val_groups"], test_alphabets=given["test_groups"],
+            val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed,
+            split_by=split_by, alphabets=given["groups"], exclude_alphabets=given["exclude_groups"],
+            filters=filters, norm=norm, feature_gain=feature_gain, cache=cache, cache_dir=cache_dir,
+            jitter_degrees=jitter_degrees, jitter_scale=jitter_scale, jitter_shift=jitter_shift,
+            train_ways=train_ways, train_shots=train_shots,
+        )
+
+    def split_groups(self) -> dict[str, list[str]]:
+        """The groups of every split, after loading."""
+        return self.split_alphabets()
 

@@ -195,3 +195,38 @@ def test_a_prototype_head_artifact_is_compared_with_nearest_centroid(tmp_path):
         hits.append((torch.cdist(xq, protos).argmin(1) == yq).double().mean())
     assert centroid["metric"]["mean"] == pytest.approx(float(torch.stack(hits).mean()), abs=1e-5)
     assert "nearest-centroid" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_the_curves_plot_names_methods_as_the_table_does_and_keeps_the_oracle_off_its_scale():
+    """The committed sinusoid comparison (the docs' headline plot): the legend has readers' names,
+    the oracle (455 at step 1) has no band and does not set the axis, and says where it leaves it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.collections import PolyCollection
+
+    from metaopt_tuner.compare.report import curves_figure, method_title
+
+    data = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+                       / "sinusoid-compare.json").read_text())
+    fig = curves_figure(data)
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[:5] == ["meta-learned (Meta-SGD), no tuning", "Adam, random init, tuned",
+                          "SGD+momentum, random init, tuned", "Adam, pretrained init, tuned",
+                          "SGD+momentum, pretrained init, tuned"]
+    assert legend[5] == ("oracle: Adam, lr tuned per test task on its query set (no band; above the "
+                         "axis at steps 1-3, up to 455)")
+    assert not {m["name"] for m in data["methods"]} & set(legend)  # no internal ids
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == len(data["methods"]) - 1  # every method's band but the oracle's
+    bottom, top = ax.get_ylim()
+    others = [m for m in data["methods"] if m["kind"] != "oracle"]
+    assert top < 20 and top > max(v + c for m in others
+                                  for v, c in zip(m["curve"]["loss_mean"], m["curve"]["loss_ci95"]))
+    assert bottom < min(m["query_loss"]["mean"] for m in others)
+    assert method_title({"label": "maml: meta-learned init", "kind": "meta"}) == \
+        "meta-learned (MAML), no tuning"
+    # the Benchmarks page's table uses the same names
+    page = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text()
+    assert all(f"| {name} " in page for name in legend[:5])

@@ -198,3 +198,39 @@ def test_device_script_without_arguments_prints_its_usage():
     page = (REPO / "docs" / "benchmarks.md").read_text()
     printed = re.findall(r"`([^`]*device_omniglot\.sh[^`]*)`", page)
     assert printed and all("device_omniglot.sh DIR" in c or c.endswith(" -h") for c in printed), printed
+
+
+# ---------------------------------------------------------------------------------------------
+# In the browser: docs/stylesheets/extra.css
+
+
+def _css_rules(text: str) -> dict[str, dict[str, str]]:
+    """``selector -> {property: value}`` of a plain stylesheet (no nesting; comments dropped)."""
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    rules: dict[str, dict[str, str]] = {}
+    for selectors, body in re.findall(r"([^{}]+)\{([^{}]*)\}", text):
+        declarations = dict(tuple(part.strip() for part in d.split(":", 1))
+                            for d in body.split(";") if ":" in d)
+        for selector in selectors.split(","):
+            rules.setdefault(" ".join(selector.split()), {}).update(declarations)
+    return rules
+
+
+def test_code_and_tables_stay_in_the_page_and_shell_digits_are_plain(site):
+    index = (site / "index.html").read_text()
+    assert 'href="stylesheets/extra.css"' in index
+    rules = _css_rules((site / "stylesheets" / "extra.css").read_text())
+    for lang in ("bash", "console"):  # shell lines wrap
+        assert rules[f".md-typeset .language-{lang} pre > code"]["white-space"] == "pre-wrap"
+        for token in ("m", "mi", "mf"):  # numbers are not coloured like errors
+            assert rules[f".md-typeset .language-{lang}.highlight .{token}"]["color"] == "inherit"
+    code = rules[".md-typeset pre > code"]  # other code scrolls, with a visible scrollbar
+    assert code["overflow-x"] == "auto" and "transparent" not in code["scrollbar-color"].split()[0]
+    table = rules[".md-typeset table:not([class])"]  # a wide table scrolls inside its box
+    assert table["display"] == "block" and table["max-width"] == "100%" and table["overflow-x"] == "auto"
+    # the boxes carry their language (what the rules select), and shell blocks use bash or console
+    benchmarks = (site / "benchmarks" / "index.html").read_text()
+    assert '<div class="language-bash highlight">' in benchmarks
+    languages = set(re.findall(r'<div class="language-(\w+) highlight">', "".join(
+        page.read_text() for page in site.rglob("*.html"))))
+    assert languages <= {"bash", "console", "python", "text"}, languages

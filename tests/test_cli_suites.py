@@ -71,7 +71,7 @@ def test_image_folder_options_say_how_to_split_by_class(capsys):
     at = lines.index("  split_by: str | None = null")
     assert "auto" in " ".join(lines[at + 1:at + 6])
     assert "  data_dir: str | None = null  (--data-dir)" in lines
-    assert "(see ways)" in out  # one sentence for several options is printed once
+    assert "(see jitter_degrees)" in out  # one sentence for several options is printed once
 
 
 def test_args_sections_and_module_class_suites(capsys):

@@ -74,8 +74,10 @@ def _args_section(doc: str) -> dict[str, str]:
 
 
 def _sentences(doc: str) -> list[str]:
-    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", doc) if p.strip()]
-    return [s for p in paragraphs if not _ARGS.match(p) for s in _SENTENCE_END.split(p)]
+    """The prose's sentences, lines joined (an ``Args:`` section is not prose)."""
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", doc)
+                  if p.strip() and not _ARGS.match(p.strip())]
+    return [s for p in paragraphs for s in _SENTENCE_END.split(p)]
 
 
 def _default(value: Any) -> str:

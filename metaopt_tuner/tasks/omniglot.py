@@ -510,12 +510,20 @@ class ImageFolderSuite(OmniglotSuite):
     commands from before the rename keep working.
 
     Args:
+        ways: classes per episode (all from one group with ``within_group``), labels 0..N-1 in
+            a random order per episode.
+        shots: support images per class.
+        query: query images per class (what the adapted model is scored on).
         within_group: every episode draws its classes from one group (harder: the classes of a
             group look alike).
         train_groups: the groups of the training split [default: every group not named in
             ``val_groups`` or ``test_groups``]; a list, or names separated by commas.
         val_groups: the groups of the validation split [default: drawn, ``val_fraction`` of them].
         test_groups: the groups of the test split [default: drawn, ``test_fraction`` of them].
+        val_fraction: the share of the groups (of the classes, when they are split) drawn for
+            validation, unless the splits are named.
+        test_fraction: the share drawn for test, the same way.
+        split_seed: the seed of that draw.
         split_by: ``"group"`` (whole groups go to the splits), ``"class"`` (classes do) or
             ``"auto"`` (groups when there are enough to hold some out, else classes, with a
             warning) [default: auto].

@@ -178,6 +178,10 @@ class TaskSuite(abc.ABC):
     #: but never uses them, so a manifest cannot make a loader read or write anywhere: the
     #: user passes them again (``--data-dir``)
     path_options: ClassVar[tuple[str, ...]] = ("data_dir", "cache_dir")
+    #: options that define the model or the features it reads (layer sizes, a featurizer's
+    #: buckets): an artifact's recorded values are its model's, so evaluating it with other
+    #: values is refused (``Artifact.build_suite``)
+    model_options: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def recipe_for_options(cls, options: Mapping[str, Any]) -> Recipe | None:

@@ -330,6 +330,8 @@ class IntentSuite(ClassificationSuite):
 
     name = "intents"
     recipe = RECIPE
+    model_options = ("buckets", "word_ngrams", "char_ngrams", "max_tokens", "embed_dim", "hidden",
+                     "wide", "logit_scale", "adapt_layers")
     split_options = MappingProxyType({
         **{f"{s}_{kind}": None for kind in ("domains", "classes") for s in SPLITS},
         "val_fraction": 0.0, "test_fraction": 0.0})

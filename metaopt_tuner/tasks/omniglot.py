@@ -131,6 +131,7 @@ class OmniglotSuite(ClassificationSuite):
 
     name = "omniglot"
     recipe = RECIPE
+    model_options = ("image_size", "channels", "filters", "norm", "feature_gain")
     split_options = MappingProxyType({"train_alphabets": None, "val_alphabets": None,
                                       "test_alphabets": None, "val_fraction": 0.0,
                                       "test_fraction": 0.0})

@@ -34,6 +34,14 @@ TrustFactory = Annotated[
         "--trust-factory", help="Allow importing the model factory the artifact names (runs its code)."
     ),
 ]
+Chunk = Annotated[
+    int | None,
+    typer.Option(
+        "--chunk", min=1,
+        help="Held-out tasks drawn and adapted at a time (any value gives the same results) "
+             "\\[default: as many as 16 MiB of task tensors hold, at most 100].",
+    ),
+]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 Threads = Annotated[
     int | None,

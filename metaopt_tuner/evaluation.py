@@ -3,7 +3,9 @@
 ``evaluate(artifact_or_path_or_learner, num_tasks=600, steps=5)`` adapts from the learned theta
 with the learned rates on ``suite.fixed_tasks(num_tasks, split, seed)`` (the same tasks on every
 machine) and reports, for every step count, the mean over tasks and the half-width of a normal
-95% confidence interval (``1.96 * std / sqrt(n)``).
+95% confidence interval (``1.96 * std / sqrt(n)``). The tasks are drawn, built and adapted a chunk
+at a time (a :class:`~metaopt_tuner.tasks.TaskStream`), so memory stays bounded however many
+there are, with results identical to adapting them all at once.
 
 ``query_metric_alone(learner, tasks, steps)`` scores each query on its own after adaptation, beside
 the score of the queries as one batch: a model whose prediction depends on its batch (transductive
@@ -13,6 +15,7 @@ batch norm) shows it as a gap between the two.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,6 +31,7 @@ from .learners.base import MetaLearner
 from .resolver import resolve_artifact
 from .stats import mean_ci
 from .tasks.base import TaskBatch, TaskSuite
+from .tasks.stream import TaskStream
 
 __all__ = ["EvaluationResult", "evaluate", "mean_ci", "query_metric_alone", "suite_for_split"]
 
@@ -92,7 +96,8 @@ def evaluate(
     split: str = "test",
     seed: int = 0,
     device: str | torch.device | None = None,
-    chunk: int = 100,
+    chunk: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationResult:
     """Adapt ``source`` on ``num_tasks`` held-out tasks; curves of query loss and metric.
 
@@ -110,17 +115,21 @@ def evaluate(
         split: ``"test"``, ``"val"`` or ``"all"`` (every class, for new data).
         seed: which fixed set of held-out tasks.
         device: where to adapt.
-        chunk: tasks adapted per batched computation (memory bound).
+        chunk: tasks drawn and adapted at a time (default: derived from the tasks' size, see
+            :class:`~metaopt_tuner.tasks.TaskStream`); any chunk gives the same results.
+        on_progress: called as ``on_progress(done, total)`` after every chunk.
 
     Returns:
         Per-step query loss and metric, mean and 95% CI half-width over the tasks.
 
     Raises:
         ArtifactError: the artifact cannot be loaded.
-        ConfigError: a MetaLearner without a suite, or an invalid count or split.
+        ConfigError: a MetaLearner without a suite, or an invalid count, chunk or split.
     """
     if not isinstance(num_tasks, int) or isinstance(num_tasks, bool) or num_tasks < 1:
         raise ConfigError(f"the number of tasks must be a positive integer, got {num_tasks}")
+    if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
+        raise ConfigError(f"the chunk must be a positive number of tasks, got {chunk!r}")
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0):
         raise ConfigError(f"steps must be a non-negative integer, got {steps}")
     if isinstance(source, MetaLearner):
@@ -137,8 +146,9 @@ def evaluate(
         device = resolve_device(device)
         learner.to(device)
     device, dtype = theta.device if device is None else device, theta.dtype
-    tasks = suite.fixed_tasks(num_tasks, split=split, seed=seed).to(device, dtype)
-    curve = learner.adaptation_curve(tasks, steps, chunk=chunk)
+    tasks = TaskStream(suite, num_tasks, split=split, seed=seed, chunk=chunk, device=device,
+                       dtype=dtype)
+    curve = learner.adaptation_curve(tasks, steps, on_progress=on_progress)
     loss_mean, loss_ci = mean_ci(curve.loss)
     metric_mean, metric_ci = mean_ci(curve.metric)
     summary = suite.split_summary(split) or {}

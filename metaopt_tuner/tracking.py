@@ -3,9 +3,11 @@
 :class:`RunTracker` sends everything from a background thread, in order, so a slow or vanished
 server never stops or slows training: the first failure warns once (a
 :class:`~metaopt_tuner.errors.MetaOptWarning`), updates are retried until :meth:`RunTracker.finish`,
-and the local run folder stays complete whatever happens. The MLflow run's id is kept in
-``OUT/mlflow_run.json``, so resuming a run (or re-running ``compare`` into the same folder)
-continues the same MLflow run.
+and the local run folder stays complete whatever happens. A server that cannot be reached at all
+(connection refused, unknown host) costs nothing at exit: once :meth:`RunTracker.finish` is called,
+the first attempt that finds it unreachable ends the tracking, with no retry and no wait.
+The MLflow run's id is kept in ``OUT/mlflow_run.json``, so resuming a run (or re-running
+``compare`` into the same folder) continues the same MLflow run.
 
 Use with a trainer::
 
@@ -102,6 +104,10 @@ class RunTracker:
         self._started = False
         self._warned = False
         self._giving_up = threading.Event()
+        #: set by finish(): wakes a retry's wait; an unreachable server then ends the worker
+        self._finishing = threading.Event()
+        #: why the server could not be reached at the last attempt (None: it could)
+        self.unreachable: str | None = None
         self._thread = threading.Thread(target=self._work, name="metaopt-tracking", daemon=True)
         self._thread.start()
 
@@ -167,7 +173,13 @@ class RunTracker:
         if self._started:
             self._send("end", lambda c: c.set_terminated(self.run_id, status=status))
         self._queue.put(None)
+        self._finishing.set()
         self._thread.join(self.flush_timeout)
+        if self.unreachable is not None and not self._thread.is_alive():
+            warnings.warn(f"MLflow tracking at {self.uri}: the server cannot be reached "
+                          f"({self.unreachable}); updates were not sent, the run folder "
+                          f"{self.out_dir} has everything", MetaOptWarning, stacklevel=2)
+            return False
         if self._thread.is_alive():
             self._giving_up.set()
             warnings.warn(f"MLflow tracking at {self.uri}: some updates were not sent within "
@@ -234,6 +246,7 @@ class RunTracker:
             while not self._giving_up.is_set():
                 try:
                     reason = mlflow_store.unreachable_reason(self.uri)
+                    self.unreachable = reason
                     if reason is not None:
                         raise ConnectionError(f"cannot reach the server ({reason})")
                     client = client or mlflow_store.client(self.uri)
@@ -244,10 +257,16 @@ class RunTracker:
                         self._warned = True
                         warnings.warn(
                             f"MLflow tracking at {self.uri} failed ({what}: {first_line(exc)}); "
-                            f"training goes on, updates are retried, and {self.out_dir} keeps "
-                            "the complete run", MetaOptWarning, stacklevel=1)
-                    self._giving_up.wait(_RETRY_SECONDS[min(attempt, len(_RETRY_SECONDS) - 1)])
+                            "training goes on, updates are retried, and "
+                            f"{self.out_dir} keeps the complete run", MetaOptWarning, stacklevel=1)
+                    delay = _RETRY_SECONDS[min(attempt, len(_RETRY_SECONDS) - 1)]
                     attempt += 1
+                    if not self._finishing.is_set():
+                        self._finishing.wait(delay)  # finish() cuts the wait short
+                    if self.unreachable is not None and self._finishing.is_set():
+                        return  # at exit, a server that cannot be reached is not waited for
+                    if self._finishing.is_set():
+                        self._giving_up.wait(delay)
             if self._giving_up.is_set():
                 return
 

@@ -82,3 +82,42 @@ def test_a_support_normalized_convnet_in_eval_mode_needs_its_support_set():
     model.set_reference(x[:3])
     alone, together = model(x[3:4]), model(x[3:])[:1]
     assert torch.allclose(alone, together)  # one image alone = the same image in a batch
+
+
+def test_options_that_contradict_the_artifacts_model_are_one_line(tmp_path, capsys):
+    """``-o buckets=100`` at evaluate would hash texts into other features than the model's."""
+    import torch
+
+    from metaopt_tuner.artifact import Artifact
+    from metaopt_tuner.errors import ConfigError
+    from metaopt_tuner.learners import build_learner
+    from metaopt_tuner.tasks import get_suite
+
+    from .test_intents import make_clinc
+
+    root = make_clinc(tmp_path / "clinc")
+    suite = get_suite("intents", data_dir=str(root), ways=3, shots=1, query=2, buckets=512)
+    torch.manual_seed(0)
+    art = Artifact.from_learner(build_learner("metasgd", suite, inner_steps=1), suite)
+    path = art.save(tmp_path / "a")
+    for option, fragment in (("buckets=100", "buckets=512"), ("word_ngrams=[1]", "word_ngrams=[1, 2]")):
+        code, out, err = run_cli(capsys, "evaluate", str(path), "--data-dir", str(root), "--tasks", "2",
+                                 "-o", option)
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert fragment in err and "leave" in err
+    with pytest.raises(ConfigError, match="trained with buckets=512"):
+        art.build_suite(data_dir=str(root), buckets=100)
+    # the same values as recorded, and options that do not define the model, are fine
+    code, _, err = run_cli(capsys, "evaluate", str(path), "--data-dir", str(root), "--tasks", "2",
+                           "-o", "buckets=512", "-o", "query=1", "-o", "word_ngrams=[1, 2]")
+    assert code == 0, err
+    sinusoid = Artifact.from_learner(*_sinusoid_learner())
+    with pytest.raises(ConfigError, match="hidden"):
+        sinusoid.build_suite(hidden=[4])
+
+
+def _sinusoid_learner():
+    from .helpers import small_metasgd
+
+    learner, suite = small_metasgd()
+    return learner, suite

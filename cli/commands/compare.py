@@ -17,7 +17,16 @@ from metaopt_tuner.tasks import suite_class
 from metaopt_tuner.threads import use_threads
 from metaopt_tuner.tracking import track_comparison, tracking_uri_checked
 
-from ..options import DataDir, Seed, SuiteOption, Threads, TrackingUri, TrustFactory, parse_suite_options
+from ..options import (
+    Chunk,
+    DataDir,
+    Seed,
+    SuiteOption,
+    Threads,
+    TrackingUri,
+    TrustFactory,
+    parse_suite_options,
+)
 
 
 def _num(x: float | None) -> str:
@@ -46,6 +55,7 @@ def compare(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     threads: Threads = None,
     tracking_uri: TrackingUri = None,
+    chunk: Chunk = None,
 ) -> None:
     """Tune baselines with Optuna, adapt held-out tasks with every method, write the report to --out."""
     tracking_uri = tracking_uri_checked(tracking_uri)  # a bad URI fails now, not after the run
@@ -59,7 +69,8 @@ def compare(
     names = [n.strip() for n in baselines.split(",") if n.strip()] if baselines else None
     result = run_compare(art, out, suite=task_suite, steps=steps, tasks=tasks, trials=trials,
                          val_tasks=val_tasks, oracle_tasks=oracle_tasks, baselines=names, storage=storage,
-                         pretrain_steps=pretrain_steps, seed=seed, progress=progress, workers=workers)
+                         pretrain_steps=pretrain_steps, seed=seed, progress=progress, workers=workers,
+                         chunk=chunk)
     console = Console(highlight=False)
     table = Table(title=f"query loss after K = {steps} steps on held-out tasks (mean ± 95% CI)")
     for column in ("method", "query loss", f"query {task_suite.metric_name}", "trials"):

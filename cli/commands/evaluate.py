@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -15,6 +18,7 @@ from metaopt_tuner.resolver import resolve_artifact
 from metaopt_tuner.threads import use_threads
 
 from ..options import (
+    Chunk,
     DataDir,
     Device,
     JsonOut,
@@ -27,6 +31,22 @@ from ..options import (
 )
 
 ArtifactArg = Annotated[str, typer.Argument(help="Artifact folder (e.g. runs/x/artifact), models:/NAME@ALIAS, models:/NAME/VERSION or a pretrained name.", show_default=False)]
+
+
+def _progress_lines(enabled: bool) -> Callable[[int, int], None] | None:
+    """One line on stderr per chunk of tasks adapted (none when one chunk holds them all)."""
+    if not enabled:
+        return None
+    err = Console(stderr=True, highlight=False)
+    begun = time.perf_counter()
+    started = [False]
+
+    def report(done: int, total: int) -> None:
+        if done < total or started[0]:
+            started[0] = True
+            err.print(f"adapted {done}/{total} tasks ({time.perf_counter() - begun:.0f} s)")
+
+    return report
 
 
 def _data_of(suite) -> str:
@@ -47,13 +67,16 @@ def evaluate(
     json_out: JsonOut = False,
     threads: Threads = None,
     tracking_uri: RegistryUri = None,
+    chunk: Chunk = None,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="A line on stderr per chunk of tasks adapted \\[default: when stderr is a terminal].", show_default=False)] = None,
 ) -> None:
     """Adapt ARTIFACT on held-out tasks; print query loss and metric per step (mean ± 95% CI)."""
     art = resolve_artifact(artifact, trust_factory=trust_factory, tracking_uri=tracking_uri)
     use_threads(threads, art.theta.values())
     suite = suite_for_split(art, split, **parse_suite_options(suite_option, data_dir))
+    show = sys.stderr.isatty() if progress is None else progress
     result = evaluate_artifact(art, suite, num_tasks=tasks, steps=steps, split=split, seed=seed,
-                               device=device)
+                               device=device, chunk=chunk, on_progress=_progress_lines(show))
     if json_out:
         typer.echo(json.dumps({"artifact": str(artifact), **result.to_dict()}, indent=2))
         return

@@ -69,7 +69,7 @@ from torch import Tensor, nn
 
 from .. import json_text
 from ..atomic import atomic_write_directory
-from ..errors import ArtifactError, MetaOptError, ModelMismatchError
+from ..errors import ArtifactError, ConfigError, MetaOptError, ModelMismatchError
 from ..imports import import_object
 from ..models import build_model, complete_spec
 from ..models.proto_head import HEAD_WEIGHT, head_at_width, is_head
@@ -419,6 +419,12 @@ class Artifact:
 
         cls = self.suite_class()
         recorded = {k: v for k, v in self.suite_options.items() if k not in cls.path_options}
+        for key in cls.model_options:
+            if key in overrides and key in recorded and _plain(overrides[key]) != _plain(recorded[key]):
+                raise ConfigError(
+                    f"the artifact's model was trained with {key}={json.dumps(_plain(recorded[key]))}; "
+                    f"{key}={json.dumps(_plain(overrides[key]), default=str)} would give it a model or "
+                    f"features it was not trained with: leave {key} out")
         options = {**recorded, **overrides}
         encoder = options.get("encoder")
         if (isinstance(encoder, str) and "encoder" not in overrides and not self.trust_factory
@@ -534,3 +540,12 @@ def load_artifact(path: str | os.PathLike[str], trust_factory: bool = False) -> 
     theta = {n: tensors[f"theta.{n}"] for n in names}
     rates = {n: tensors[f"rates.{n}"] for n in names}
     return Artifact(theta, rates, manifest, trust_factory=trust_factory, path=root)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists, as an option reads back from JSON."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

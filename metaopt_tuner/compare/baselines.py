@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import optuna
@@ -31,6 +31,7 @@ from .._compat import module_getattr
 from ..errors import ConfigError
 from ..models import supports_batched
 from ..tasks.base import TaskBatch, TaskSuite
+from ..tasks.stream import TaskStream
 
 __all__ = [
     "OPTIMIZERS",
@@ -245,7 +246,7 @@ def run_optimizer(
     model: nn.Module,
     init: Init,
     suite: TaskSuite,
-    tasks: TaskBatch,
+    tasks: TaskBatch | TaskStream,
     steps: int,
     *,
     chunk: int | None = None,
@@ -254,6 +255,8 @@ def run_optimizer(
 ) -> Curve:
     """Adapt every task of ``tasks`` from ``init`` with ``optimizer`` for ``steps`` steps.
 
+    ``tasks`` is a batch (adapted ``chunk`` tasks at a time, default all) or a
+    :class:`~metaopt_tuner.tasks.TaskStream` (built and adapted one of its chunks at a time).
     ``on_step(step, mean_query_loss)`` is called after every step (step 0 = before adapting) with
     the mean over all tasks, so a tuner can prune; it forces a single chunk. ``batched`` forces the
     stacked path (True) or the per-task loop (False); by default the stacked path is used when the
@@ -268,17 +271,33 @@ def run_optimizer(
     if batched and not spec.elementwise:
         raise ConfigError(f"{optimizer} keeps global statistics; it cannot run tasks stacked")
     n = len(tasks)
-    chunk = n if (chunk is None or on_step is not None) else max(1, int(chunk))
     start_time = time.perf_counter()
     losses, metrics = [], []
-    for start in range(0, n, chunk):
-        part = tasks.slice(start, min(n, start + chunk))
+    for start, part in _parts(tasks, chunk, whole=on_step is not None):
         params = init.params(start, start + len(part))
         run = _run_stacked if batched else _run_loop
         loss, metric = run(spec, hp, model, params, suite, part, steps, on_step)
         losses.append(loss)
         metrics.append(metric)
     return Curve(torch.cat(losses), torch.cat(metrics), n * steps, time.perf_counter() - start_time)
+
+
+def _parts(tasks: TaskBatch | TaskStream, chunk: int | None,
+           whole: bool = False) -> Iterator[tuple[int, TaskBatch]]:
+    """``(start, batch)`` of every chunk: ``chunk`` tasks at a time (default: all of a batch, a
+    stream's own chunk), or every task at once when ``whole``."""
+    n = len(tasks)
+    if isinstance(tasks, TaskStream):
+        if whole:
+            yield 0, tasks.materialize()
+            return
+        stream = tasks if chunk is None else tasks.with_chunk(max(1, int(chunk)))
+        for start, stop in stream.ranges():
+            yield start, stream.tasks(start, stop)
+        return
+    size = n if (chunk is None or whole) else max(1, int(chunk))
+    for start in range(0, n, size):
+        yield start, tasks.slice(start, min(n, start + size))
 
 
 def _run_stacked(
@@ -384,12 +403,16 @@ def baseline_curve(
     model: nn.Module,
     init: Init,
     suite: TaskSuite,
-    tasks: TaskBatch,
+    tasks: TaskBatch | TaskStream,
     steps: int,
     *,
-    chunk: int = 100,
+    chunk: int | None = None,
 ) -> Curve:
-    """Adapt held-out ``tasks`` with a baseline's (tuned) configuration: its adaptation curve."""
+    """Adapt held-out ``tasks`` with a baseline's (tuned) configuration: its adaptation curve.
+
+    ``chunk``: tasks adapted at a time (default: 100 of a batch, a stream's own chunk)."""
+    if chunk is None and isinstance(tasks, TaskBatch):
+        chunk = 100
     baseline = get_baseline(baseline) if isinstance(baseline, str) else baseline
     return run_optimizer(baseline.optimizer, hparams, model, init, suite, tasks, steps, chunk=chunk)
 
@@ -448,7 +471,7 @@ def oracle_tune(
     model: nn.Module,
     init: Init,
     suite: TaskSuite,
-    tasks: TaskBatch,
+    tasks: TaskBatch | TaskStream,
     steps: int,
     trials: int,
     *,
@@ -458,20 +481,42 @@ def oracle_tune(
     """Tune Adam's lr separately on every task *against its own query set*: an upper bound.
 
     One in-memory Optuna study per task (TPE, seeded per task), asked in lock-step so every round
-    is one batched run with a different rate per task. Returns the curve of each task's best rate
-    and those rates. Fast enough to recompute, so it is not stored.
+    is one batched run with a different rate per task; a :class:`~metaopt_tuner.tasks.TaskStream`
+    is tuned one chunk at a time (every task's study is its own, so the rates are the same).
+    Returns the curve of each task's best rate and those rates. Fast enough to recompute, so it
+    is not stored.
     """
     if not supports_batched(model):
         raise ConfigError("the oracle needs a model with a hand-batched forward")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     n = len(tasks)
     begun = time.perf_counter()
+    ranges = list(tasks.ranges()) if isinstance(tasks, TaskStream) else [(0, n)]
+    losses, metrics, rates = [], [], []
+    for c, (start, stop) in enumerate(ranges):
+        part = tasks.tasks(start, stop) if isinstance(tasks, TaskStream) else tasks
+        loss, metric, best_lr = _oracle_chunk(
+            model, init.params(start, stop), suite, part, steps, trials, seed, start,
+            None if on_trial is None else
+            (lambda r, c=c: on_trial(c * trials + r, len(ranges) * trials)))
+        losses.append(loss)
+        metrics.append(metric)
+        rates.append(best_lr)
+    seconds = time.perf_counter() - begun
+    return (Curve(torch.cat(losses), torch.cat(metrics), n * steps * (trials + 1), seconds),
+            torch.cat(rates))
+
+
+def _oracle_chunk(model: nn.Module, params: Params, suite: TaskSuite, tasks: TaskBatch, steps: int,
+                  trials: int, seed: int, first: int,
+                  on_round: Callable[[int], None] | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The oracle on tasks ``first, first + 1, ...``: their query curves and best rates."""
+    n = len(tasks)
     studies = [
         optuna.create_study(direction="minimize",
-                            sampler=optuna.samplers.TPESampler(seed=1_000_003 * seed + i))
+                            sampler=optuna.samplers.TPESampler(seed=1_000_003 * seed + first + i))
         for i in range(n)
     ]
-    params = init.params(0, n)
     best = torch.full((n,), math.inf)
     best_lr = torch.full((n,), 1e-3)
     for r in range(trials):
@@ -484,11 +529,10 @@ def oracle_tune(
         better = torch.nan_to_num(final, nan=math.inf) < best
         best = torch.where(better, final, best)
         best_lr = torch.where(better, lr, best_lr)
-        if on_trial is not None:
-            on_trial(r + 1, trials)
+        if on_round is not None:
+            on_round(r + 1)
     loss, metric = batched_adam_curve(model, params, best_lr, suite, tasks, steps)
-    seconds = time.perf_counter() - begun
-    return Curve(loss, metric, n * steps * (trials + 1), seconds), best_lr
+    return loss, metric, best_lr
 
 
 __getattr__ = module_getattr(__name__)  # old paths of names that moved (see _compat)

@@ -32,6 +32,7 @@ from ..resolver import resolve_artifact
 from ..stats import mean_ci
 from ..tasks import suite_ref
 from ..tasks.base import TaskSuite
+from ..tasks.stream import TaskStream
 from . import studies
 from .baselines import (
     BASELINES,
@@ -230,17 +231,22 @@ def compare(
     seed: int = 0,
     progress: bool = True,
     workers: int = 1,
+    chunk: int | None = None,
 ) -> ComparisonResult:
     """Compare the artifact's meta-learned optimizer with tuned baselines on held-out tasks.
 
     Baselines are tuned on ``val_tasks`` meta-validation tasks (``trials`` Optuna trials each,
     resumable in ``storage``, default ``sqlite:///OUT/studies.db``), then every method adapts the
-    same ``tasks`` test tasks for ``steps`` steps. The oracle tunes Adam's lr on each of the first
-    ``oracle_tasks`` test tasks' own query set (0 skips it). Writes the report into ``out``.
+    same ``tasks`` test tasks for ``steps`` steps, drawn and adapted ``chunk`` at a time (default:
+    derived from the tasks' size, see :class:`~metaopt_tuner.tasks.TaskStream`; any chunk gives
+    the same results). The oracle tunes Adam's lr on each of the first ``oracle_tasks`` test
+    tasks' own query set (0 skips it). Writes the report into ``out``.
     """
     for label, value in (("steps", steps), ("tasks", tasks), ("trials", trials), ("val-tasks", val_tasks)):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{label} must be a positive integer, got {value}")
+    if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
+        raise ConfigError(f"the chunk must be a positive number of tasks, got {chunk!r}")
     if oracle_tasks < 0 or pretrain_steps < 1:
         raise ConfigError("oracle-tasks must be >= 0 and pretrain-steps positive")
     art = resolve_artifact(artifact)
@@ -259,7 +265,7 @@ def compare(
     model = art.build_model().to(dtype=torch.float32)
     if not supports_batched(model):
         oracle_n = 0  # the oracle's per-task learning rates need the hand-batched forward
-    test = suite.fixed_tasks(tasks, split="test", seed=seed)
+    test = TaskStream(suite, tasks, split="test", seed=seed, chunk=chunk)  # built chunk by chunk
     val = suite.fixed_tasks(val_tasks, split="val", seed=seed)
     scratch = RandomInit(suite.build_model, seed=seed)
     methods: list[dict[str, Any]] = []
@@ -309,7 +315,7 @@ def compare(
 
         # 4. the oracle: lr tuned on each test task's own query set (an upper bound, not a method)
         if oracle_n > 0:
-            o_curve, o_lrs = oracle_tune(model, scratch, suite, test.slice(0, oracle_n), steps, oracle_trials,
+            o_curve, o_lrs = oracle_tune(model, scratch, suite, test.head(oracle_n), steps, oracle_trials,
                                          seed=seed, on_trial=bar.callback("oracle (trials)"))
             oracle = _method(ORACLE, f"Oracle: Adam, random init, lr tuned per task on its query set "
                              f"(upper bound; {oracle_n} of {tasks} tasks)", "oracle", o_curve,
@@ -343,7 +349,7 @@ def compare(
     return ComparisonResult(data, paths)
 
 
-def _centroid_curve(suite: TaskSuite, test: Any, steps: int) -> Curve:
+def _centroid_curve(suite: TaskSuite, test: TaskStream, steps: int) -> Curve:
     """The prototype classifier of ``suite.build_model()``'s features (pretrained where the suite
     loads weights, e.g. an encoder's top layers) on every test task, flat over the K steps."""
     from ..learners import build_learner
@@ -398,7 +404,7 @@ def _sortable(x: float | None) -> float:
 
 
 def _break_even(methods: list[dict[str, Any]], model: Any, scratch: RandomInit, pre: Any,
-                suite: TaskSuite, test: Any, steps: int, meta_loss: Tensor) -> dict[str, Any]:
+                suite: TaskSuite, test: TaskStream, steps: int, meta_loss: Tensor) -> dict[str, Any]:
     """Tasks after which meta-training pays for itself against the best tuned baseline.
 
     The best tuned baseline needs ``s`` steps per task to reach the meta-learned loss after ``K``
@@ -415,7 +421,7 @@ def _break_even(methods: list[dict[str, Any]], model: Any, scratch: RandomInit, 
     b = get_baseline(ref["name"])
     init = SharedInit(pre.params) if b.init == "pretrained" and pre is not None else scratch
     horizon = 10 * steps
-    subset = test.slice(0, min(len(test), 200))
+    subset = test.head(200)
     long = run_optimizer(b.optimizer, ref["hparams"], model, init, suite, subset, horizon)
     meta_subset = float(meta_loss[: len(subset), -1].mean())  # the same tasks as the long run
     means = long.loss.mean(0).tolist()

@@ -15,7 +15,7 @@ in that last part. Three batching paths compute the same thing:
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -543,27 +543,36 @@ class MetaLearner(nn.Module, abc.ABC):
 
     def adaptation_curve(
         self,
-        batch: TaskBatch,
+        batch: TaskBatch | Iterable[TaskBatch],
         steps: int | None = None,
         chunk: int = 100,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> AdaptationOutcome:
         """Query loss and metric after 0..steps inner steps for every task, ``[T, steps + 1]``.
 
-        No meta-graph is built; tasks are processed ``chunk`` at a time to bound memory, and
-        ``on_progress(done, total)`` is called after each chunk.
+        No meta-graph is built. A :class:`TaskBatch` is adapted ``chunk`` tasks at a time; chunks
+        of tasks (a :class:`~metaopt_tuner.tasks.TaskStream`, which builds each only when it is
+        reached) are adapted one at a time as they come. ``on_progress(done, total)`` is called
+        after each chunk (``total``: ``len(batch)`` when it has one).
         """
         steps = self.inner_steps if steps is None else int(steps)
         lrs = {k: v.detach() for k, v in self.learning_rates().items()}
+        if isinstance(batch, TaskBatch):
+            whole = batch
+            parts: Iterable[TaskBatch] = (whole.slice(s, s + chunk) for s in range(0, len(whole), chunk))
+        else:
+            parts = batch
+        total = len(batch) if isinstance(batch, Sized) else 0
         losses, metrics = [], []
-        for start in range(0, len(batch), chunk):
-            part = batch.slice(start, start + chunk)
+        done = 0
+        for part in parts:
             params = {k: v.requires_grad_() for k, v in self._detached().items()}
             with torch.enable_grad():
                 out = self.adapt_batch(part, steps, create_graph=False, curve=True,
                                        params=params, lrs=lrs)
             losses.append(out.loss.detach())
             metrics.append(out.metric.detach())
+            done += len(part)
             if on_progress is not None:
-                on_progress(min(start + chunk, len(batch)), len(batch))
+                on_progress(done, max(total, done))
         return AdaptationOutcome(torch.cat(losses), torch.cat(metrics))

@@ -13,11 +13,14 @@ from typing import Any
 
 from ..errors import MetaOptError, SuiteError
 from ..imports import import_object
-from .base import ClassificationSuite, Task, TaskBatch, TaskSuite
+from .base import ClassificationSuite, Task, TaskBatch, TaskDraw, TaskSuite
+from .stream import TaskStream
 
 __all__ = [
     "Task",
     "TaskBatch",
+    "TaskDraw",
+    "TaskStream",
     "TaskSuite",
     "ClassificationSuite",
     "get_suite",

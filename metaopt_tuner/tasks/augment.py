@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 
-__all__ = ["check_jitter", "random_affine"]
+__all__ = ["apply_affine", "check_jitter", "draw_affine", "random_affine"]
 
 
 def check_jitter(degrees: float, scale: float, shift: float) -> tuple[float, float, float]:
@@ -50,9 +50,16 @@ def random_affine(
     ``[1 - scale, 1 + scale]`` and shifted by up to ``shift`` of half its width and height, all
     drawn uniformly from ``generator``. Edge pixels extend into the uncovered border (the
     background, for Omniglot's centered strokes). Identity when all three are zero."""
-    if not (degrees or scale or shift) or images.shape[0] == 0:
-        return images
-    n = images.shape[0]
+    return apply_affine(images, draw_affine(images.shape[0], generator, degrees, scale, shift))
+
+
+def draw_affine(
+    n: int, generator: torch.Generator, degrees: float, scale: float, shift: float
+) -> Tensor | None:
+    """The transforms :func:`random_affine` draws for ``n`` images, ``[n, 2, 3]``
+    (None when all three are zero or ``n`` is 0: the identity, and nothing drawn)."""
+    if not (degrees or scale or shift) or n == 0:
+        return None
 
     def uniform(half_width: float) -> Tensor:
         return (torch.rand(n, generator=generator) * 2 - 1) * half_width
@@ -61,7 +68,13 @@ def random_affine(
     inv_scale = 1.0 / (1.0 + uniform(scale))
     tx, ty = uniform(shift), uniform(shift)
     cos, sin = torch.cos(angle) * inv_scale, torch.sin(angle) * inv_scale
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    theta = theta.to(images.dtype)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+
+
+def apply_affine(images: Tensor, theta: Tensor | None) -> Tensor:
+    """``images`` ``[B, C, H, W]`` moved by :func:`draw_affine`'s transforms ``theta`` (one per
+    image; None: unchanged)."""
+    if theta is None:
+        return images
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -18,8 +18,8 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     from .recipe import Recipe
 
-__all__ = ["Task", "TaskBatch", "TaskSuite", "ClassificationSuite", "SPLITS", "EVAL_SPLITS",
-           "fixed_generator"]
+__all__ = ["Task", "TaskBatch", "TaskDraw", "TaskSuite", "ClassificationSuite", "SPLITS",
+           "EVAL_SPLITS", "fixed_generator"]
 
 #: the splits every suite understands
 SPLITS = ("train", "val", "test")
@@ -126,6 +126,31 @@ class TaskBatch:
         )
 
 
+@dataclass(frozen=True)
+class TaskDraw:
+    """The random choices of ``num_tasks`` tasks, made before any of their tensors exist.
+
+    ``tasks(start, stop)`` builds tasks ``start:stop`` only; building every range in turn and
+    joining them gives exactly the batch built at once (every random number is drawn up front,
+    and shapes such as padding widths are fixed over all the tasks), so held-out tasks can be
+    adapted a chunk at a time in bounded memory.
+
+    Args:
+        num_tasks: the tasks drawn.
+        build: ``build(start, stop)`` -> tasks ``start:stop`` as a :class:`TaskBatch`.
+    """
+
+    num_tasks: int
+    build: Callable[[int, int], TaskBatch]
+
+    def tasks(self, start: int = 0, stop: int | None = None) -> TaskBatch:
+        """Tasks ``start:stop`` (default: all of them)."""
+        stop = self.num_tasks if stop is None else min(int(stop), self.num_tasks)
+        if not 0 <= start < stop:
+            raise ValueError(f"no tasks in {start}:{stop} of {self.num_tasks}")
+        return self.build(start, stop)
+
+
 class TaskSuite(abc.ABC):
     """A distribution over tasks, with the model, loss and metric its tasks expect.
 
@@ -153,6 +178,10 @@ class TaskSuite(abc.ABC):
     #: but never uses them, so a manifest cannot make a loader read or write anywhere: the
     #: user passes them again (``--data-dir``)
     path_options: ClassVar[tuple[str, ...]] = ("data_dir", "cache_dir")
+    #: options that define the model or the features it reads (layer sizes, a featurizer's
+    #: buckets): an artifact's recorded values are its model's, so evaluating it with other
+    #: values is refused (``Artifact.build_suite``)
+    model_options: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def recipe_for_options(cls, options: Mapping[str, Any]) -> Recipe | None:
@@ -181,6 +210,28 @@ class TaskSuite(abc.ABC):
         suites whose splits share one distribution (the sinusoid).
         """
         return self.sample(num_tasks, fixed_generator(split, seed), split=split)
+
+    def draw_tasks(self, num_tasks: int, generator: torch.Generator,
+                   split: str = "train") -> TaskDraw:
+        """The tasks :meth:`sample` would draw with ``generator``, as a :class:`TaskDraw` whose
+        tensors are built a range of tasks at a time.
+
+        The built-in suites draw every random choice here and build tensors only on request;
+        this default (for suites that implement :meth:`sample` alone) samples every task now and
+        hands out slices.
+        """
+        batch = self.sample(num_tasks, generator, split=split)
+        return TaskDraw(len(batch), batch.slice)
+
+    def fixed_draw(self, num_tasks: int, split: str = "test", seed: int = 0) -> TaskDraw:
+        """:meth:`fixed_tasks` as a :class:`TaskDraw`: the same tasks, built a range at a time.
+
+        A suite that overrides :meth:`fixed_tasks` itself is drawn through it (all at once).
+        """
+        if type(self).fixed_tasks is not TaskSuite.fixed_tasks:
+            batch = self.fixed_tasks(num_tasks, split=split, seed=seed)
+            return TaskDraw(len(batch), batch.slice)
+        return self.draw_tasks(num_tasks, fixed_generator(split, seed), split=split)
 
     def split_summary(self, split: str) -> dict[str, int] | None:
         """``{"num_classes": ..., "num_examples": ...}`` that ``split``'s tasks draw from, for

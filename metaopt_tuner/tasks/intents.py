@@ -37,7 +37,7 @@ from ..errors import ConfigError, DataError
 from ..models.text.encoder_states import PackedStates
 from ..models.text.encoders import is_encoder_folder
 from ..models.text.featurizers import PAD_ID, HashedNgrams
-from .base import EVAL_SPLITS, SPLITS, ClassificationSuite, TaskBatch, fixed_generator
+from .base import EVAL_SPLITS, SPLITS, ClassificationSuite, TaskBatch, TaskDraw, fixed_generator
 from .recipe import Recipe
 
 __all__ = ["IntentSuite", "IntentData", "TextEpisode", "load_intent_data", "RECIPE",
@@ -330,6 +330,8 @@ class IntentSuite(ClassificationSuite):
 
     name = "intents"
     recipe = RECIPE
+    model_options = ("buckets", "word_ngrams", "char_ngrams", "max_tokens", "embed_dim", "hidden",
+                     "wide", "logit_scale", "adapt_layers")
     split_options = MappingProxyType({
         **{f"{s}_{kind}": None for kind in ("domains", "classes") for s in SPLITS},
         "val_fraction": 0.0, "test_fraction": 0.0})
@@ -422,6 +424,7 @@ class IntentSuite(ClassificationSuite):
         }
         self.split_classes = self._make_splits()
         self._index = self._build_index()
+        self._token_lengths: Tensor | None = None
 
     @classmethod
     def recipe_for_options(cls, options: Mapping[str, Any]) -> Recipe:
@@ -526,11 +529,53 @@ class IntentSuite(ClassificationSuite):
     def sample(
         self, num_tasks: int, generator: torch.Generator, split: str = "train"
     ) -> TaskBatch:
+        return self.draw_tasks(num_tasks, generator, split).tasks()
+
+    def draw_tasks(
+        self, num_tasks: int, generator: torch.Generator, split: str = "train"
+    ) -> TaskDraw:
+        """The episodes' dataset rows, drawn now; their features gathered a range at a time."""
         self._check_split(split)
         if num_tasks < 1:
             raise ConfigError(f"num_tasks must be positive, got {num_tasks}")
-        with self.episode_shape(generator, split):
-            return self._sample(num_tasks, generator, split)
+        with self.episode_shape(generator, split) as (n, k):
+            rows = self._rows(num_tasks, generator, split)  # [T, n, k + q] dataset rows
+        q = self.query
+        # one padding width over every task, so a range built alone equals its slice of all
+        width = int(self._lengths()[rows].max().clamp(min=1))
+
+        def build(start: int, stop: int) -> TaskBatch:
+            part, t = rows[start:stop], stop - start
+            y_s = torch.arange(n).repeat_interleave(k).expand(t, -1).clone()
+            y_q = torch.arange(n).repeat_interleave(q).expand(t, -1).clone()
+            if isinstance(self.token_ids, PackedStates):  # token states: [t, n, k + q, L, H + 1]
+                x = self.token_ids.gather(part, width=width)
+                shape = x.shape[-2:]
+                return TaskBatch(x[:, :, :k].reshape(t, n * k, *shape), y_s,
+                                 x[:, :, k:].reshape(t, n * q, *shape), y_q)
+            if self.encoder is not None:  # sentence embeddings: [t, n, k + q, D]
+                emb = self.token_ids[part]
+                dim = emb.shape[-1]
+                return TaskBatch(emb[:, :, :k].reshape(t, n * k, dim), y_s,
+                                 emb[:, :, k:].reshape(t, n * q, dim), y_q)
+            # Padding is trimmed to the longest text of all the tasks drawn; support and query
+            # share one width so callers may concatenate them.
+            ids = self.token_ids[part][..., :width]
+            return TaskBatch(ids[:, :, :k].reshape(t, n * k, width).contiguous(), y_s,
+                             ids[:, :, k:].reshape(t, n * q, width).contiguous(), y_q)
+
+        return TaskDraw(num_tasks, build)
+
+    def _lengths(self) -> Tensor:
+        """Tokens of every utterance ``[M]`` (n-gram ids that are not padding, or token states)."""
+        if self._token_lengths is None:
+            if isinstance(self.token_ids, PackedStates):
+                self._token_lengths = self.token_ids.offsets.diff()
+            elif self.encoder is not None:  # one embedding per utterance
+                self._token_lengths = torch.ones(self.token_ids.shape[0], dtype=torch.long)
+            else:
+                self._token_lengths = (self.token_ids != PAD_ID).sum(-1)
+        return self._token_lengths
 
     def shape_limits(self, split: str) -> tuple[int, int]:
         """The classes of ``split`` and the most shots that leave ``query`` utterances in each."""
@@ -561,35 +606,6 @@ class IntentSuite(ClassificationSuite):
                     [c for c in range(block.shape[0]) for _ in range(block.shape[1])])
 
         return [TextEpisode(*part(r[:, :k]), *part(r[:, k:])) for r in rows]
-
-    def _sample(self, num_tasks: int, generator: torch.Generator, split: str) -> TaskBatch:
-        n, k, q = self.ways, self.shots, self.query
-        rows = self._rows(num_tasks, generator, split)  # dataset rows
-        y_s = torch.arange(n).repeat_interleave(k).expand(num_tasks, -1)
-        y_q = torch.arange(n).repeat_interleave(q).expand(num_tasks, -1)
-        if isinstance(self.token_ids, PackedStates):  # token states: [T, n, k + q, L, H + 1]
-            x = self.token_ids.gather(rows)
-            shape = x.shape[-2:]
-            return TaskBatch(x[:, :, :k].reshape(num_tasks, n * k, *shape), y_s.clone(),
-                             x[:, :, k:].reshape(num_tasks, n * q, *shape), y_q.clone())
-        if self.encoder is not None:  # sentence embeddings: [T, n, k + q, D]
-            emb = self.token_ids[rows]
-            dim = emb.shape[-1]
-            return TaskBatch(emb[:, :, :k].reshape(num_tasks, n * k, dim), y_s.clone(),
-                             emb[:, :, k:].reshape(num_tasks, n * q, dim), y_q.clone())
-        # Padding is trimmed to the batch's longest text; support and query share one width so
-        # callers may concatenate them.
-        ids = self.token_ids[rows]
-        width = int((ids != PAD_ID).sum(-1).max().clamp(min=1))
-        ids = ids[..., :width]
-        return TaskBatch(
-            ids[:, :, :k].reshape(num_tasks, n * k, width).contiguous(), y_s.clone(),
-            ids[:, :, k:].reshape(num_tasks, n * q, width).contiguous(), y_q.clone(),
-        )
-
-    def fixed_tasks(self, num_tasks: int, split: str = "test", seed: int = 0) -> TaskBatch:
-        self._check_split(split)
-        return super().fixed_tasks(num_tasks, split, seed)
 
     # ------------------------------------------------------------------ model, loss, metric
     def train_idf(self) -> Tensor:

@@ -22,8 +22,8 @@ import torch
 
 from ..errors import ConfigError, DataError, MetaOptWarning, SuiteError
 from ..models import check_convnet_options
-from .augment import check_jitter, random_affine
-from .base import EVAL_SPLITS, SPLITS, ClassificationSuite, TaskBatch
+from .augment import apply_affine, check_jitter, draw_affine
+from .base import EVAL_SPLITS, SPLITS, ClassificationSuite, TaskBatch, TaskDraw
 from .image_cache import ImageCollection, load_image_collection
 from .recipe import Recipe
 
@@ -136,6 +136,7 @@ class OmniglotSuite(ClassificationSuite):
 
     name = "omniglot"
     recipe = RECIPE
+    model_options = ("image_size", "channels", "filters", "norm", "feature_gain")
     split_options = MappingProxyType({"train_alphabets": None, "val_alphabets": None,
                                       "test_alphabets": None, "val_fraction": 0.0,
                                       "test_fraction": 0.0})
@@ -401,13 +402,18 @@ class OmniglotSuite(ClassificationSuite):
         return widest, int(coll.counts[ix.class_ids].min()) - self.query
 
     def sample(self, num_tasks: int, generator: torch.Generator, split: str = "train") -> TaskBatch:
+        return self.draw_tasks(num_tasks, generator, split).tasks()
+
+    def draw_tasks(self, num_tasks: int, generator: torch.Generator,
+                   split: str = "train") -> TaskDraw:
+        """Classes, images and jitter of every episode, drawn now; pixels built a range at a time."""
         if isinstance(num_tasks, bool) or num_tasks < 1:
             raise ConfigError(f"num_tasks must be positive, got {num_tasks}")
         self._index(split)
         with self.episode_shape(generator, split):
-            return self._sample(num_tasks, generator, split)
+            return self._draw(num_tasks, generator, split)
 
-    def _sample(self, num_tasks: int, generator: torch.Generator, split: str) -> TaskBatch:
+    def _draw(self, num_tasks: int, generator: torch.Generator, split: str) -> TaskDraw:
         ix = self._index(split)
         coll = self._coll
         assert coll is not None
@@ -427,22 +433,31 @@ class OmniglotSuite(ClassificationSuite):
         pick_scores = torch.rand(t, n, width, generator=generator)
         pick_scores = pick_scores.masked_fill(torch.arange(width) >= counts.unsqueeze(-1), 2.0)
         pick = pick_scores.argsort(dim=-1)[..., : k + q]  # [T, N, K+Q]
-        images = coll.images[coll.offsets[base].unsqueeze(-1) + pick]  # [T, N, K+Q, C, S, S]
-        for j in range(1, r):
-            mask = rot == j
-            if bool(mask.any()):
-                images[mask] = torch.rot90(images[mask], j, dims=(-2, -1))
-        x = images.to(torch.float32).div_(255.0)
-        if split == "train":  # the identity when every jitter option is 0
-            x = random_affine(x.flatten(0, 2), generator, self.jitter_degrees, self.jitter_scale,
-                              self.jitter_shift).view_as(x)
-        shape = x.shape[3:]
+        theta = None  # the training split's jitter, one transform per image (None: identity)
+        if split == "train":
+            theta = draw_affine(t * n * (k + q), generator, self.jitter_degrees, self.jitter_scale,
+                                self.jitter_shift)
         labels = torch.arange(n).view(1, n, 1)
-        x_s = x[:, :, :k].reshape(t, n * k, *shape)
-        x_q = x[:, :, k:].reshape(t, n * q, *shape)
-        y_s = labels.expand(t, n, k).reshape(t, n * k)
-        y_q = labels.expand(t, n, q).reshape(t, n * q)
-        return TaskBatch(x_s, y_s, x_q, y_q)
+
+        def build(start: int, stop: int) -> TaskBatch:
+            m = stop - start
+            images = coll.images[coll.offsets[base[start:stop]].unsqueeze(-1) + pick[start:stop]]
+            turns = rot[start:stop]
+            for j in range(1, r):  # images: [m, N, K+Q, C, S, S]
+                mask = turns == j
+                if bool(mask.any()):
+                    images[mask] = torch.rot90(images[mask], j, dims=(-2, -1))
+            x = images.to(torch.float32).div_(255.0)
+            if theta is not None:
+                per_task = n * (k + q)
+                x = apply_affine(x.flatten(0, 2), theta[start * per_task:stop * per_task]).view_as(x)
+            shape = x.shape[3:]
+            return TaskBatch(x[:, :, :k].reshape(m, n * k, *shape),
+                             labels.expand(m, n, k).reshape(m, n * k),
+                             x[:, :, k:].reshape(m, n * q, *shape),
+                             labels.expand(m, n, q).reshape(m, n * q))
+
+        return TaskDraw(num_tasks, build)
 
     # ------------------------------------------------------------------ model, loss, metric
     def model_spec(self) -> dict[str, Any]:

@@ -43,6 +43,7 @@ class SinusoidSuite(TaskSuite):
     """
 
     name = "sinusoid"
+    model_options = ("hidden",)
     metric_name = "mse"
     metric_higher_is_better = False
     recipe = RECIPE

@@ -153,12 +153,16 @@ class PackedStates:
     def __getitem__(self, rows: Tensor | Sequence[int]) -> Tensor:
         return self.gather(torch.as_tensor(rows, dtype=torch.long))
 
-    def gather(self, rows: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    def gather(self, rows: Tensor, dtype: torch.dtype = torch.float32,
+               width: int | None = None) -> Tensor:
         """Utterances ``rows`` (any shape S) as ``[*S, L, H + 1]``: states and mask, padded with
-        zeros to the longest of them."""
+        zeros to the longest of them, or to ``width`` tokens (at least the longest)."""
         flat = rows.reshape(-1)
         starts, lengths = self.offsets[flat], self.offsets[flat + 1] - self.offsets[flat]
-        width = int(lengths.max()) if flat.numel() else 1
+        longest = int(lengths.max()) if flat.numel() else 1
+        if width is not None and width < longest:
+            raise ValueError(f"width {width} is shorter than the longest utterance ({longest})")
+        width = longest if width is None else int(width)
         pos = torch.arange(width)
         mask = pos < lengths.unsqueeze(1)  # [R, L]
         index = (starts.unsqueeze(1) + pos).clamp(max=self.states.shape[0] - 1)

@@ -58,13 +58,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from metaopt_tuner.learners.proto_head import HEAD_BIAS, HEAD_WEIGHT, prototype_head
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from metaopt_tuner.artifact import Artifact, load_artifact
 from metaopt_tuner.errors import ConfigError, DataError, MetaOptError
 from metaopt_tuner.evaluation import mean_ci, suite_for_split
+from metaopt_tuner.models.proto_head import HEAD_BIAS, HEAD_WEIGHT, prototype_head
 from metaopt_tuner.tasks.base import Task, TaskBatch, TaskSuite
 
 SUITES = ("omniglot", "intents")
@@ -265,6 +265,7 @@ def run_cell(art: Artifact, args: argparse.Namespace, ways: int, shots: int,
     learner = art.to_learner(suite, inner_steps=steps)
     art_error: str | None = None
     acc: dict[str, list[float]] = {}
+    query_loss: list[Tensor] = []
     secs: dict[str, list[float]] = {}
     unconverged = 0
 
@@ -304,8 +305,10 @@ def run_cell(art: Artifact, args: argparse.Namespace, ways: int, shots: int,
                 zero = learner.adaptation_curve(stacked, 0).metric[0, 0]
                 zero_s = time.perf_counter() - begun
                 begun = time.perf_counter()
-                after = learner.adaptation_curve(stacked, steps).metric[0, steps]
+                outcome = learner.adaptation_curve(stacked, steps)
+                after = outcome.metric[0, steps]
                 after_s = time.perf_counter() - begun
+                query_loss.append(outcome.loss[0].double())
             except (IndexError, RuntimeError, MetaOptError) as exc:
                 art_error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
                 notes.append(f"the artifact's rows failed at {ways}-way: {art_error}")
@@ -314,6 +317,17 @@ def run_cell(art: Artifact, args: argparse.Namespace, ways: int, shots: int,
                 record(art_steps_name(steps), float(after), after_s)
     if unconverged:
         notes.append(f"logistic regression hit 10,000 iterations on {unconverged} episode(s)")
+    loss_curve = None
+    if query_loss:  # anytime: the artifact's mean query loss after each step
+        per_task = torch.stack(query_loss)
+        loss_curve = per_task.mean(0).tolist()
+        rises = [t for t in range(1, steps + 1)
+                 if mean_ci(per_task[:, t] - per_task[:, t - 1])[0]
+                 > mean_ci(per_task[:, t] - per_task[:, t - 1])[1]]
+        curve_text = ", ".join(f"{v:.3f}" for v in loss_curve)
+        notes.append(f"the artifact's mean query loss after 0..{steps} steps: {curve_text}; "
+                     + (f"it rises beyond its CI at step(s) {rises}" if rises
+                        else "it never rises beyond its CI from one step to the next"))
 
     reference = acc.get(art_steps_name(steps))
     rows = []
@@ -331,7 +345,7 @@ def run_cell(art: Artifact, args: argparse.Namespace, ways: int, shots: int,
     return {"ways": ways, "shots": shots, "rows": rows, "notes": notes,
             "adamw": {**hp, "tuning_seconds": adamw_tune_s, "trials": args.adamw_trials},
             "logreg_c": c, "logreg_tuning_seconds": logreg_tune_s, "val": where,
-            "artifact_error": art_error}
+            "artifact_error": art_error, "artifact_query_loss": loss_curve}
 
 
 def print_cell(cell: dict[str, Any]) -> None:
@@ -429,7 +443,10 @@ def run(p: argparse.ArgumentParser, args: argparse.Namespace,
     val_classes = split_classes(art, args, "val")
     if val_classes < 2:
         val_split, val_classes = "train", split_classes(art, args, "train")
-    print(f"artifact {args.artifact}: {art.suite_name}, trained {trained_ways}-way, "
+    ranges = {k: v for k, v in art.suite_options.items() if k in ("train_ways", "train_shots")}
+    shape = (", ".join(f"{k} {v}" for k, v in ranges.items()) if ranges
+             else f"{trained_ways}-way")
+    print(f"artifact {args.artifact}: {art.suite_name}, trained on {shape}, "
           f"{art.inner_steps} step(s), adapts {art.learner_config.get('inner_params', 'all')}; "
           f"{args.split} split {test_classes} classes, tuning on the {val_split} split "
           f"({val_classes} classes); {args.episodes} episodes per cell", flush=True)

@@ -18,7 +18,7 @@ from .devices import resolve_device
 from .errors import ConfigError
 from .models.proto_head import HEAD_INITS
 
-__all__ = ["TrainConfig", "LEARNER_NAMES", "BATCHING_MODES", "INNER_PARAMS", "HEAD_INITS",
+__all__ = ["TrainConfig", "LEARNER_NAMES", "BATCHING_MODES", "INNER_PARAMS", "HEAD_INITS", "HEAD_RATE_SCALES",
            "META_LR_SCHEDULES", "RATES_META_LR", "DTYPES", "COMPILABLE_LEARNERS"]
 
 #: the learners ``build_learner`` knows, sorted (``learners.LEARNERS`` maps them to classes)
@@ -28,6 +28,8 @@ BATCHING_MODES = ("auto", "batched", "vmap", "loop")
 #: what the inner loop adapts: every parameter, or the linear head alone on features computed
 #: once per task (the body's rates are then zero: only the head moves)
 INNER_PARAMS = ("all", "head")
+#: how the head's rates follow the task's number of classes (``head_rate_scale``)
+HEAD_RATE_SCALES = ("none", "classes")
 
 # Outer-loop defaults per learner: Adam 1e-3 as in MAML and Meta-SGD; Reptile's plain SGD step
 # theta <- theta + eps * mean(theta' - theta) needs SGD for the update to be exactly the formula.
@@ -110,6 +112,11 @@ class TrainConfig:
         "beside the horizon's: every step is meta-trained to help, so stopping after any step "
         "is safe (0: the horizon's loss alone; the sinusoid recipe's 0.05 is measured on the "
         "Benchmarks page).")
+    head_rate_scale: str = _option(
+        "none",
+        "none or classes: the head's learned rates are multiplied by the task's number of "
+        "classes, so that with the mean support loss a class row steps alike at any width "
+        "(classification with a linear head; the intents encoder recipe sets it).")
     eval_every: int = _option(500, "Evaluate on held-out validation tasks every N iterations.")
     eval_tasks: int = _option(100, "Number of fixed validation tasks.")
     checkpoint_every: int = _option(1000, "Write a checkpoint every N iterations.")
@@ -180,6 +187,9 @@ class TrainConfig:
             raise ConfigError(
                 f"head init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}"
             )
+        if self.head_rate_scale not in HEAD_RATE_SCALES:
+            raise ConfigError(f"head rate scale must be one of {', '.join(HEAD_RATE_SCALES)}, "
+                              f"got {self.head_rate_scale!r}")
         if self.inner_params not in INNER_PARAMS:
             raise ConfigError(
                 f"inner params must be one of {', '.join(INNER_PARAMS)}, got {self.inner_params!r}"
@@ -240,6 +250,8 @@ class TrainConfig:
             options["inner_params"] = self.inner_params
         if self.step_loss_weight:  # passed only when used, as head_init
             options["step_loss_weight"] = self.step_loss_weight
+        if self.head_rate_scale != "none":  # passed only when used, as head_init
+            options["head_rate_scale"] = self.head_rate_scale
         if self.first_order is not None:
             options["first_order"] = self.first_order
         if self.lr_granularity is not None:

@@ -159,6 +159,8 @@ class MetaSGD(torch.optim.Optimizer):
                 self._matched.add(name)
                 if width_free and is_head(name):  # one row for every class, at any width
                     rates = tie_classes(rates, 1).expand(steps, *p.shape)
+                    if self.artifact.learner_config.get("head_rate_scale") == "classes":
+                        rates = rates * p.shape[0]  # as the learner: a row steps alike at any width
             else:
                 if rates is None:
                     unexpected.append(name)

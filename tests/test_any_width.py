@@ -19,10 +19,10 @@ from .helpers import seeded_learner as _learner
 STEPS = 3
 
 
-def _five_way_artifact(tmp_path, inner_params="all", head_init="prototypes"):
+def _five_way_artifact(tmp_path, inner_params="all", head_init="prototypes", **options):
     suite = TinyImageSuite(ways=5, shots=2, query=2)
     learner = _learner("metasgd", suite, "loop", steps=STEPS, head_init=head_init,
-                       inner_params=inner_params, per_step_lrs=True)
+                       inner_params=inner_params, per_step_lrs=True, **options)
     art = Artifact.from_learner(learner, suite, model_spec=suite.model_spec())
     art.save(tmp_path / "art")
     return load_artifact(tmp_path / "art")
@@ -40,8 +40,11 @@ def _adapt_with_optimizer(art, xs, ys, steps=STEPS):
 
 @pytest.mark.parametrize("ways", [3, 12])
 @pytest.mark.parametrize("inner_params", ["all", "head"])
-def test_a_five_way_artifact_adapts_other_widths_identically_both_ways(tmp_path, ways, inner_params):
-    art = _five_way_artifact(tmp_path, inner_params)
+@pytest.mark.parametrize("head_rate_scale", ["none", "classes"])
+def test_a_five_way_artifact_adapts_other_widths_identically_both_ways(tmp_path, ways, inner_params,
+                                                                      head_rate_scale):
+    art = _five_way_artifact(tmp_path, inner_params, head_rate_scale=head_rate_scale)
+    assert art.learner_config["head_rate_scale"] == head_rate_scale
     assert art.width_free and art.head_width == 5
     suite = TinyImageSuite(ways=ways, shots=2, query=2)
     batch = _batch(suite, n=1, seed=3)
@@ -52,6 +55,12 @@ def test_a_five_way_artifact_adapts_other_widths_identically_both_ways(tmp_path,
     out = learner.adapt_batch(batch, STEPS, create_graph=False)
     for name, value in model.named_parameters():
         assert torch.allclose(out.adapted[name][0], value, atol=1e-12, rtol=0), name
+    if head_rate_scale == "classes":  # the head's first step is the width times the unscaled one
+        plain = art.to_learner(suite, batching="loop", head_rate_scale="none")
+        start, one = (plain.adapt_batch(batch, k, create_graph=False).adapted[HEAD_WEIGHT][0]
+                      for k in (0, 1))
+        scaled = learner.adapt_batch(batch, 1, create_graph=False).adapted[HEAD_WEIGHT][0]
+        assert torch.allclose(scaled - start, ways * (one - start), atol=1e-12, rtol=1e-9)
     # and the query loss the learner reports is the adapted model's
     with torch.no_grad():
         loss = torch.nn.functional.cross_entropy(model(batch.x_query[0]), batch.y_query[0])
@@ -221,3 +230,16 @@ def test_a_tiny_defaults_trained_artifact_never_gets_worse_from_one_step_to_the_
     rises = [k for k in range(1, len(mean)) if mean[k] - mean[k - 1] > ci[k] + ci[k - 1]]
     assert not rises, (rises, mean)
     assert mean[art.horizon] < 0.5 * mean[0]
+
+
+def test_head_rate_scale_is_checked():
+    from metaopt_tuner.config import TrainConfig
+    from metaopt_tuner.learners import build_learner
+    from metaopt_tuner.tasks import get_suite
+
+    with pytest.raises(ConfigError, match="head rate scale must be one of none, classes"):
+        TrainConfig(head_rate_scale="rows").validate()
+    assert TrainConfig(head_rate_scale="classes").learner_options()["head_rate_scale"] == "classes"
+    # a model without a linear head has no class rows to scale
+    with pytest.raises(ConfigError, match="head_rate_scale='classes' needs a model with a Linear"):
+        build_learner("metasgd", get_suite("sinusoid"), head_rate_scale="classes")

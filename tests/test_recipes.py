@@ -202,18 +202,24 @@ def test_user_suites_by_module_path():
 
 
 def test_intents_with_an_encoder_folder_gets_the_encoder_recipe(tmp_path):
-    from metaopt_tuner.tasks.intents import ENCODER_RECIPE, RECIPE
+    from metaopt_tuner.tasks.intents import ENCODER_RECIPE, ENCODER_TOP_RECIPE, RECIPE
 
     folder = tmp_path / "encoder"
     folder.mkdir()
     resolved = resolve_train_config("intents", {"meta_batch": 2}, {"encoder": str(folder)})
     cfg, src = resolved.config, resolved.sources
     assert recipe_for("intents", {"encoder": str(folder)}) is ENCODER_RECIPE
-    # the pretrained layer is meta-learned gently and only the head adapts per task
-    assert (cfg.meta_lr, src["meta_lr"]) == (1e-4, "recipe")
-    assert (cfg.inner_params, cfg.head_init) == ("head", "prototypes")
-    assert (cfg.suite_options["adapt_layers"], src["suite_options.adapt_layers"]) == (1, "recipe")
+    # frozen embeddings; the head alone adapts, in ten steps, on episodes of every shape
+    assert (cfg.inner_params, cfg.head_init, cfg.inner_steps) == ("head", "prototypes", 10)
+    assert (cfg.suite_options["adapt_layers"], src["suite_options.adapt_layers"]) == (0, "recipe")
+    assert cfg.suite_options["train_shots"] == [1, 50]
+    assert cfg.step_loss_weight > 0
     assert (cfg.meta_batch, src["meta_batch"]) == (2, "flag")
+    # asking for the top layer to be meta-learned gives the gentle recipe made for it
+    top = resolve_train_config("intents", {}, {"encoder": str(folder), "adapt_layers": 1})
+    assert recipe_for("intents", {"encoder": str(folder), "adapt_layers": 1}) is ENCODER_TOP_RECIPE
+    assert (top.config.meta_lr, top.sources["meta_lr"]) == (1e-4, "recipe")
+    assert top.config.suite_options["adapt_layers"] == 1
     # hashed n-grams, a module:function encoder or a missing folder keep the n-gram recipe
     for options in ({}, {"encoder": "hashed"}, {"encoder": "tests.fake_encoder:encode"},
                     {"encoder": str(tmp_path / "missing")}):

@@ -91,3 +91,23 @@ def test_an_artifact_imports_its_encoder_code_only_when_trusted(tmp_path, monkey
     assert trusted.build_suite(data_dir=str(root)).encoder == ENCODER
     given = load_artifact(tmp_path / "art").build_suite(encoder=ENCODER, data_dir=str(root))
     assert given.encoder == ENCODER
+
+
+def test_a_feature_model_on_a_changed_encoder_folder_is_a_typed_error(tmp_path):
+    """Embeddings from another encoder would be silently wrong: the feature model of an encoder
+    folder records the folder's checksum and checks it whenever it is built from its spec (as an
+    artifact builds it)."""
+    from metaopt_tuner.errors import EncoderMismatchError
+    from metaopt_tuner.models import FeatureClassifier, build_model
+    from metaopt_tuner.models.text.encoder_states import encoder_checksum
+
+    folder = tmp_path / "encoder"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"hidden_size": 8}')
+    spec = {"name": "features", "kwargs": {"in_features": 8, "num_classes": 3,
+                                           "encoder": str(folder),
+                                           "checksum": encoder_checksum(folder)}}
+    assert isinstance(build_model(spec), FeatureClassifier)
+    (folder / "config.json").write_text('{"hidden_size": 9}')
+    with pytest.raises(EncoderMismatchError, match="differs from the one the artifact"):
+        build_model(spec)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from ..config import BATCHING_MODES, INNER_PARAMS
+from ..config import BATCHING_MODES, HEAD_RATE_SCALES, INNER_PARAMS
 from ..errors import ConfigError
 from ..models import supports_batched
 from ..models.proto_head import (
@@ -41,7 +41,9 @@ from ..update_rule import TAIL_DECAY, TAIL_STEPS, tail_factor
 from .inner import GradFn, Params, adapt, autograd_grads, functorch_grads
 from .rates import LearningRates
 
-__all__ = ["MetaLearner", "MetaGradient", "AdaptationOutcome", "BATCHING_MODES", "INNER_PARAMS"]
+__all__ = ["MetaLearner", "MetaGradient", "AdaptationOutcome", "BATCHING_MODES", "INNER_PARAMS",
+           "HEAD_RATE_SCALES"]
+
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -113,6 +115,11 @@ class MetaLearner(nn.Module, abc.ABC):
             before the horizon (steps 1 to H - 1), beside the loss at the horizon: with a weight,
             every step is meta-trained to help, so a user may stop after any of them (MAML++'s
             multi-step loss, kept for the whole run). 0: the horizon's loss alone.
+        head_rate_scale: ``"none"`` or ``"classes"``: the head's rates are multiplied by the
+            task's number of classes. The mean support loss gives each class row about 1/C of
+            the gradient, so with one set of rates for every width a row's step shrinks as
+            classes are added; scaled, a row steps alike at any width (the optimizer does the
+            same, so its steps stay the learner's).
 
     Raises:
         ConfigError: an unknown ``head_init``, ``inner_params`` or ``batching``, a model that
@@ -138,8 +145,16 @@ class MetaLearner(nn.Module, abc.ABC):
         head_init: str = "theta",
         inner_params: str = "all",
         step_loss_weight: float = 0.0,
+        head_rate_scale: str = "none",
     ) -> None:
         super().__init__()
+        if head_rate_scale not in HEAD_RATE_SCALES:
+            raise ConfigError(f"unknown head rate scale {head_rate_scale!r}; expected one of "
+                              f"{', '.join(HEAD_RATE_SCALES)}")
+        if head_rate_scale != "none" and not supports_prototype_head(model):
+            raise ConfigError(f"head_rate_scale={head_rate_scale!r} needs a model with a Linear "
+                              f"'head' and forward(x, head=False); {type(model).__name__} has none")
+        self.head_rate_scale = head_rate_scale
         if not (isinstance(step_loss_weight, (int, float)) and step_loss_weight >= 0):
             raise ConfigError(f"step_loss_weight must be a non-negative number, got {step_loss_weight}")
         self.step_loss_weight = float(step_loss_weight)
@@ -256,6 +271,7 @@ class MetaLearner(nn.Module, abc.ABC):
             "head_init": self.head_init,
             "inner_params": self.inner_params,
             "step_loss_weight": self.step_loss_weight,
+            "head_rate_scale": self.head_rate_scale,
         }
 
     # ----------------------------------------------------------------- batching
@@ -364,6 +380,9 @@ class MetaLearner(nn.Module, abc.ABC):
 
         def support_loss(p: Params) -> Tensor:
             return loss_fn(support_out(p), ys).mean(-1).sum()
+
+        lrs = self._scaled_head_rates(lrs, moving[HEAD_WEIGHT].shape[-2]) if (
+            self.head_rate_scale == "classes") else lrs
 
         def query(p: Params) -> tuple[Tensor, Tensor]:
             out = query_out(p)
@@ -500,6 +519,11 @@ class MetaLearner(nn.Module, abc.ABC):
             step_loss = torch.stack([r[4] for r in results])
         return AdaptationOutcome(loss, metric, adapted, tail_loss if tail else None,
                                  step_loss if anytime else None)
+
+    @staticmethod
+    def _scaled_head_rates(lrs: dict[str, Tensor], width: int) -> dict[str, Tensor]:
+        """``lrs`` with the head's rates multiplied by the task's ``width`` (``"classes"``)."""
+        return {k: v * width if is_head(k) else v for k, v in lrs.items()}
 
     @staticmethod
     def _at_width(params: Params, width: int) -> Params:

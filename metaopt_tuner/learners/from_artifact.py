@@ -41,6 +41,7 @@ def learner_from_artifact(
         "lr_granularity": "element",
         "head_init": artifact.learner_config.get("head_init", "theta"),
         "inner_params": artifact.learner_config.get("inner_params", "all"),
+        "head_rate_scale": artifact.learner_config.get("head_rate_scale", "none"),
     }
     options.update(learner_overrides)
     learner = MetaSGDLearner(model, suite.loss_per_example, suite.metric_per_example, **options)

@@ -41,7 +41,7 @@ from .base import EVAL_SPLITS, SPLITS, ClassificationSuite, TaskBatch, TaskDraw,
 from .recipe import Recipe
 
 __all__ = ["IntentSuite", "IntentData", "TextEpisode", "load_intent_data", "RECIPE",
-           "ENCODER_RECIPE"]
+           "ENCODER_RECIPE", "ENCODER_TOP_RECIPE"]
 
 #: README, intents: Meta-SGD at inner lr 0.5, meta-batch 16, 500 iterations (CLINC150, 5-way,
 #: held-out domains: 72.9 1-shot, 91.9 5-shot)
@@ -50,10 +50,28 @@ RECIPE = Recipe(
     source="README: intents, Meta-SGD, inner lr 0.5, meta-batch 16, 500 iterations",
 )
 
-#: benchmarks/intents_encoder.py: with an encoder folder, its top layer is meta-learned as a metric
-#: (the head alone adapted, from prototypes) at a tenth of the library's outer rate: the library's
-#: 1e-3 wrecks the pretrained layer (45-way 1-shot -17.6 points under centroid)
+#: benchmarks/any_shape.py: with an encoder folder, its sentence embeddings are frozen (computed
+#: once and cached) and the head alone is adapted from prototypes, ten steps with their own
+#: per-feature rates, on episodes of every width and 1 to 50 examples per class, so the steps fit a
+#: head where the examples allow it; every step's query loss is scored (anytime, at five times the
+#: weight of the last: at the sinusoid's weight the loss rose at some steps) and the feature scale
+#: (the logits' temperature) is meta-learned from 4, where the support loss is not saturated
 ENCODER_RECIPE = Recipe(
+    config={"learner": "metasgd", "inner_params": "head", "head_init": "prototypes",
+            "first_order": False, "lr_granularity": "element", "per_step_lrs": True,
+            "inner_steps": 10, "inner_lr": 1.0, "meta_lr": 1e-2, "meta_batch": 4,
+            "step_loss_weight": 5.0, "iterations": 1500},
+    suite_options={"adapt_layers": 0, "train_ways": [2, None], "train_shots": [1, 50],
+                   "logit_scale": 4.0},
+    source="benchmarks/any_shape.py: frozen embeddings, the head alone adapted from "
+           "prototypes in 10 steps, episodes of every width and 1-50 shots, 1500 iterations",
+)
+
+#: benchmarks/intents_encoder.py: with ``adapt_layers >= 1`` the encoder's top layer is
+#: meta-learned as a metric (the head alone adapted, from prototypes) at a tenth of the library's
+#: outer rate: the library's 1e-3 wrecks the pretrained layer (45-way 1-shot -17.6 points under
+#: centroid)
+ENCODER_TOP_RECIPE = Recipe(
     config={"learner": "metasgd", "inner_params": "head", "head_init": "prototypes",
             "first_order": True, "lr_granularity": "element", "inner_lr": 0.01,
             "meta_lr": 1e-4, "meta_lr_schedule": "cosine", "meta_batch": 1, "iterations": 600},
@@ -428,10 +446,13 @@ class IntentSuite(ClassificationSuite):
 
     @classmethod
     def recipe_for_options(cls, options: Mapping[str, Any]) -> Recipe:
-        """:data:`ENCODER_RECIPE` when ``encoder`` names a local folder (its top layer is then
-        adapted), else the n-gram :data:`RECIPE`."""
+        """With ``encoder`` naming a local folder, :data:`ENCODER_RECIPE` (frozen embeddings,
+        the head adapted), or :data:`ENCODER_TOP_RECIPE` when ``adapt_layers`` asks for its top
+        layers to be meta-learned; else the n-gram :data:`RECIPE`."""
         encoder = options.get("encoder")
-        return ENCODER_RECIPE if encoder != "hashed" and is_encoder_folder(encoder) else RECIPE
+        if encoder == "hashed" or not is_encoder_folder(encoder):
+            return RECIPE
+        return ENCODER_TOP_RECIPE if int(options.get("adapt_layers") or 0) > 0 else ENCODER_RECIPE
 
     def _check_adapt_layers(self) -> None:
         from ..models.text.encoder_states import encoder_config
@@ -649,9 +670,13 @@ class IntentSuite(ClassificationSuite):
                 "scale": self.logit_scale, "encoder": self.encoder,
                 "checksum": encoder_checksum(self.encoder)}}
         if self.encoder is not None:
-            return {"name": "features", "kwargs": {
-                "in_features": int(self.token_ids.shape[1]), "num_classes": self.ways,
-                "hidden": list(self.hidden), "scale": self.logit_scale}}
+            kwargs = {"in_features": int(self.token_ids.shape[1]), "num_classes": self.ways,
+                      "hidden": list(self.hidden), "scale": self.logit_scale}
+            if is_encoder_folder(self.encoder):  # the embeddings' identity travels with the model
+                from ..models.text.encoder_states import encoder_checksum
+
+                kwargs.update(encoder=self.encoder, checksum=encoder_checksum(self.encoder))
+            return {"name": "features", "kwargs": kwargs}
         return {
             "name": "text_bag",
             "kwargs": {

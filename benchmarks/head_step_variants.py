@@ -1,0 +1,197 @@
+"""Variants of the head's inner steps on frozen sentence embeddings (issue 27, item 4): a probe.
+
+Outside the library, in feature space, so one variant meta-trains in minutes: CLINC150's in-scope
+utterances embedded once by a local sentence-transformers folder (``--encoder``, cached in
+``--cache``), the intents suite's default domain split (test: auto_and_commute, credit_cards,
+work; validation: travel; training: the other six), and a prototype head adapted by ``--steps``
+Meta-SGD steps with per-feature rates shared across classes (one row per step), meta-trained with
+Adam on episodes of 2-45 classes and 1-``--max-shots`` shots, the feature scale (the logits'
+temperature) learned from ``--s0``. Variants:
+
+* ``--loss``: the support loss's reduction: ``mean`` over examples (the library's), ``classsum``
+  (per-class means summed: a class row's step does not shrink as classes are added) or ``sum``;
+* ``--learn-tau``: a learned temperature per step on the support logits (from ``--tau0``), which
+  keeps the support loss from saturating;
+* ``--anytime``: the weight of the query loss after each step before the last.
+
+It prints, for test episodes of each ``--ways`` (45) and ``--shots``: nearest centroid, the adapted head,
+logistic regression (scikit-learn, ``C`` picked on six 15-way validation tasks) with the paired
+difference, and the mean query loss after each step. Measured variants: the Benchmarks page, "Any
+task shape (issue 27)".
+
+    python benchmarks/head_step_variants.py --data-dir DATA/clinc150 --encoder MINILM_FOLDER \\
+        --loss mean --s0 4 --anytime 0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+
+TEST_DOMAINS, VAL_DOMAINS = ("auto_and_commute", "credit_cards", "work"), ("travel",)
+QUERY = 15
+
+
+def embeddings(args: argparse.Namespace) -> tuple[torch.Tensor, list[str]]:
+    """Every in-scope CLINC150 utterance embedded once (unit length), cached in ``--cache``."""
+    if not os.path.exists(args.cache):
+        from sentence_transformers import SentenceTransformer
+
+        with open(os.path.join(args.data_dir, "data_full.json")) as fh:
+            data = json.load(fh)
+        rows = data["train"] + data["val"] + data["test"]
+        model = SentenceTransformer(args.encoder, device="cpu")
+        emb = model.encode([r[0] for r in rows], batch_size=256, convert_to_tensor=True,
+                           normalize_embeddings=True, show_progress_bar=False)
+        os.makedirs(os.path.dirname(args.cache) or ".", exist_ok=True)
+        torch.save({"emb": emb.float(), "labels": [r[1] for r in rows]}, args.cache)
+    saved = torch.load(args.cache)
+    return saved["emb"], saved["labels"]
+
+
+class Episodes:
+    """Seeded episodes of the default domain split's classes."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.emb, labels = embeddings(args)
+        with open(os.path.join(args.data_dir, "domains.json")) as fh:
+            domains = json.load(fh)
+        held = TEST_DOMAINS + VAL_DOMAINS
+        self.split = {"test": [c for d in TEST_DOMAINS for c in domains[d]],
+                      "val": [c for d in VAL_DOMAINS for c in domains[d]],
+                      "train": [c for d in domains if d not in held for c in domains[d]]}
+        rows: dict[str, list[int]] = {}
+        for i, label in enumerate(labels):
+            rows.setdefault(label, []).append(i)
+        self.rows = {k: torch.tensor(v) for k, v in rows.items()}
+
+    def draw(self, split: str, ways: int, shots: int, gen: torch.Generator):
+        classes = self.split[split]
+        xs, ys, xq, yq = [], [], [], []
+        for j, c in enumerate(torch.randperm(len(classes), generator=gen)[:ways].tolist()):
+            ix = self.rows[classes[c]]
+            ix = ix[torch.randperm(len(ix), generator=gen)[: shots + QUERY]]
+            xs.append(self.emb[ix[:shots]])
+            xq.append(self.emb[ix[shots:]])
+            ys += [j] * shots
+            yq += [j] * QUERY
+        return torch.cat(xs), torch.tensor(ys), torch.cat(xq), torch.tensor(yq)
+
+
+class HeadSteps(torch.nn.Module):
+    """The meta-parameters: log feature scale, per-step log temperatures and log rates."""
+
+    def __init__(self, args: argparse.Namespace, features: int) -> None:
+        super().__init__()
+        k = args.steps
+        self.args = args
+        self.log_s = torch.nn.Parameter(torch.tensor(math.log(args.s0)))
+        self.log_tau = torch.nn.Parameter(torch.full((k,), math.log(args.tau0)),
+                                          requires_grad=bool(args.learn_tau))
+        self.log_rw = torch.nn.Parameter(torch.full((k, features), math.log(args.lr0)))
+        self.log_rb = torch.nn.Parameter(torch.full((k,), math.log(args.lr0)))
+
+    def forward(self, xs, ys, xq, ways: int) -> list[torch.Tensor]:
+        """Query logits after 0..steps steps from the prototype head."""
+        s = self.log_s.exp()
+        fs, fq = s * xs, s * xq
+        onehot = F.one_hot(ys, ways).float()
+        protos = onehot.t() @ fs / onehot.sum(0)[:, None]
+        w, b = 2 * protos, -(protos * protos).sum(1)
+        out = [fq @ w.t() + b]
+        n = len(ys)
+        reduction = {"sum": 1.0, "classsum": ways / n, "mean": 1.0 / n}[self.args.loss]
+        for k in range(self.args.steps):
+            tau = self.log_tau[k].exp()
+            residual = (tau * (fs @ w.t() + b)).softmax(-1) - onehot  # d CE / d logits
+            scale = tau * reduction
+            w = w - self.log_rw[k].exp() * (scale * residual.t() @ fs)
+            b = b - self.log_rb[k].exp() * (scale * residual.sum(0))
+            out.append(fq @ w.t() + b)
+        return out
+
+
+def logreg_accuracy(xs, ys, xq, yq, c: float) -> float:
+    model = LogisticRegression(C=c, max_iter=2000).fit(xs.numpy(), ys.numpy())
+    return float((model.predict(xq.numpy()) == yq.numpy()).mean())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", required=True, help="the CLINC150 folder (data_full.json, "
+                   "domains.json)")
+    p.add_argument("--encoder", required=True, help="a local sentence-transformers folder")
+    p.add_argument("--cache", default="runs/clinc150-embeddings.pt")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--iters", type=int, default=1500)
+    p.add_argument("--meta-batch", type=int, default=4)
+    p.add_argument("--loss", choices=("mean", "classsum", "sum"), default="mean")
+    p.add_argument("--learn-tau", type=int, default=0)
+    p.add_argument("--tau0", type=float, default=1.0)
+    p.add_argument("--s0", type=float, default=4.0)
+    p.add_argument("--lr0", type=float, default=1.0)
+    p.add_argument("--anytime", type=float, default=0.1)
+    p.add_argument("--max-shots", type=int, default=50)
+    p.add_argument("--episodes", type=int, default=40)
+    p.add_argument("--shots", type=int, nargs="*", default=[1, 5, 20, 50])
+    p.add_argument("--ways", type=int, nargs="*", default=[45], help="test widths")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    episodes = Episodes(args)
+    head = HeadSteps(args, episodes.emb.shape[1])
+    opt = torch.optim.Adam([q for q in head.parameters() if q.requires_grad], lr=1e-2)
+    gen = torch.Generator().manual_seed(1)
+    began = time.time()
+    for it in range(args.iters):
+        loss = torch.zeros(())
+        for _ in range(args.meta_batch):
+            ways = int(torch.randint(2, 46, (1,), generator=gen))
+            shots = int(torch.randint(1, args.max_shots + 1, (1,), generator=gen))
+            xs, ys, xq, yq = episodes.draw("train", ways, shots, gen)
+            out = head(xs, ys, xq, ways)
+            task = F.cross_entropy(out[-1], yq)
+            task = task + args.anytime * sum(F.cross_entropy(o, yq) for o in out[:-1])
+            loss = loss + task / args.meta_batch
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if it % 250 == 0 or it == args.iters - 1:
+            taus = [round(t, 3) for t in head.log_tau.exp().tolist()]
+            print(f"iteration {it}: meta-loss {loss.item():.4f}, scale {head.log_s.exp().item():.2f}"
+                  f", temperatures {taus} ({time.time() - began:.0f} s)", flush=True)
+    for ways, shots in [(w, k) for w in args.ways for k in args.shots]:
+        val_gen = torch.Generator().manual_seed(100 + shots)
+        val = [episodes.draw("val", 15, shots, val_gen) for _ in range(6)]
+        grid = [1.0, 10.0, 100.0, 1000.0] if shots > 1 else [1.0, 10.0]
+        scores = {c: np.mean([logreg_accuracy(*t, c) for t in val]) for c in grid}
+        best = max(scores, key=scores.get)
+        test_gen = torch.Generator().manual_seed(1000 + shots)
+        centroid, adapted, logreg, curve = [], [], [], np.zeros(args.steps + 1)
+        for _ in range(args.episodes):
+            xs, ys, xq, yq = episodes.draw("test", ways, shots, test_gen)
+            with torch.no_grad():
+                out = head(xs, ys, xq, ways)
+            centroid.append(float((out[0].argmax(1) == yq).float().mean()))
+            adapted.append(float((out[-1].argmax(1) == yq).float().mean()))
+            logreg.append(logreg_accuracy(xs, ys, xq, yq, best))
+            curve += np.array([float(F.cross_entropy(o, yq)) for o in out])
+        c, a, lr = (np.array(v) * 100 for v in (centroid, adapted, logreg))
+        d = a - lr
+        ci = 1.96 * d.std(ddof=1) / math.sqrt(len(d))
+        print(f"{ways}-way {shots}-shot: centroid {c.mean():.1f}, adapted head {a.mean():.1f}, "
+              f"logistic regression (C = {best:g}) {lr.mean():.1f}, head - LR {d.mean():+.2f} "
+              f"± {ci:.2f}; query loss by step {np.round(curve / args.episodes, 3).tolist()}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -35,6 +35,32 @@ def test_train_inputs_that_cannot_mean_anything_are_one_line(tmp_path, capsys, a
     assert not (tmp_path / "r").exists()
 
 
+def test_an_unparsable_tracking_uri_is_one_line_before_any_work(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "r"), "--iterations", "1",
+                           "--no-progress", "--tracking-uri", "http://[::1")
+    assert code == 2 and "is not an MLflow tracking URI" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_artifact_name_longer_than_the_file_system_allows_is_one_line(capsys):
+    code, _, err = run_cli(capsys, "evaluate", "a" * 300, "--tasks", "1")
+    assert code == 2 and "cannot read artifact" in err and err.count("\n") == 1, err
+
+
+def test_a_csv_field_over_the_csv_limit_is_one_line(tmp_path, capsys):
+    import csv
+
+    data = tmp_path / "intents.csv"
+    with open(data, "w", newline="") as fh:
+        rows = [("text", "label"), ("x" * 200_000, "a")]
+        rows += [(f"utterance {i}", f"c{i % 4}") for i in range(40)]
+        csv.writer(fh).writerows(rows)
+    code, _, err = run_cli(capsys, "train", "--suite", "intents", "--data-dir", str(data),
+                           "--iterations", "1", "--no-progress", "--out", str(tmp_path / "r"))
+    assert code == 2 and "near line 2, not readable as CSV" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_run_whose_every_meta_batch_was_skipped_fails_and_writes_no_artifact(tmp_path, capsys):
     out = tmp_path / "r"
     code, _, err = run_cli(capsys, "train", "--out", str(out), "--iterations", "3", "--inner-lr",

@@ -59,6 +59,11 @@ def local_artifact(
         raise ArtifactError(f"expected an Artifact, a path, a models:/ URI or a pretrained name, "
                             f"got {type(source).__name__}")
     path = Path(source)
-    if not path.exists() and isinstance(source, str) and source in list_pretrained():
+    try:
+        exists = path.exists()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise ArtifactError(f"cannot read artifact {str(source)[:80]!r}...: "
+                            f"{exc.strerror or exc}") from None
+    if not exists and isinstance(source, str) and source in list_pretrained():
         return pretrained(source)
     return load_artifact(path, trust_factory=trust_factory)

@@ -55,7 +55,10 @@ def embedded_uri() -> str:
 
 
 def _checked(uri: str) -> str:
-    scheme = urllib.parse.urlparse(uri).scheme.split("+")[0]
+    try:
+        scheme = urllib.parse.urlparse(uri).scheme.split("+")[0]
+    except ValueError:  # e.g. "http://[::1": an unclosed IPv6 address
+        scheme = ""
     if scheme not in _SCHEMES or not uri.partition(":")[2].strip("/"):
         raise RegistryError(
             f"{uri!r} is not an MLflow tracking URI; expected http(s)://HOST:PORT, "

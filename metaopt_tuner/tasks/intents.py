@@ -124,6 +124,15 @@ def _decode(path: Path) -> str:
 
 def _read_csv(path: Path, text_column: str, label_column: str) -> IntentData:
     reader = csv.DictReader(io.StringIO(_decode(path), newline=""))
+    try:
+        return _read_rows(path, reader, text_column, label_column)
+    except csv.Error as exc:  # e.g. a field over the csv module's 131,072-character limit
+        raise DataError(f"{path}: near line {reader.line_num + 1}, not readable as CSV: "
+                        f"{exc}") from None
+
+
+def _read_rows(path: Path, reader: csv.DictReader, text_column: str,
+               label_column: str) -> IntentData:
     header = [h.strip() for h in (reader.fieldnames or [])]
     if not header:
         raise DataError(f"{path}: line 1 has no header; expected columns {text_column!r} and "

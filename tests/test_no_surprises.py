@@ -147,3 +147,23 @@ def _sinusoid_learner():
 
     learner, suite = small_metasgd()
     return learner, suite
+
+
+@pytest.mark.parametrize("body, kind", [("raise RuntimeError('no data here')", "RuntimeError"),
+                                        ("None + 1", "TypeError")])
+def test_a_user_suite_whose_constructor_raises_is_one_line_naming_its_code(tmp_path, capsys,
+                                                                           monkeypatch, body, kind):
+    """An error inside a user's suite is reported as the constructor's, not blamed on the
+    options (a TypeError there used to read "invalid option value"), and never a traceback."""
+    module = f"my_raising_suite_{kind.lower()}"  # one module per case: imports are cached
+    (tmp_path / f"{module}.py").write_text(
+        "from metaopt_tuner.tasks.sinusoid import SinusoidSuite\n\n\n"
+        "class Broken(SinusoidSuite):\n"
+        "    def __init__(self, **options):\n"
+        f"        {body}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, _, err = run_cli(capsys, "train", "--suite", f"{module}:Broken", "--iterations",
+                           "1", "--no-progress", "--out", str(tmp_path / "r"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"its constructor raised {kind}" in err and "invalid option value" not in err
+    assert not (tmp_path / "r").exists()

@@ -135,8 +135,14 @@ def suite_from_class(cls: type[TaskSuite], name: str, /, **options: Any) -> Task
         )
     try:
         return cls(**options)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, MetaOptError):
-            raise
-        # e.g. shots="abc": int() or float() on a wrongly typed option value
-        raise SuiteError(f"suite {name!r}: invalid option value ({exc})") from None
+    except MetaOptError:
+        raise
+    except Exception as exc:
+        if ":" in name:  # a user's suite: the error may be in its own code, not in the options
+            given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
+            raise SuiteError(f"suite {name!r}: its constructor raised {type(exc).__name__}: {exc} "
+                             f"(options: {given})") from None
+        if isinstance(exc, (TypeError, ValueError)):
+            # e.g. shots="abc": int() or float() on a wrongly typed option value
+            raise SuiteError(f"suite {name!r}: invalid option value ({exc})") from None
+        raise

@@ -321,9 +321,8 @@ def run_cell(art: Artifact, args: argparse.Namespace, ways: int, shots: int,
     if query_loss:  # anytime: the artifact's mean query loss after each step
         per_task = torch.stack(query_loss)
         loss_curve = per_task.mean(0).tolist()
-        rises = [t for t in range(1, steps + 1)
-                 if mean_ci(per_task[:, t] - per_task[:, t - 1])[0]
-                 > mean_ci(per_task[:, t] - per_task[:, t - 1])[1]]
+        changes = [mean_ci(per_task[:, t] - per_task[:, t - 1]) for t in range(1, steps + 1)]
+        rises = [t for t, (mean, ci) in enumerate(changes, start=1) if mean > ci]
         curve_text = ", ".join(f"{v:.3f}" for v in loss_curve)
         notes.append(f"the artifact's mean query loss after 0..{steps} steps: {curve_text}; "
                      + (f"it rises beyond its CI at step(s) {rises}" if rises

@@ -19,15 +19,10 @@ from metaopt_tuner.tasks.stream import MAX_CHUNK, chunk_for, task_bytes
 
 from .helpers import LeastSquaresSuite, run_cli, small_metasgd
 from .test_intents import make_clinc
-from .test_omniglot import make_tree
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from .test_omniglot import (
+    make_tree,
+    one_thread,  # noqa: F401  (autouse: tiny tensors, one thread)
+)
 
 
 def _equal(a: TaskBatch, b: TaskBatch) -> bool:

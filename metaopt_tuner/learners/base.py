@@ -381,8 +381,8 @@ class MetaLearner(nn.Module, abc.ABC):
         def support_loss(p: Params) -> Tensor:
             return loss_fn(support_out(p), ys).mean(-1).sum()
 
-        lrs = self._scaled_head_rates(lrs, moving[HEAD_WEIGHT].shape[-2]) if (
-            self.head_rate_scale == "classes") else lrs
+        if self.head_rate_scale == "classes":
+            lrs = self._scaled_head_rates(lrs, moving[HEAD_WEIGHT].shape[-2])
 
         def query(p: Params) -> tuple[Tensor, Tensor]:
             out = query_out(p)

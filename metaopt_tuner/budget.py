@@ -8,8 +8,10 @@ least :data:`MIN_TIMED_STEPS`), puts the state back, and fixes
     iterations = max(1, floor((budget - warm-up seconds) / measured seconds per iteration))
 
 before the first real step. The machine's speed can change under a run (other work starts or
-stops), so the run looks again :data:`REPLANS` times: from the seconds left and the speed of the
-steps since the last look it re-plans the count (:func:`replanned_iterations`), and the outer
+stops), so the run looks again every 1/:data:`REPLANS` of the budget's seconds: from the seconds
+left and the speed of the steps since the last look it re-plans the count
+(:func:`replanned_iterations`) and the iteration of the next look (:func:`look_every`: the
+looks are spaced in seconds, so they stay as frequent when the machine slows down), and the outer
 learning-rate schedule is re-scaled over the new count. Every decision is recorded in the
 checkpoint (and the budget's seconds spent with it), so a resumed run continues from the plan in
 force. At a steady speed the count never changes, and a budget run ends with exactly the
@@ -26,16 +28,18 @@ from dataclasses import dataclass
 from .errors import ConfigError
 
 __all__ = ["parse_duration", "format_duration", "warmup_seconds", "iterations_for_budget",
-           "replanned_iterations", "BudgetPlan", "MIN_TIMED_STEPS", "REPLANS", "REPLAN_TOLERANCE"]
+           "replanned_iterations", "look_every", "BudgetPlan", "MIN_TIMED_STEPS", "REPLANS",
+           "REPLAN_TOLERANCE"]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh])\s*$", re.IGNORECASE)
 
 #: timed warm-up steps needed before the rate is trusted
 MIN_TIMED_STEPS = 2
-#: how many times a budget run looks again at its speed (every 1/REPLANS of its iterations)
+#: how many times a budget run looks again at its speed (every 1/REPLANS of its seconds)
 REPLANS = 20
-#: a re-plan changes the count only when it differs by more than this share (no churn)
+#: a re-plan changes the count only when the change is worth more than this share of the budget's
+#: seconds at the recent speed (no churn)
 REPLAN_TOLERANCE = 0.02
 #: the warm-up's timed part lasts this share of the budget, capped at ``_WARMUP_CAP`` seconds
 _WARMUP_SHARE, _WARMUP_CAP = 0.02, 2.0
@@ -103,8 +107,10 @@ def iterations_for_budget(
 def replanned_iterations(budget: float, spent: float, done: int, planned: int,
                          seconds_per_iteration: float) -> int:
     """The iteration count for the rest of a budget run: ``done`` plus as many as the seconds
-    left buy at the recent speed, or ``planned`` when that differs by at most
-    :data:`REPLAN_TOLERANCE` of it or one iteration (or when the speed is unknown).
+    left buy at the recent speed, or ``planned`` when the difference takes at most one iteration
+    or :data:`REPLAN_TOLERANCE` of the budget's seconds at that speed (or when the speed is
+    unknown). The tolerance is in seconds, not a share of the count: after a slowdown a share of
+    a count planned at the old speed would let whole seconds of overrun through.
 
     Args:
         budget: the training budget in seconds.
@@ -117,6 +123,21 @@ def replanned_iterations(budget: float, spent: float, done: int, planned: int,
         return planned
     left = max(0.0, budget - spent)
     count = done + int(math.floor(left / seconds_per_iteration + 1e-9))
-    if abs(count - planned) <= max(1.0, REPLAN_TOLERANCE * planned):
+    if abs(count - planned) <= max(1.0, REPLAN_TOLERANCE * budget / seconds_per_iteration):
         return planned
     return count
+
+
+def look_every(budget: float, seconds_per_iteration: float, planned: int) -> int:
+    """Iterations until a budget run's next look at its speed: as many as 1/:data:`REPLANS` of
+    the budget's seconds buy at ``seconds_per_iteration`` (at least one), or 1/REPLANS of
+    ``planned`` when the speed is unknown.
+
+    Args:
+        budget: the training budget in seconds.
+        seconds_per_iteration: the speed last measured.
+        planned: the count in force.
+    """
+    if seconds_per_iteration <= 0:
+        return max(1, planned // REPLANS)
+    return max(1, int(math.floor(budget / REPLANS / seconds_per_iteration + 1e-9)))

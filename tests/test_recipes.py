@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 import torch
 
-from metaopt_tuner.budget import iterations_for_budget, parse_duration
+from metaopt_tuner.artifact import load_artifact
+from metaopt_tuner.budget import (
+    REPLANS,
+    iterations_for_budget,
+    look_every,
+    parse_duration,
+    replanned_iterations,
+)
 from metaopt_tuner.errors import ConfigError, SuiteError
 from metaopt_tuner.tasks import get_suite, list_suites, suite_class, suite_ref
 from metaopt_tuner.tasks.recipe import Recipe
@@ -134,6 +147,11 @@ def test_a_budget_run_resumed_midway_equals_the_same_count_uninterrupted(tmp_pat
     a, b, c = (r.learner.state_dict() for r in (full, plain, resumed))
     for key in a:
         assert torch.equal(a[key], b[key]) and torch.equal(a[key], c[key]), key
+    # resumed with a count instead of the budget, it trains to that count (it stopped with an
+    # AssertionError at its first look at a budget it no longer had)
+    longer = MetaTrainer(_config(iterations=count + 5), tmp_path / "cut", progress=False).run(
+        resume=True)
+    assert longer.config.iterations == count + 5
 
 
 class SlowingClock(FakeClock):
@@ -167,6 +185,114 @@ def test_a_budget_is_replanned_when_the_machine_slows_down(tmp_path):
     assert 0.9 * budget <= slowed._budget_spent <= 1.05 * budget
     saved = torch.load(tmp_path / "slowed" / "checkpoint.pt", weights_only=False)
     assert saved["budget_replans"] == slowed.budget_replans
+    assert saved["budget_next_look"] == slowed._budget_next_look > saved["iteration"]
+
+
+def test_a_replan_tolerance_is_seconds_and_looks_are_spaced_in_seconds():
+    # at a steady speed a wobble of the rate changes nothing
+    assert replanned_iterations(4.0, 2.0, 200, 400, 0.01) == 400
+    assert replanned_iterations(4.0, 2.0, 200, 400, 0.0101) == 400
+    # 4 iterations were within 2% of a count planned at 0.01 s, but at 0.06 s they are 6% of the
+    # budget: the count is re-planned
+    assert replanned_iterations(4.0, 3.7, 230, 239, 0.06) == 235
+    assert replanned_iterations(4.0, 3.7, 230, 239, 0.0) == 239  # speed unknown
+    # the next look is 1/REPLANS of the budget's seconds away at the speed measured
+    assert look_every(4.0, 0.01, 400) == 400 // REPLANS == 20
+    assert look_every(4.0, 0.04, 400) == 5  # four times slower: four times fewer iterations
+    assert look_every(4.0, 0.0, 400) == 20 and look_every(1.0, 1.0, 10) == 1
+
+
+class LoadClock(FakeClock):
+    """A step takes ``tick`` seconds times the factor of the last of ``stages`` (budget seconds
+    spent, factor) the trainer's recorded spending has reached: load that rises as a run goes."""
+
+    def __init__(self, tick: float, stages: list[tuple[float, float]]) -> None:
+        super().__init__(tick)
+        self.stages, self.trainer = stages, None
+
+    def __call__(self) -> float:
+        spent = getattr(self.trainer, "_budget_spent", None)
+        factor = max([f for at, f in self.stages if spent is not None and spent >= at], default=1.0)
+        self.now += self.tick * factor
+        return self.now
+
+
+def test_a_budget_keeps_its_word_when_the_machine_slows_down_twice():
+    """Steps take 0.01 s, 0.04 s from half the budget and 0.06 s from 7/8 of it. Looks spaced by
+    the count planned at the first speed came every ~0.7 s after the slowdown, and the last one
+    ignored a change of 2% of that count (0.24 s at the last speed): the run spent 108% of its
+    budget. Spaced in seconds, with a tolerance in seconds, it keeps within 5%."""
+    budget = 4.0
+    clock = LoadClock(0.01, [(2.0, 4.0), (3.5, 6.0)])
+    config = dataclasses.replace(_config(budget_seconds=budget), checkpoint_every=100_000,
+                                 log_every=100_000)
+    trainer = MetaTrainer(config, None, progress=False, clock=clock)
+    clock.trainer = trainer
+    looks: list[float] = []
+    replan = trainer._replan
+
+    def watched(since):
+        looks.append(trainer._budget_spent)
+        return replan(since)
+
+    trainer._replan = watched
+    trainer.run()
+    assert 0.95 * budget <= trainer._budget_spent <= 1.05 * budget
+    assert len(trainer.budget_replans) >= 2
+    # one window straddling a slowdown aside, the looks stay 1/REPLANS of the budget apart
+    gaps = [b - a for a, b in zip(looks, looks[1:]) if a >= 2.0]
+    assert max(gaps) <= 2 * budget / REPLANS
+
+
+@pytest.mark.slow
+def test_a_budget_keeps_its_word_when_a_cpu_hog_starts_halfway(tmp_path):
+    """The sinusoid recipe for a 16 s budget, with one spinning process per CPU started halfway:
+    the run re-plans after the hog starts, and its budget clock (the warm-up and the steps, what
+    the trainer controls and records) ends within 5% of the budget having used at least 90% of
+    it. The run's own wall time adds evaluations and checkpoints (a fraction of a second)."""
+    budget = 16.0
+    config = resolve_train_config("sinusoid", {"budget_seconds": budget}).config
+    out = tmp_path / "run"
+    trainer = MetaTrainer(config, out, progress=False)
+    hogs: list[subprocess.Popen] = []
+    hog_from: dict[str, float] = {}
+
+    def start_hogs() -> None:
+        hog_from["iteration"] = trainer.iteration
+        hog_from["spent"] = trainer._budget_spent or 0.0
+        spin = f"import time\nend = time.time() + {budget + 60}\nwhile time.time() < end: pass"
+        for _ in range(os.cpu_count() or 1):  # they end on their own should this process die
+            hogs.append(subprocess.Popen([sys.executable, "-c", spin]))
+
+    timer = threading.Timer(budget / 2, start_hogs)
+    began = time.perf_counter()
+    timer.start()
+    try:
+        result = trainer.run()
+    finally:
+        timer.cancel()
+        timer.join()
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    wall = time.perf_counter() - began
+    spent = trainer._budget_spent
+    assert hog_from, "the run ended before the hog started"
+    after = [r for r in trainer.budget_replans if r["iteration"] > hog_from["iteration"]]
+    print(f"\nbudget {budget:g} s: wall {wall:.2f} s ({wall / budget:.1%}), budget clock "
+          f"{spent:.2f} s ({spent / budget:.1%}); planned {trainer.budget_plan.iterations}, ran "
+          f"{result.config.iterations}; hog from iteration {hog_from['iteration']} "
+          f"({hog_from['spent']:.2f} s); re-plans {trainer.budget_replans}")
+    assert after, "no re-plan after the hog started"
+    assert 0.9 * budget <= spent <= 1.05 * budget
+    # evaluations, checkpoints and the folder are outside the budget's clock (see ``budget``)
+    assert spent <= wall <= 1.05 * budget + 1.5
+    assert trainer.iteration == result.config.iterations
+    # every decision is in the checkpoint, so --resume continues from the plan in force
+    saved = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert saved["budget_replans"] == trainer.budget_replans
+    assert saved["budget_spent"] == pytest.approx(spent)
+    assert load_artifact(out / "artifact").manifest["metrics"]["iteration"] == trainer.iteration
 
 
 def test_train_records_where_each_value_came_from(tmp_path):

@@ -105,6 +105,7 @@ def upgrade_checkpoint(state: Mapping[str, Any]) -> dict[str, Any]:
     out.setdefault("budget_iterations", None)
     out.setdefault("budget_spent", None)  # the budget's seconds spent (None: fixed once, not tracked)
     out.setdefault("budget_replans", [])
+    out.setdefault("budget_next_look", None)  # None: spaced by the count (see MetaTrainer)
     out.setdefault("train_seconds", 0.0)
     out.setdefault("skipped", 0)
     out.setdefault("nonfinite_streak", 0)

@@ -27,9 +27,9 @@ import torch
 from ..artifact import Artifact
 from ..budget import (
     MIN_TIMED_STEPS,
-    REPLANS,
     BudgetPlan,
     iterations_for_budget,
+    look_every,
     replanned_iterations,
     warmup_seconds,
 )
@@ -163,6 +163,7 @@ class MetaTrainer:
         self._budget_spent: float | None = None  # the budget's seconds spent, warm-up included
         #: the budget's re-plans: ``{"iteration", "iterations", "seconds_per_iteration"}``
         self.budget_replans: list[dict[str, Any]] = []
+        self._budget_next_look: int | None = None  # the iteration of the budget's next look
         self.dtype = DTYPES[config.dtype]
         self.suite = get_suite(config.suite, **config.suite_options).load()
         torch.manual_seed(config.seed)
@@ -234,6 +235,7 @@ class MetaTrainer:
             "budget_iterations": self._budget_iterations,
             "budget_spent": self._budget_spent,
             "budget_replans": list(self.budget_replans),
+            "budget_next_look": self._budget_next_look,
             # a batch sampled ahead (see ``step``) is not saved: its streams are saved as before it
             "generators": self._prefetch_states or [g.get_state() for g in self.generators],
             "config": self.config.to_dict(),
@@ -262,6 +264,7 @@ class MetaTrainer:
         self._budget_iterations = state["budget_iterations"]
         self._budget_spent = state["budget_spent"]
         self.budget_replans = list(state["budget_replans"])
+        self._budget_next_look = state["budget_next_look"]
         self.train_seconds = float(state["train_seconds"])
         self.skipped = int(state["skipped"])
         self._nonfinite_streak = int(state["nonfinite_streak"])
@@ -498,6 +501,11 @@ class MetaTrainer:
             self.budget_plan = distributed.broadcast_object(plan, self.dist, "the budget plan")
             self._budget_iterations = self.budget_plan.iterations
             self._budget_spent = self.budget_plan.warmup_seconds
+            self._budget_next_look = self.iteration + look_every(
+                budget, self.budget_plan.seconds_per_iteration, self._budget_iterations)
+        elif self._budget_spent is not None and self._budget_next_look is None:
+            # a checkpoint from before looks were spaced in seconds: the next 1/REPLANS of the count
+            self._budget_next_look = self.iteration + look_every(budget, 0.0, self._budget_iterations)
         self.config = dataclasses.replace(self.config, iterations=self._budget_iterations)
         if self.sources is not None:
             self.sources["iterations"] = "budget"
@@ -506,13 +514,17 @@ class MetaTrainer:
 
     def _replan(self, since: tuple[int, float]) -> TrainConfig:
         """Look again at a budget run's speed (see ``budget``): the count for the seconds left at
-        the speed of the steps since the last look, recorded when it changes."""
-        assert self.config.budget_seconds is not None and self._budget_spent is not None
+        the speed of the steps since the last look, recorded when it changes, and the iteration
+        of the next look (1/REPLANS of the budget's seconds away at that speed)."""
+        budget = self.config.budget_seconds
+        assert budget is not None and self._budget_spent is not None
         steps = self.iteration - since[0]
         rate = since[1] / steps if steps > 0 else 0.0
-        count = replanned_iterations(self.config.budget_seconds, self._budget_spent,
-                                     self.iteration, self.config.iterations, rate)
-        count = distributed.broadcast_object(count, self.dist, "the budget re-plan")
+        count = replanned_iterations(budget, self._budget_spent, self.iteration,
+                                     self.config.iterations, rate)
+        count, self._budget_next_look = distributed.broadcast_object(
+            (count, self.iteration + look_every(budget, rate, count)), self.dist,
+            "the budget re-plan")
         if count != self.config.iterations:
             self.budget_replans.append({"iteration": self.iteration, "iterations": count,
                                         "seconds_per_iteration": rate})
@@ -556,16 +568,20 @@ class MetaTrainer:
             info = "compiling the meta-gradient (minutes)" if cfg.compile else ""
             task = bar.add_task("train", total=cfg.iterations, completed=self.iteration, info=info)
             since_replan = (self.iteration, 0.0)  # iteration and budget seconds at the last look
+            # a budget run resumed with a count instead trains to that count: no more looks
+            budgeted = cfg.budget_seconds is not None and self._budget_spent is not None
             while self.iteration < cfg.iterations:
                 began = time.perf_counter()
-                ticked = self.clock() if self._budget_spent is not None else 0.0
+                ticked = self.clock() if budgeted else 0.0
                 loss, metric = self.step()
                 self.train_seconds += time.perf_counter() - began
-                if self._budget_spent is not None:
+                if budgeted:
+                    assert self._budget_spent is not None
                     step_seconds = self.clock() - ticked
                     self._budget_spent += step_seconds
                     since_replan = (since_replan[0], since_replan[1] + step_seconds)
-                    if self.iteration % max(1, cfg.iterations // REPLANS) == 0:
+                    assert self._budget_next_look is not None
+                    if self.iteration >= self._budget_next_look:
                         cfg = self._replan(since_replan)
                         since_replan = (self.iteration, 0.0)
                         bar.update(task, total=cfg.iterations)

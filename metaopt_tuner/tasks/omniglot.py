@@ -31,17 +31,18 @@ __all__ = ["OmniglotSuite", "ImageFolderSuite", "GROUP_ALIASES", "RECIPE"]
 
 #: Meta-SGD from a prototype head, adapting the head alone (the body's features are computed once
 #: per task; its rates are zero), one step at 0.05, features scaled by 0.3 at initialization (the
-#: prototype logits' temperature 0.09), cosine meta-lr, meta-batch 1, 64 filters, jittered
-#: training images: the best configuration measured (docs/benchmarks.md, "Measurements behind
-#: the defaults").
+#: prototype logits' temperature 0.09), cosine meta-lr, meta-batch 1, 64 filters, group norm
+#: (each image normalized alone), jittered training images: the best configuration measured
+#: (docs/benchmarks.md, "Measurements behind the defaults" and the held-out-alphabet folds).
 RECIPE = Recipe(
     config={"learner": "metasgd", "head_init": "prototypes", "inner_params": "head",
             "inner_lr": 0.05, "inner_steps": 1, "meta_batch": 1, "meta_lr_schedule": "cosine",
             "iterations": 8000},
-    suite_options={"filters": 64, "feature_gain": 0.3, "jitter_degrees": 15.0,
+    suite_options={"filters": 64, "norm": "group", "feature_gain": 0.3, "jitter_degrees": 15.0,
                    "jitter_scale": 0.15, "jitter_shift": 0.15},
-    source="benchmarks/omniglot_small.py: Meta-SGD from a prototype head adapting the "
-           "head alone, feature gain 0.3, cosine, jitter, 64 filters, meta-batch 1 x 8,000",
+    source="benchmarks/omniglot_folds.py and omniglot_small.py: Meta-SGD from a prototype head "
+           "adapting the head alone, group norm, feature gain 0.3, cosine, jitter, 64 filters, "
+           "meta-batch 1 x 8,000",
 )
 
 

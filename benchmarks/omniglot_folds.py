@@ -29,8 +29,8 @@ alphabets). Methods:
   images as this script does: 28x28, one channel, inverted). ``--variant 'KEY=VALUE ...'`` adds a
   recipe row trained with that one more ``-o KEY=VALUE`` (repeat for several rows).
 
-An episode narrower than the artifact's head (17-way Tagalog, or any test with a wider training
-head) uses the head's first ``ways`` outputs: the others have no support image (zero prototypes).
+The artifact's head is width-free: ``prepare`` builds it from each episode's support set, so a
+17-way Tagalog episode gets a 17-way head.
 
 Per fold a table: error % (± 95% CI over episodes), the paired difference to the textbook ProtoNet
 on the same episodes (mean ± 1.96 sd / sqrt(n)), train wall and CPU seconds (the recipe's CPU

@@ -113,9 +113,11 @@ class OmniglotSuite(ClassificationSuite):
     ``filters`` and ``norm`` shape the reference ConvNet (see ``models.ConvNet``). ``norm`` is
     ``"support"`` by default: batch norm with the support set's statistics, frozen for the queries,
     so a query's prediction never depends on the other queries of its batch. ``"group"`` and
-    ``"layer"`` normalize each image alone, ``"batch"`` is the transductive batch norm of MAML's
-    ConvNet (all measured in ``benchmarks/omniglot_small.py --norm``). ``feature_gain`` is the
-    ConvNet's initial feature scale (a prototype head's initial temperature is its square).
+    ``"layer"`` normalize each image alone (the recipe uses ``"group"``: it generalized better to
+    held-out alphabets, ``benchmarks/omniglot_folds.py``), ``"batch"`` is the transductive batch
+    norm of MAML's ConvNet (all measured in ``benchmarks/omniglot_small.py --norm``).
+    ``feature_gain`` is the ConvNet's initial feature scale (a prototype head's initial temperature
+    is its square).
 
     Args:
         data_dir: the image tree (``root/<group>/<class>/*.png``), a zip of it or a folder of

@@ -66,10 +66,17 @@ slower. Asking each query alone costs a forward of the support set per query wit
 Equal compute (issue 19). Every learner now gives two rows, at 0 steps (the prototype classifier
 on its learned features: the same artifact, no step) and at its steps, with the steps' gain paired
 on the same episodes (± 95% CI); every row states seconds per meta-iteration and its training
-seconds; and each config ends with the textbook ProtoNet (``protonet_reference.py``: GroupNorm,
-``--protonet-ways`` 60, one episode per step) trained for the same wall-clock seconds (``--budget``,
-else the config's longest meta-training) on the same training alphabets and scored on the same
-episodes, followed by each learner minus it, paired. Measured 2026-12-03, REDUCED scale (cpu
+seconds; and each config ends with the textbook ProtoNet (``protonet_textbook.py``:
+``GroupNorm(1, --filters)``, ``--protonet-ways`` 60-way episodes of the config's shots with
+``--query`` queries, one episode per step, Adam 1e-3 halved every quarter of the run) trained for
+as many seconds of its CPU time (wall-clock on a GPU) as the learners got wall-clock seconds
+(``--budget``, else the config's longest meta-training), on the same training classes (small1's
+characters and their rotations, no jitter) and scored on the same episodes, followed by each
+learner minus it, paired. Its row's train s is wall-clock like the others' (the JSON's
+``train_cpu_s`` has its CPU seconds). The ProtoNet rows below ("ProtoNet reference") were
+measured with the former ``protonet_reference.py``, since removed: ``GroupNorm(8, 32)`` at these
+32 filters, Adam 1e-3 cosine-annealed over an episode count fixed by the library's ``--budget``
+rule, the library's episodes, wall-clock seconds. Measured 2026-12-03, REDUCED scale (cpu
 preset: 32 filters, meta-batch 4; 150 s of training per row by ``--budget 150``, 300 test
 episodes, within-alphabet only, one thread of the loaded 2-core machine, whose load makes the
 budget's warm-up estimate, and so the seconds, uneven: the train s column is what each row got):
@@ -389,7 +396,7 @@ def run_quality(args: argparse.Namespace, train_dir: str, test_dir: str) -> list
                                         "query": args.query})
             common.update({k: cfg.suite_options[k] for k in ("filters", "norm", "feature_gain")
                            if k in cfg.suite_options})
-            args.filters = common["filters"]  # the ProtoNet reference gets the recipe's width
+            args.filters = common["filters"]  # the textbook ProtoNet gets the recipe's width
         test_suites = {k: v for k, v in held_out_suites(test_dir, common, args.eval_rotations).items()
                        if k.split(",")[0] in args.kinds}
         scored: dict[str, dict[str, torch.Tensor]] = {kind: {} for kind in test_suites}
@@ -506,20 +513,51 @@ def step_rows(accs: torch.Tensor, alone: torch.Tensor | None, **common: Any) -> 
     return rows if steps else rows[1:]
 
 
+def training_classes(suite: Any, split: str = "train") -> list[torch.Tensor]:
+    """The images of ``split``'s classes, float in [0, 1] ``[images, C, S, S]``, one tensor a
+    class; with the suite's rotations, each character rotated by 0, 90, 180 and 270 degrees is
+    a class of its own, as in the suite's episodes."""
+    suite.load()
+    index, coll = suite._index(split), suite._coll
+    classes = []
+    for c in index.class_ids.tolist():
+        images = coll.images[int(coll.offsets[c]):int(coll.offsets[c + 1])].float().div(255)
+        classes += [torch.rot90(images, k, dims=(-2, -1)) for k in range(index.rotations)]
+    return classes
+
+
+@torch.no_grad()
+def protonet_accuracy(net: torch.nn.Module, tasks: Any, ways: int) -> torch.Tensor:
+    """Query accuracy ``[tasks]`` of a ``protonet_textbook`` net on a batch of test episodes."""
+    from protonet_textbook import embed, proto_logits
+
+    return torch.stack([
+        (proto_logits(embed(net, tasks.x_support[i]), tasks.y_support[i],
+                      embed(net, tasks.x_query[i]), ways).argmax(1) == tasks.y_query[i]).float().mean()
+        for i in range(tasks.y_query.shape[0])]).cpu()
+
+
 def run_protonet(args: argparse.Namespace, train_dir: str, cname: str, test_suites: dict[str, Any],
                  scored: dict[str, dict[str, torch.Tensor]], seconds: float,
                  device: torch.device) -> list[dict[str, Any]]:
-    """The textbook ProtoNet (``protonet_reference.py``: GroupNorm, ``--protonet-ways`` training
-    episodes, the config's shots) trained for ``seconds`` on the learners' training alphabets, on
-    their test episodes; and each learner's accuracy minus the ProtoNet's, paired per episode."""
-    from protonet_reference import protonet_accuracy, train_protonet
+    """The textbook ProtoNet (``protonet_textbook.py``: ``GroupNorm(1, --filters)``,
+    ``--protonet-ways`` training episodes of the config's shots, Adam 1e-3 halved every quarter)
+    trained for ``seconds`` of its CPU time (wall-clock on a GPU) on the learners' training
+    classes, on their test episodes; and each learner's accuracy minus the ProtoNet's, paired per
+    episode."""
+    from protonet_textbook import train as train_textbook
 
     ways, shots = CONFIGS[cname]
-    train = get_suite("omniglot", data_dir=train_dir, val_fraction=0, test_fraction=0,
+    suite = get_suite("omniglot", data_dir=train_dir, val_fraction=0, test_fraction=0,
                       ways=args.protonet_ways, shots=shots, query=args.query)
-    net, episodes, train_s = train_protonet(train, args.filters, seconds=seconds, seed=args.seed,
-                                            device=device)
-    method = f"ProtoNet reference (GroupNorm, {args.protonet_ways}-way training)"
+    classes = training_classes(suite)
+    begun = time.perf_counter()
+    net, episodes, clock_s = train_textbook(classes, seconds=seconds, ways=args.protonet_ways,
+                                            query=args.query, seed=args.seed, filters=args.filters,
+                                            shots=shots, device=device)
+    train_s = time.perf_counter() - begun
+    method = (f"textbook ProtoNet (protonet_textbook.py, GroupNorm(1, {args.filters}), "
+              f"{args.protonet_ways}-way" + (f" {shots}-shot" if shots > 1 else "") + ")")
     rows = []
     for kind, suite in test_suites.items():
         begun = time.perf_counter()
@@ -530,7 +568,10 @@ def run_protonet(args: argparse.Namespace, train_dir: str, cname: str, test_suit
                "iterations_per_s": episodes / max(train_s, 1e-9),
                "s_per_iteration": train_s / max(episodes, 1), "steps": 0, "accuracy": mean,
                "ci95": ci, "accuracy_0_steps": mean, "gain_of_steps": None, "gain_ci95": None,
-               "accuracy_alone": None, "train_s": train_s, "eval_s": time.perf_counter() - begun,
+               "accuracy_alone": None, "train_s": train_s,
+               "train_cpu_s": clock_s if device.type == "cpu" else None,
+               "train_classes": len(classes),
+               "eval_s": time.perf_counter() - begun,
                "test_episodes": accs.shape[0], "final_train_loss": float("nan"),
                "device": _device_name(device),
                "vs_protonet": {name: ci95(learner - accs) for name, learner in scored[kind].items()}}
@@ -653,7 +694,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="meta-train each learner for this wall-clock budget, the library's rule "
                         "(iterations fixed from a timed warm-up, the meta-lr schedule laid over "
-                        "them); the ProtoNet reference gets the same seconds")
+                        "them); the textbook ProtoNet gets as many seconds of its CPU time")
     p.add_argument("--jitter", default=None, metavar="DEG,SCALE,SHIFT",
                    help="jitter training images by up to DEG degrees, SCALE and SHIFT fractions "
                         "(the suite's jitter_* options; 0,0,0 for none) [default: from --preset; "
@@ -672,9 +713,10 @@ def main(argv: list[str] | None = None) -> None:
                         "--recipe-iterations set its length, else the recipe's")
     p.add_argument("--recipe-iterations", type=int, default=None)
     p.add_argument("--no-protonet", dest="protonet", action="store_false",
-                   help="skip the ProtoNet reference row (trained for the learners' seconds)")
+                   help="skip the textbook ProtoNet row (protonet_textbook.py, trained for the "
+                        "learners' seconds)")
     p.add_argument("--protonet-ways", type=int, default=60,
-                   help="the ProtoNet reference's training ways (the textbook's 60)")
+                   help="the textbook ProtoNet's training ways (Snell et al.'s 60)")
     p.add_argument("--train-ways", type=int, default=None,
                    help="meta-train with this many ways, test with the config's (--head-init prototypes)")
     p.add_argument("--eval-rotations", action="store_true",

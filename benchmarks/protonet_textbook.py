@@ -4,20 +4,24 @@
 embedding), squared Euclidean distance to the class means, 60-way 1-shot training episodes with 5
 queries per class, every training character and its 90/180/270-degree rotations as classes, Adam at
 1e-3 halved every quarter of the run (by episodes, or by seconds of this process's CPU time).
+:func:`train` also takes other widths, shots and a device (``omniglot_small.py`` uses them).
 
 Images are read here from the Omniglot zips (or an extracted ``<alphabet>/<character>/*.png``
 tree): grayscale, resized to 28x28 with Lanczos and inverted to strokes of 1 on 0, exactly as the
 library's Omniglot suite reads them, so ``omniglot_folds.py`` feeds both methods the same tensors.
 A drawing present in two sources (Greek and Latin are in both minimal splits) is read once.
 
-How it differs from ``protonet_reference.py`` (the ProtoNet row of ``omniglot_small.py`` and of the
-Benchmarks page's equal-compute table): that one normalizes with ``GroupNorm(8, 64)`` (groups of 8
-channels; or batch norm), anneals Adam's 1e-3 with a cosine over an episode count fixed by the
-library's wall-clock ``--budget`` rule (a timed warm-up on a copy), trains on the library's
-episodes (20-way by default standalone, 60-way from ``omniglot_small.py``) of small1 alone (136
-characters, 544 classes with rotations), and takes its filters from the caller (32 in the cpu
-preset). Both use 28x28 images, rotations as training classes, 5 queries and no jitter. What each
-difference costs was not measured.
+``omniglot_small.py``'s ProtoNet row uses this one too (:func:`conv4`, :func:`train`), fed that
+script's training classes (the suite's training split of ``images_background_small1``: 136
+characters and their rotations, 544 classes) with its ``--filters`` (32 in the cpu preset), its
+``--protonet-ways`` (60) and the config's shots, on a GPU when it runs on one (seconds then are
+wall-clock). It used ``protonet_reference.py`` until that script was removed in favour of this
+one. That one normalized with ``GroupNorm(8, 64)`` (groups of 8 channels; or batch norm, its
+only norm before 2026-12-03), annealed Adam's 1e-3 with a cosine over an episode count fixed by
+the library's wall-clock ``--budget`` rule (a timed warm-up on a copy, its seconds counted in the
+budget), and trained on the library's episodes (20-way by default standalone, 60-way from
+``omniglot_small.py``) of small1 alone. Both used 28x28 images, rotations as training classes,
+5 queries and no jitter. What each difference costs was not measured.
 
     python benchmarks/protonet_textbook.py --data-dir DIR --seconds 180 \
         --test-alphabets Japanese_(katakana),Sanskrit,Tagalog
@@ -89,39 +93,43 @@ def rotated_classes(chars: Characters, alphabets: list[str]) -> list[Tensor]:
 
 
 def train(classes: list[Tensor], seconds: float | None = None, episodes: int | None = None,
-          ways: int = 60, query: int = 5, seed: int = 0, log_every: int = 0,
-          ) -> tuple[nn.Module, int, float]:
-    """Train for ``seconds`` of this process's CPU time or for ``episodes``; Adam 1e-3 halved
-    after every quarter of the run. Returns ``(net, episodes trained, CPU seconds)``."""
+          ways: int = 60, query: int = 5, seed: int = 0, log_every: int = 0, filters: int = 64,
+          shots: int = 1, device: str | torch.device = "cpu") -> tuple[nn.Module, int, float]:
+    """Train for ``seconds`` of this process's CPU time (wall-clock on a GPU) or for ``episodes``;
+    Adam 1e-3 halved after every quarter of the run. Returns ``(net, episodes trained, seconds)``."""
     if (seconds is None) == (episodes is None):
         raise ValueError("give seconds or episodes")
+    device = torch.device(device)
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = conv4()
+    net = conv4(filters).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    began, done = time.process_time(), 0
+    began, done = clock(), 0
     while True:
-        progress = (time.process_time() - began) / seconds if seconds else done / episodes
+        progress = (clock() - began) / seconds if seconds else done / episodes
         if progress >= 1:
             break
         for group in opt.param_groups:
             group["lr"] = 1e-3 * 0.5 ** min(3, int(4 * progress))
         picked = torch.randperm(len(classes), generator=gen)[:ways]
-        shots = [classes[c][torch.randperm(len(classes[c]), generator=gen)[:1 + query]] for c in picked]
-        x = torch.cat([torch.stack([s[0] for s in shots])] + [s[1:] for s in shots])
-        y_query = torch.arange(len(picked)).repeat_interleave(query)
+        draws = [classes[c][torch.randperm(len(classes[c]), generator=gen)[:shots + query]]
+                 for c in picked]
+        n = len(draws)
+        x = torch.cat([d[:shots] for d in draws] + [d[shots:] for d in draws]).to(device)
         emb = net(x)
-        logits = proto_logits(emb[:len(picked)], torch.arange(len(picked)), emb[len(picked):],
-                              len(picked))
-        loss = F.cross_entropy(logits, y_query)
+        labels = torch.arange(n, device=device)
+        logits = proto_logits(emb[:n * shots], labels.repeat_interleave(shots), emb[n * shots:], n)
+        loss = F.cross_entropy(logits, labels.repeat_interleave(query))
         opt.zero_grad()
         loss.backward()
         opt.step()
         done += 1
         if log_every and done % log_every == 0:
-            print(f"  episode {done}: loss {loss.item():.3f}, {time.process_time() - began:.0f} "
-                  "CPU s", flush=True)
-    return net.eval(), done, time.process_time() - began
+            print(f"  episode {done}: loss {loss.item():.3f}, {clock() - began:.0f} s", flush=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return net.eval(), done, clock() - began
 
 
 @torch.no_grad()

@@ -41,17 +41,18 @@ def test_prototype_head_ranks_classes_by_euclidean_distance():
     assert torch.equal(logits.argmax(-1), distances.argmin(-1))
 
 
-def test_reference_protonet_loss_equals_the_prototype_head_loss(monkeypatch):
-    """benchmarks/protonet_reference.py checks the framework's Prototypical Network against a
-    textbook one; both must optimize the same loss for the comparison to mean anything."""
+def test_textbook_protonet_loss_equals_the_prototype_head_loss(monkeypatch):
+    """benchmarks/protonet_textbook.py (omniglot_small.py's and omniglot_folds.py's ProtoNet)
+    checks the framework against a textbook Prototypical Network; both must optimize the same loss
+    for the comparison to mean anything."""
     from .helpers import load_benchmark
 
-    ref = load_benchmark("protonet_reference", monkeypatch)  # it imports omniglot_small
+    ref = load_benchmark("protonet_textbook", monkeypatch)
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8)).double()
     xs, xq = torch.randn(6, 1, 4, 4, dtype=torch.float64), torch.randn(9, 1, 4, 4, dtype=torch.float64)
     ys, yq = torch.tensor([0, 1, 2, 2, 1, 0]), torch.tensor([0, 1, 2] * 3)
-    ref_loss = torch.nn.functional.cross_entropy(ref.episode_logits(net, xs, ys, xq, 3, False), yq)
+    ref_loss = torch.nn.functional.cross_entropy(ref.proto_logits(net(xs), ys, net(xq), 3), yq)
     weight, bias = prototype_head(net(xs), ys, torch.zeros(3, 8, dtype=torch.float64),
                                   torch.zeros(3, dtype=torch.float64))
     head_loss = torch.nn.functional.cross_entropy(net(xq) @ weight.T + bias, yq)

@@ -41,8 +41,9 @@ pooled: the CI ignores the variation between training runs).
     python benchmarks/omniglot_folds.py --data-dir DIR --folds 3 --seconds 180 --episodes 200
     python benchmarks/omniglot_folds.py --data-dir DIR --quick          # smoke test, ~1 minute
 
-Measured 2026-12-06 at reduced scale (3 folds, 180 s): the Benchmarks page's "Omniglot: held-out
-alphabets" section; per-episode results in ``results/omniglot-folds-180s.json``.
+Measured 2026-12-06 (3 folds at 1200 s, the issue's twenty minutes, and at 180 s; fold 1 variants
+at 420 s): the Benchmarks page's "Omniglot: held-out alphabets" section; per-episode results in
+``results/omniglot-folds-*.json``.
 """
 
 from __future__ import annotations

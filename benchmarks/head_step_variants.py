@@ -9,7 +9,9 @@ Adam on episodes of 2-45 classes and 1-``--max-shots`` shots, the feature scale 
 temperature) learned from ``--s0``. Variants:
 
 * ``--loss``: the support loss's reduction: ``mean`` over examples (the library's), ``classsum``
-  (per-class means summed: a class row's step does not shrink as classes are added) or ``sum``;
+  (per-class means summed: a class row's step does not shrink as classes are added),
+  ``sqrtclass`` (the mean times the square root of the number of classes: between the two) or
+  ``sum``;
 * ``--learn-tau``: a learned temperature per step on the support logits (from ``--tau0``), which
   keeps the support loss from saturating;
 * ``--anytime``: the weight of the query loss after each step before the last.
@@ -108,7 +110,8 @@ class HeadSteps(torch.nn.Module):
         w, b = 2 * protos, -(protos * protos).sum(1)
         out = [fq @ w.t() + b]
         n = len(ys)
-        reduction = {"sum": 1.0, "classsum": ways / n, "mean": 1.0 / n}[self.args.loss]
+        reduction = {"sum": 1.0, "classsum": ways / n, "sqrtclass": ways ** 0.5 / n,
+                     "mean": 1.0 / n}[self.args.loss]
         for k in range(self.args.steps):
             tau = self.log_tau[k].exp()
             residual = (tau * (fs @ w.t() + b)).softmax(-1) - onehot  # d CE / d logits
@@ -133,7 +136,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--iters", type=int, default=1500)
     p.add_argument("--meta-batch", type=int, default=4)
-    p.add_argument("--loss", choices=("mean", "classsum", "sum"), default="mean")
+    p.add_argument("--loss", choices=("mean", "classsum", "sqrtclass", "sum"), default="mean")
     p.add_argument("--learn-tau", type=int, default=0)
     p.add_argument("--tau0", type=float, default=1.0)
     p.add_argument("--s0", type=float, default=4.0)

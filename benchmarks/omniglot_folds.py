@@ -41,7 +41,7 @@ pooled: the CI ignores the variation between training runs).
     python benchmarks/omniglot_folds.py --data-dir DIR --folds 3 --seconds 180 --episodes 200
     python benchmarks/omniglot_folds.py --data-dir DIR --quick          # smoke test, ~1 minute
 
-Measured 2026-12-06 (3 folds at 1200 s, the issue's twenty minutes, and at 180 s; fold 1 variants
+Measured 2026-12-06 (4 folds at 1200 s, the issue's twenty minutes, and 3 at 180 s; fold 1 variants
 at 420 s): the Benchmarks page's "Omniglot: held-out alphabets" section; per-episode results in
 ``results/omniglot-folds-*.json``.
 """

@@ -151,15 +151,14 @@ def score_recipe(artifact_dir: Path, episodes: list, steps: list[int],
     began = time.perf_counter()
     accs: dict[int, list[torch.Tensor]] = {s: [] for s in steps}
     for xs, ys, xq, yq, _ in episodes:
-        ways = int(ys.max()) + 1
-        model, opt = prepare(None, art, support=(xs, ys))
+        model, opt = prepare(None, art, support=(xs, ys))  # a head as wide as the episode
         for step in range(max(steps) + 1):
             if step in accs:
                 with torch.no_grad():
-                    accs[step].append((model(xq)[:, :ways].argmax(1) == yq).float().mean())
+                    accs[step].append((model(xq).argmax(1) == yq).float().mean())
             if step < max(steps):
                 opt.zero_grad()
-                F.cross_entropy(model(xs)[:, :ways], ys).backward()
+                F.cross_entropy(model(xs), ys).backward()
                 opt.step()
     return {s: torch.stack(v) for s, v in accs.items()}, time.perf_counter() - began
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+from .test_docs import PAGES, REPO
+
 #: a printed command: ``python benchmarks/NAME.py`` or ``bash benchmarks/NAME.sh``
 COMMAND = re.compile(r"\b(python|bash) (benchmarks/[\w./-]+?\.(?:py|sh))\b")
 #: any mention of a benchmark script

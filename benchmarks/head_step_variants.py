@@ -100,24 +100,66 @@ class HeadSteps(torch.nn.Module):
                                           requires_grad=bool(args.learn_tau))
         self.log_rw = torch.nn.Parameter(torch.full((k, features), math.log(args.lr0)))
         self.log_rb = torch.nn.Parameter(torch.full((k,), math.log(args.lr0)))
+        self.log_trust = torch.nn.Parameter(torch.full((k,), math.log(args.trust0)),
+                                            requires_grad=bool(args.trust))
+        self.log_nu = torch.nn.Parameter(torch.tensor(math.log(args.nu0)),
+                                         requires_grad=args.whiten != "none")
+        self.log_var = torch.nn.Parameter(torch.tensor(math.log(args.var0)),
+                                          requires_grad=args.whiten != "none")
+
+    def whitened(self, xs, onehot, xq):
+        """Features whitened by the support set's shrunk covariance: ``L^-1 x`` for
+        ``S = (nu I + D^T D / var) / (nu + n) = L L^T``, with ``D`` the support features minus
+        their class means (``within``) or their mean (``total``), ``n`` its degrees of freedom;
+        with no spread (1 shot, ``within``) ``S = I`` and nothing changes."""
+        if self.args.whiten == "none":
+            return xs, xq
+        if self.args.whiten == "within":
+            means = onehot @ (onehot.t() @ xs / onehot.sum(0)[:, None])
+            dof = len(xs) - onehot.shape[1]
+        else:
+            means = xs.mean(0, keepdim=True)
+            dof = len(xs) - 1
+        d = xs - means
+        nu = self.log_nu.exp()
+        eye = torch.eye(xs.shape[1], dtype=xs.dtype)
+        cov = (nu * eye + d.t() @ d / self.log_var.exp()) / (nu + dof)
+        chol = torch.linalg.cholesky(cov)
+        solve = lambda x: torch.linalg.solve_triangular(chol, x.t(), upper=False).t()  # noqa: E731
+        return solve(xs), solve(xq)
 
     def forward(self, xs, ys, xq, ways: int) -> list[torch.Tensor]:
         """Query logits after 0..steps steps from the prototype head."""
         s = self.log_s.exp()
-        fs, fq = s * xs, s * xq
         onehot = F.one_hot(ys, ways).float()
+        xs, xq = self.whitened(xs, onehot, xq)
+        fs, fq = s * xs, s * xq
         protos = onehot.t() @ fs / onehot.sum(0)[:, None]
         w, b = 2 * protos, -(protos * protos).sum(1)
         out = [fq @ w.t() + b]
         n = len(ys)
         reduction = {"sum": 1.0, "classsum": ways / n, "sqrtclass": ways ** 0.5 / n,
                      "mean": 1.0 / n}[self.args.loss]
+        self.support_curve = []
         for k in range(self.args.steps):
             tau = self.log_tau[k].exp()
-            residual = (tau * (fs @ w.t() + b)).softmax(-1) - onehot  # d CE / d logits
+            logits = tau * (fs @ w.t() + b)
+            self.support_curve.append(F.cross_entropy(logits, ys))
+            residual = logits.softmax(-1) - onehot  # d CE / d logits
             scale = tau * reduction
-            w = w - self.log_rw[k].exp() * (scale * residual.t() @ fs)
-            b = b - self.log_rb[k].exp() * (scale * residual.sum(0))
+            dw = self.log_rw[k].exp() * (scale * residual.t() @ fs)
+            db = self.log_rb[k].exp() * (scale * residual.sum(0))
+            if self.args.trust:  # each class row's step at most the learned radius long
+                radius = self.log_trust[k].exp()
+                norm = (dw.square().sum(1) + db.square()).sqrt()
+                shrink = (radius / norm.clamp(min=1e-12)).clamp(max=1.0)
+                dw, db = dw * shrink[:, None], db * shrink
+            before = self.support_curve[-1]
+            for _ in range(self.args.safe):  # halve the step while the support loss would rise
+                after = F.cross_entropy(tau * (fs @ (w - dw).t() + (b - db)), ys)
+                keep = (after <= before).to(dw.dtype)
+                dw, db = dw * (keep + (1 - keep) * 0.5), db * (keep + (1 - keep) * 0.5)
+            w, b = w - dw, b - db
             out.append(fq @ w.t() + b)
         return out
 
@@ -142,6 +184,17 @@ def main() -> None:
     p.add_argument("--s0", type=float, default=4.0)
     p.add_argument("--lr0", type=float, default=1.0)
     p.add_argument("--anytime", type=float, default=0.1)
+    p.add_argument("--whiten", choices=("none", "within", "total"), default="none",
+                   help="whiten the features by the support set's shrunk covariance")
+    p.add_argument("--nu0", type=float, default=10.0, help="the covariance prior's strength")
+    p.add_argument("--var0", type=float, default=1.0 / 768, help="its variance per feature")
+    p.add_argument("--safe", type=int, default=0,
+                   help="halve a step up to this many times while the support loss would rise")
+    p.add_argument("--trust", type=int, default=0, help="bound each class row's step length")
+    p.add_argument("--trust0", type=float, default=1.0, help="the bound's initial value")
+    p.add_argument("--save", help="save the meta-trained head's state here")
+    p.add_argument("--load", help="load a saved head's state instead of meta-training")
+    p.add_argument("--skip-logreg", action="store_true", help="no logistic regression column")
     p.add_argument("--max-shots", type=int, default=50)
     p.add_argument("--episodes", type=int, default=40)
     p.add_argument("--shots", type=int, nargs="*", default=[1, 5, 20, 50])
@@ -154,7 +207,9 @@ def main() -> None:
     opt = torch.optim.Adam([q for q in head.parameters() if q.requires_grad], lr=1e-2)
     gen = torch.Generator().manual_seed(1)
     began = time.time()
-    for it in range(args.iters):
+    if args.load:
+        head.load_state_dict(torch.load(args.load))
+    for it in range(0 if args.load else args.iters):
         loss = torch.zeros(())
         for _ in range(args.meta_batch):
             ways = int(torch.randint(2, 46, (1,), generator=gen))
@@ -170,29 +225,36 @@ def main() -> None:
         if it % 250 == 0 or it == args.iters - 1:
             taus = [round(t, 3) for t in head.log_tau.exp().tolist()]
             print(f"iteration {it}: meta-loss {loss.item():.4f}, scale {head.log_s.exp().item():.2f}"
-                  f", temperatures {taus} ({time.time() - began:.0f} s)", flush=True)
+                  f", temperatures {taus}, nu {head.log_nu.exp().item():.3g}, var "
+                  f"{head.log_var.exp().item():.3g} ({time.time() - began:.0f} s)", flush=True)
+    if args.save:
+        torch.save(head.state_dict(), args.save)
     for ways, shots in [(w, k) for w in args.ways for k in args.shots]:
         val_gen = torch.Generator().manual_seed(100 + shots)
         val = [episodes.draw("val", 15, shots, val_gen) for _ in range(6)]
         grid = [1.0, 10.0, 100.0, 1000.0] if shots > 1 else [1.0, 10.0]
-        scores = {c: np.mean([logreg_accuracy(*t, c) for t in val]) for c in grid}
-        best = max(scores, key=scores.get)
+        scores = {} if args.skip_logreg else {c: np.mean([logreg_accuracy(*t, c) for t in val]) for c in grid}
+        best = max(scores, key=scores.get) if not args.skip_logreg else 1.0
         test_gen = torch.Generator().manual_seed(1000 + shots)
         centroid, adapted, logreg, curve = [], [], [], np.zeros(args.steps + 1)
+        support_curve = np.zeros(args.steps)
         for _ in range(args.episodes):
             xs, ys, xq, yq = episodes.draw("test", ways, shots, test_gen)
             with torch.no_grad():
                 out = head(xs, ys, xq, ways)
             centroid.append(float((out[0].argmax(1) == yq).float().mean()))
             adapted.append(float((out[-1].argmax(1) == yq).float().mean()))
-            logreg.append(logreg_accuracy(xs, ys, xq, yq, best))
+            logreg.append(0.0 if args.skip_logreg else logreg_accuracy(xs, ys, xq, yq, best))
             curve += np.array([float(F.cross_entropy(o, yq)) for o in out])
+            support_curve += np.array([float(v) for v in head.support_curve])
         c, a, lr = (np.array(v) * 100 for v in (centroid, adapted, logreg))
         d = a - lr
         ci = 1.96 * d.std(ddof=1) / math.sqrt(len(d))
         print(f"{ways}-way {shots}-shot: centroid {c.mean():.1f}, adapted head {a.mean():.1f}, "
               f"logistic regression (C = {best:g}) {lr.mean():.1f}, head - LR {d.mean():+.2f} "
-              f"± {ci:.2f}; query loss by step {np.round(curve / args.episodes, 3).tolist()}",
+              f"± {ci:.2f}; query loss by step {np.round(curve / args.episodes, 3).tolist()}; "
+              f"support loss before each step "
+              f"{np.round(support_curve / args.episodes, 3).tolist()}",
               flush=True)
 
 

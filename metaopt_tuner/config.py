@@ -117,6 +117,12 @@ class TrainConfig:
         "none or classes: the head's learned rates are multiplied by the task's number of "
         "classes, so that with the mean support loss a class row steps alike at any width "
         "(classification with a linear head; the intents encoder recipe sets it).")
+    head_step_bound: float | None = _option(
+        None,
+        "With a value, each step of a head class row (its weights and bias together) is at most "
+        "a learned length per step, starting at this value: one bound serves every number of "
+        "classes and shots, where rates alone overshoot at some (the intents encoder recipe sets "
+        "it; none: unbounded).")
     eval_every: int = _option(500, "Evaluate on held-out validation tasks every N iterations.")
     eval_tasks: int = _option(100, "Number of fixed validation tasks.")
     checkpoint_every: int = _option(1000, "Write a checkpoint every N iterations.")
@@ -190,6 +196,10 @@ class TrainConfig:
         if self.head_rate_scale not in HEAD_RATE_SCALES:
             raise ConfigError(f"head rate scale must be one of {', '.join(HEAD_RATE_SCALES)}, "
                               f"got {self.head_rate_scale!r}")
+        if self.head_step_bound is not None and not (
+                isinstance(self.head_step_bound, (int, float))
+                and math.isfinite(self.head_step_bound) and self.head_step_bound > 0):
+            raise ConfigError(f"head-step-bound must be a positive number, got {self.head_step_bound}")
         if self.inner_params not in INNER_PARAMS:
             raise ConfigError(
                 f"inner params must be one of {', '.join(INNER_PARAMS)}, got {self.inner_params!r}"
@@ -252,6 +262,8 @@ class TrainConfig:
             options["step_loss_weight"] = self.step_loss_weight
         if self.head_rate_scale != "none":  # passed only when used, as head_init
             options["head_rate_scale"] = self.head_rate_scale
+        if self.head_step_bound is not None:  # passed only when used, as head_init
+            options["head_step_bound"] = self.head_step_bound
         if self.first_order is not None:
             options["first_order"] = self.first_order
         if self.lr_granularity is not None:

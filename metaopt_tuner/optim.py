@@ -36,6 +36,8 @@ from .artifact import Artifact, list_pretrained, pretrained
 from .artifact.format import mismatch_message, same_shape, shape_str
 from .errors import ConfigError, ModelMismatchError, NonFiniteUpdateError
 from .models.proto_head import (
+    HEAD_BIAS,
+    HEAD_WEIGHT,
     check_labels,
     is_head,
     prototype_head_,
@@ -44,7 +46,7 @@ from .models.proto_head import (
     tie_classes,
 )
 from .resolver import resolve_artifact
-from .update_rule import metasgd_update, rate_row, tail_factor
+from .update_rule import bound_head_steps, metasgd_update, rate_row, tail_factor
 
 __all__ = ["MetaSGD", "prepare", "pretrained", "list_pretrained"]
 
@@ -189,6 +191,25 @@ class MetaSGD(torch.optim.Optimizer):
             )
 
     # ------------------------------------------------------------------ the update
+    def _bound_head_steps(self, scale: float, params: list[Tensor], grads: list[Tensor],
+                          lrs: list[Tensor], new: list[Tensor]) -> bool:
+        """With an artifact that bounds the head's steps, replace the head's new values in
+        ``new`` by the bounded step's (as the learner's inner loop); whether it did."""
+        bound = self.artifact.head_step_bound
+        if bound is None:
+            return False
+        where = {self._param_names.get(p): i for i, p in enumerate(params)}
+        iw, ib = where.get(HEAD_WEIGHT), where.get(HEAD_BIAS)
+        if iw is None or ib is None:
+            return False
+        t = int(self.state[params[iw]]["step"])
+        row = rate_row(bound.to(params[iw]), t, self.artifact.horizon, self.artifact.tail_decay)
+        dw, db = bound_head_steps(lrs[iw] * grads[iw], lrs[ib] * grads[ib], row)
+        if scale != 1.0:
+            dw, db = scale * dw, scale * db
+        new[iw], new[ib] = params[iw] - dw, params[ib] - db
+        return True
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
         """One update of every parameter that has a gradient; returns ``closure()``'s loss.
@@ -231,6 +252,8 @@ class MetaSGD(torch.optim.Optimizer):
             if foreach is None:
                 foreach = all(p.is_cuda for p in params)
             new = metasgd_update(params, grads, lrs, scale=group["lr"], foreach=bool(foreach))
+            if self._bound_head_steps(group["lr"], params, grads, lrs, new):
+                foreach = False
             updates.append((params, new, bool(foreach)))
         finite = [t.isfinite().all() for _, new, _ in updates for t in new]
         if finite and not bool(torch.stack(finite).all()):

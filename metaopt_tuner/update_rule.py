@@ -25,6 +25,7 @@ from torch import Tensor
 
 __all__ = [
     "metasgd_update",
+    "bound_head_steps",
     "tail_factor",
     "tail_reach",
     "rate_row",
@@ -73,6 +74,26 @@ def metasgd_update(
     if scale == 1.0:
         return [p - lr * g for p, g, lr in zip(params, grads, lrs)]
     return [p - scale * (lr * g) for p, g, lr in zip(params, grads, lrs)]
+
+
+def bound_head_steps(
+    weight_step: Tensor, bias_step: Tensor, radius: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The head's steps with each class row's step at most ``radius`` long.
+
+    Row ``c``'s step is its weight row and bias entry together, ``[dW_c, db_c]``; one longer than
+    ``radius`` is shortened to it, direction kept. A bound on each row is the same at any number
+    of classes and shots, where one set of rates alone is not: with the mean support loss, rates
+    that suit 45 classes overshoot at 5 (docs/benchmarks.md, "Any task shape").
+
+    Args:
+        weight_step: the weight's step ``[..., C, F]`` (rate times gradient).
+        bias_step: the bias's step ``[..., C]``.
+        radius: the longest step a row may take (a scalar tensor).
+    """
+    length = (weight_step.square().sum(-1) + bias_step.square()).sqrt()
+    factor = (radius / length.clamp(min=torch.finfo(length.dtype).tiny)).clamp(max=1.0)
+    return weight_step * factor.unsqueeze(-1), bias_step * factor
 
 
 def tail_factor(step: int, horizon: int | None, decay: float = TAIL_DECAY) -> float:

@@ -40,11 +40,15 @@ def _adapt_with_optimizer(art, xs, ys, steps=STEPS):
 
 @pytest.mark.parametrize("ways", [3, 12])
 @pytest.mark.parametrize("inner_params", ["all", "head"])
-@pytest.mark.parametrize("head_rate_scale", ["none", "classes"])
+@pytest.mark.parametrize("head_rate_scale, head_step_bound",
+                         [("none", None), ("classes", None), ("none", 0.01)])
 def test_a_five_way_artifact_adapts_other_widths_identically_both_ways(tmp_path, ways, inner_params,
-                                                                      head_rate_scale):
-    art = _five_way_artifact(tmp_path, inner_params, head_rate_scale=head_rate_scale)
+                                                                      head_rate_scale,
+                                                                      head_step_bound):
+    art = _five_way_artifact(tmp_path, inner_params, head_rate_scale=head_rate_scale,
+                             head_step_bound=head_step_bound)
     assert art.learner_config["head_rate_scale"] == head_rate_scale
+    assert (art.head_step_bound is None) == (head_step_bound is None)
     assert art.width_free and art.head_width == 5
     suite = TinyImageSuite(ways=ways, shots=2, query=2)
     batch = _batch(suite, n=1, seed=3)
@@ -65,6 +69,47 @@ def test_a_five_way_artifact_adapts_other_widths_identically_both_ways(tmp_path,
     with torch.no_grad():
         loss = torch.nn.functional.cross_entropy(model(batch.x_query[0]), batch.y_query[0])
     assert torch.allclose(out.loss[0], loss)
+
+
+def _row_steps(before, after):
+    """Each class row's step length, weights and bias together."""
+    return ((after[HEAD_WEIGHT] - before[HEAD_WEIGHT]).square().sum(-1)
+            + (after[HEAD_BIAS] - before[HEAD_BIAS]).square()).sqrt()
+
+
+def test_the_head_step_bound_caps_every_class_row_at_any_width(tmp_path):
+    bound = 1e-3
+    art = _five_way_artifact(tmp_path, "head", head_step_bound=bound)
+    assert art.head_step_bound.tolist() == pytest.approx([bound] * STEPS)
+    suite = TinyImageSuite(ways=9, shots=2, query=2)
+    batch = _batch(suite, n=1, seed=5)
+    capped = art.to_learner(suite, batching="loop")
+    free = art.to_learner(suite, batching="loop", head_step_bound=None)
+    start = capped.adapt_batch(batch, 0, create_graph=False).adapted
+    one = capped.adapt_batch(batch, 1, create_graph=False).adapted
+    unbounded = free.adapt_batch(batch, 1, create_graph=False).adapted
+    capped_steps, free_steps = _row_steps(start, one)[0], _row_steps(start, unbounded)[0]
+    assert (free_steps > bound).all()  # the bound binds in this test: rows are shortened to it
+    assert torch.allclose(capped_steps, torch.full_like(capped_steps, bound), rtol=1e-9)
+    # the direction is the unbounded step's
+    cos = torch.nn.functional.cosine_similarity(
+        (one[HEAD_WEIGHT] - start[HEAD_WEIGHT])[0], (unbounded[HEAD_WEIGHT] - start[HEAD_WEIGHT])[0])
+    assert torch.allclose(cos, torch.ones_like(cos))
+
+
+@pytest.mark.parametrize("bound", [[-1.0, 1.0, 1.0], [1.0], [float("nan")] * 3, [True] * 3])
+def test_a_manifest_with_a_bad_head_step_bound_is_refused(tmp_path, bound):
+    from metaopt_tuner.artifact.format import seal_manifest
+    from metaopt_tuner.errors import ArtifactError
+
+    _five_way_artifact(tmp_path, "head", head_step_bound=0.1)
+    path = tmp_path / "art" / MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest.pop("manifest_sha256")
+    manifest["head_step_bound"] = bound
+    path.write_text(json.dumps(seal_manifest(manifest)))
+    with pytest.raises(ArtifactError, match="head_step_bound"):
+        load_artifact(tmp_path / "art")
 
 
 def test_the_head_rates_are_tied_across_classes():

@@ -249,6 +249,13 @@ def check_manifest(manifest: Any, where: str) -> None:
         steps = c.field(tail, "steps", int, "tail.steps", optional=True)
         if steps is not None and not 0 <= steps <= MAX_STEPS:
             raise c.fail(f"field 'tail.steps' must be in [0, {MAX_STEPS}], got {steps}")
+    bound = c.field(manifest, "head_step_bound", list, "head_step_bound", optional=True)
+    if bound is not None and (
+        len(bound) != manifest["rate_steps"]
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   and v > 0 for v in bound)):
+        raise c.fail("field 'head_step_bound' must hold one positive number per rate step "
+                     f"({manifest['rate_steps']})")
     c.field(manifest, "training", dict, "training", optional=True)
     c.field(manifest, "metrics", dict, "metrics")
     c.field(manifest, "provenance", dict, "provenance", optional=True)

@@ -32,6 +32,9 @@ An artifact is a directory with two files::
                        ``H = inner_steps``, the library's default decay; see
                        ``learners.inner.tail_factor``); meta-training adapted through ``T`` of
                        those steps
+``head_step_bound``    optional: ``[r_1, ..., r_S]``, one per rate row: the longest step a class
+                       row of the head (its weights and bias together) takes at that step (see
+                       ``update_rule.bound_head_steps``; absent: unbounded)
 ``model``              ``{"name": reference architecture, "kwargs": {...}}`` (see
                        ``models.build_model``) or ``{"factory": "module:attr", "kwargs": {...}}``
 ``suite``              ``{"name", "options", "metric_name", "metric_higher_is_better"}``; options
@@ -202,6 +205,12 @@ class Artifact:
         )
 
     @property
+    def head_step_bound(self) -> Tensor | None:
+        """The longest step a head class row takes, one per rate row (None: unbounded)."""
+        bound = self.manifest.get("head_step_bound")
+        return None if bound is None else torch.tensor(bound, dtype=self.dtype)
+
+    @property
     def metrics(self) -> dict[str, Any]:
         """Held-out metrics recorded at saving time."""
         return dict(self.manifest.get("metrics") or {})
@@ -261,6 +270,10 @@ class Artifact:
         if provenance is not None:
             manifest["provenance"] = dict(provenance)
         manifest["rate_steps"] = int(next(iter(rates.values())).shape[0])
+        bound = learner.rates.head_bounds()
+        if bound is not None:
+            rows = bound.detach().to("cpu", torch.float64).expand(manifest["rate_steps"])
+            manifest["head_step_bound"] = [float(v) for v in rows]
         return cls(theta, rates, manifest)
 
     # ------------------------------------------------------------------ writing

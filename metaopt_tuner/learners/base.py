@@ -120,6 +120,10 @@ class MetaLearner(nn.Module, abc.ABC):
             the gradient, so with one set of rates for every width a row's step shrinks as
             classes are added; scaled, a row steps alike at any width (the optimizer does the
             same, so its steps stay the learner's).
+        head_step_bound: with a value, each step of a head class row (its weight row and bias
+            together) is at most a learned length, one per step row, starting at this value
+            (:func:`~metaopt_tuner.update_rule.bound_head_steps`): a bound per row is the same at
+            any number of classes, where rates alone overshoot at some widths. None: unbounded.
 
     Raises:
         ConfigError: an unknown ``head_init``, ``inner_params`` or ``batching``, a model that
@@ -146,8 +150,12 @@ class MetaLearner(nn.Module, abc.ABC):
         inner_params: str = "all",
         step_loss_weight: float = 0.0,
         head_rate_scale: str = "none",
+        head_step_bound: float | None = None,
     ) -> None:
         super().__init__()
+        if head_step_bound is not None and not supports_prototype_head(model):
+            raise ConfigError(f"head_step_bound needs a model with a Linear 'head' and "
+                              f"forward(x, head=False); {type(model).__name__} has none")
         if head_rate_scale not in HEAD_RATE_SCALES:
             raise ConfigError(f"unknown head rate scale {head_rate_scale!r}; expected one of "
                               f"{', '.join(HEAD_RATE_SCALES)}")
@@ -221,6 +229,7 @@ class MetaLearner(nn.Module, abc.ABC):
             granularity=lr_granularity,
             steps=self.inner_steps if per_step_lrs else 1,
             learnable=learn_lrs,
+            head_bound=head_step_bound,
         )
 
     # ----------------------------------------------------------------- meta-parameters
@@ -272,6 +281,7 @@ class MetaLearner(nn.Module, abc.ABC):
             "inner_params": self.inner_params,
             "step_loss_weight": self.step_loss_weight,
             "head_rate_scale": self.head_rate_scale,
+            "head_step_bound": self.rates.head_bound is not None,
         }
 
     # ----------------------------------------------------------------- batching
@@ -407,19 +417,20 @@ class MetaLearner(nn.Module, abc.ABC):
     ) -> tuple[Tensor, Tensor, Params, Tensor, Tensor]:
         """The steps of :meth:`_solve` on ``params`` (the moving ones), scored by ``query``."""
         horizon, decay = self.horizon, self.tail_decay
+        bound = self.rates.head_bounds()
         if not curve:
             step_losses, adapted = [], params
             if anytime and steps > 1:  # score every step before the last: each must help
                 for t in range(steps - 1):
                     adapted = adapt(
                         adapted, lrs, support_loss, 1, create_graph=create_graph,
-                        grad_fn=grad_fn, first_step=t, horizon=horizon, decay=decay,
+                        grad_fn=grad_fn, first_step=t, horizon=horizon, decay=decay, head_bound=bound,
                     )
                     step_losses.append(query(adapted)[0])
             done = len(step_losses)
             adapted = adapt(
                 adapted, lrs, support_loss, steps - done, create_graph=create_graph,
-                grad_fn=grad_fn, first_step=done, horizon=horizon, decay=decay,
+                grad_fn=grad_fn, first_step=done, horizon=horizon, decay=decay, head_bound=bound,
             )
             q_loss, q_metric = query(adapted)
             step_loss = torch.stack(step_losses).mean(0) if step_losses else q_loss
@@ -429,7 +440,7 @@ class MetaLearner(nn.Module, abc.ABC):
                 for t in range(steps, steps + self.tail_steps):
                     current = adapt(
                         current, lrs, support_loss, 1, create_graph=False, grad_fn=grad_fn,
-                        first_step=t, horizon=horizon, decay=decay,
+                        first_step=t, horizon=horizon, decay=decay, head_bound=bound,
                     )
                     tail_losses.append(query(current)[0])
                 tail_loss = torch.stack(tail_losses).mean(0)
@@ -446,7 +457,7 @@ class MetaLearner(nn.Module, abc.ABC):
             if t < steps:
                 params = adapt(
                     params, lrs, support_loss, 1, create_graph=False, grad_fn=grad_fn,
-                    first_step=t, horizon=horizon, decay=decay,
+                    first_step=t, horizon=horizon, decay=decay, head_bound=bound,
                 )
                 params = {k: v.detach() for k, v in params.items()}
                 if grad_fn is autograd_grads:

@@ -43,10 +43,15 @@ def learner_from_artifact(
         "inner_params": artifact.learner_config.get("inner_params", "all"),
         "head_rate_scale": artifact.learner_config.get("head_rate_scale", "none"),
     }
+    bound = artifact.head_step_bound
+    if bound is not None:
+        options["head_step_bound"] = float(bound[0])  # the learned values are loaded below
     options.update(learner_overrides)
     learner = MetaSGDLearner(model, suite.loss_per_example, suite.metric_per_example, **options)
     learner.to(dtype=artifact.dtype)
     learner.rates.load_rates(artifact.rates)
+    if bound is not None and learner.rates.head_bound is not None:
+        learner.rates.load_head_bounds(bound)
     learner.inner_steps = inner_steps
     learner.horizon = artifact.horizon
     learner.tail_decay = artifact.tail_decay

@@ -18,7 +18,15 @@ import torch
 from torch import Tensor
 
 from .._compat import module_getattr
-from ..update_rule import TAIL_DECAY, metasgd_update, rates_at_step, tail_factor
+from ..models.proto_head import HEAD_BIAS, HEAD_WEIGHT
+from ..update_rule import (
+    TAIL_DECAY,
+    bound_head_steps,
+    metasgd_update,
+    rate_row,
+    rates_at_step,
+    tail_factor,
+)
 
 __all__ = [
     "Params",
@@ -64,6 +72,7 @@ def adapt(
     first_step: int = 0,
     horizon: int | None = None,
     decay: float = TAIL_DECAY,
+    head_bound: Tensor | None = None,
 ) -> Params:
     """Take ``steps`` gradient steps on ``support_loss`` from ``params``; return the new params.
 
@@ -83,6 +92,9 @@ def adapt(
         first_step: the 0-based number of the first step (which row of rates it uses).
         horizon: the steps the rates were meta-trained for; later steps shrink them (None: never).
         decay: the tail's factor per step past the horizon.
+        head_bound: the longest step a head's class row may take, ``(rate_steps,)`` (one per
+            step, shrunk past the horizon as the rates are: :func:`~metaopt_tuner.update_rule.
+            bound_head_steps`); None: unbounded.
 
     Returns:
         The adapted parameters (fewer steps are taken once the tail has ended).
@@ -93,6 +105,13 @@ def adapt(
             break
         grads = grad_fn(support_loss, params, create_graph)
         rates = rates_at_step(lrs, t, horizon, decay)
+        if head_bound is not None and HEAD_WEIGHT in params and HEAD_BIAS in params:
+            steps_by_name = {n: rates[n] * grads[n] for n in names}
+            steps_by_name[HEAD_WEIGHT], steps_by_name[HEAD_BIAS] = bound_head_steps(
+                steps_by_name[HEAD_WEIGHT], steps_by_name[HEAD_BIAS],
+                rate_row(head_bound, t, horizon, decay))
+            params = {n: params[n] - steps_by_name[n] for n in names}
+            continue
         new = metasgd_update(
             [params[n] for n in names], [grads[n] for n in names], [rates[n] for n in names]
         )

@@ -36,9 +36,13 @@ class LearningRates(nn.Module):
         granularity: ``"scalar"``, ``"tensor"`` or ``"element"``.
         steps: rows of rates: 1 (shared by every step) or one per inner step.
         learnable: meta-learn the rates (stored as logarithms) or keep them fixed.
+        head_bound: with a value, also a bound per step on the length of a head class row's step
+            (:func:`~metaopt_tuner.update_rule.bound_head_steps`), starting at that value and
+            learned (as a logarithm) with the rates; None: no bound.
 
     Raises:
-        ConfigError: an unknown granularity, ``steps`` below 1, or ``init`` not positive.
+        ConfigError: an unknown granularity, ``steps`` below 1, or ``init`` or ``head_bound``
+            not positive.
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class LearningRates(nn.Module):
         granularity: str = "scalar",
         steps: int = 1,
         learnable: bool = False,
+        head_bound: float | None = None,
     ) -> None:
         super().__init__()
         if granularity not in GRANULARITIES:
@@ -71,6 +76,26 @@ class LearningRates(nn.Module):
         else:
             tensors = [torch.full((steps, *shapes[n]), stored) for n in self.names]
         self.values = nn.ParameterList(nn.Parameter(t, requires_grad=learnable) for t in tensors)
+        self.head_bound: nn.Parameter | None = None
+        if head_bound is not None:
+            if not (math.isfinite(head_bound) and head_bound > 0):
+                raise ConfigError(f"the head's step bound must be positive, got {head_bound}")
+            bound = math.log(head_bound) if learnable else float(head_bound)
+            self.head_bound = nn.Parameter(torch.full((steps,), bound), requires_grad=learnable)
+
+    def head_bounds(self) -> Tensor | None:
+        """The bound in effect on a head row's step, one per step row (None: unbounded)."""
+        if self.head_bound is None:
+            return None
+        return self.head_bound.exp() if self.learnable else self.head_bound
+
+    @torch.no_grad()
+    def load_head_bounds(self, bounds: Tensor) -> None:
+        """Overwrite the head's step bounds (``(steps,)``, positive) from an artifact."""
+        if self.head_bound is None:
+            raise ConfigError("these rates have no head step bound to load")
+        value = bounds.to(self.head_bound).reshape(self.head_bound.shape)
+        self.head_bound.copy_(value.log() if self.learnable else value)
 
     def forward(self) -> dict[str, Tensor]:
         """The rates in effect (``exp`` of the stored values when learned)."""
@@ -103,5 +128,5 @@ class LearningRates(nn.Module):
         """The layout, for ``print(module)``."""
         return (
             f"granularity={self.granularity}, steps={self.steps}, learnable={self.learnable}, "
-            f"params={len(self.names)}"
+            f"params={len(self.names)}, head_bound={self.head_bound is not None}"
         )

@@ -55,12 +55,14 @@ RECIPE = Recipe(
 #: per-feature rates, on episodes of every width and 1 to 50 examples per class, so the steps fit a
 #: head where the examples allow it; every step's query loss is scored (anytime, at five times the
 #: weight of the last: at the sinusoid's weight the loss rose at some steps) and the feature scale
-#: (the logits' temperature) is meta-learned from 4, where the support loss is not saturated
+#: (the logits' temperature) is meta-learned from 4, where the support loss is not saturated;
+#: each class row's step is bounded (a learned length per step, from 1): rates alone that suit 45
+#: classes overshoot at 5 (benchmarks/head_step_variants.py --trust 1)
 ENCODER_RECIPE = Recipe(
     config={"learner": "metasgd", "inner_params": "head", "head_init": "prototypes",
             "first_order": False, "lr_granularity": "element", "per_step_lrs": True,
             "inner_steps": 10, "inner_lr": 1.0, "meta_lr": 1e-2, "meta_batch": 4,
-            "step_loss_weight": 5.0, "iterations": 1500},
+            "step_loss_weight": 5.0, "head_step_bound": 1.0, "iterations": 1500},
     suite_options={"adapt_layers": 0, "train_ways": [2, None], "train_shots": [1, 50],
                    "logit_scale": 4.0},
     source="benchmarks/any_shape.py: frozen embeddings, the head alone adapted from "

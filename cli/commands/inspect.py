@@ -59,6 +59,9 @@ def inspect(artifact: ArtifactArg, json_out: JsonOut = False, tracking_uri: Regi
         ("classes", f"any number (width-free head: trained at {art.head_width}, its values and rates "
                     "tied across classes)" if art.width_free else "-"),
         ("after the horizon", art.tail_rule()),
+        ("head step bound", "each class row's step at most " + ", ".join(
+            f"{v:.3g}" for v in art.head_step_bound.tolist()) + " long, per step"
+         if art.head_step_bound is not None else "-"),
         ("training", _fmt(art.training_config) if art.training_config is not None else "-"),
         ("metrics", _fmt(art.metrics)),
     ]

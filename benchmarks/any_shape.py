@@ -294,7 +294,7 @@ def run_cell(art: Artifact, args: argparse.Namespace, ways: int, shots: int,
         if texts is not None and i < len(texts):
             from metaopt_tuner.text.setfit_baseline import setfit_accuracy
 
-            encoder = str(args.encoder or art.suite_options.get("encoder"))
+            encoder = str(args.encoder)  # make_suite needed it: never the manifest's path
             begun = time.perf_counter()
             value = setfit_accuracy(encoder, texts[i], args.setfit_pairs, args.seed)
             record(SETFIT, value, time.perf_counter() - begun)
@@ -388,8 +388,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                    help="with --split all: the data whose validation split tunes the baselines "
                         "(the artifact's training data)")
     p.add_argument("--encoder", type=Path, default=None,
-                   help="intents: the sentence-transformers folder (all-MiniLM-L6-v2) "
-                        "[default: the artifact's]")
+                   help="intents: the sentence-transformers folder (all-MiniLM-L6-v2) the "
+                        "artifact was trained on (needed: an artifact names no folder)")
     p.add_argument("--ways", nargs="+", default=None,
                    help="widths: numbers or 'all' (the test split's classes) [default: 5 20 all]")
     p.add_argument("--shots", type=int, nargs="+", default=None,

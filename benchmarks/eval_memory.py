@@ -16,7 +16,9 @@ the ``all`` split of the data::
 
     python benchmarks/eval_memory.py
     python benchmarks/eval_memory.py --artifact /tmp/bench-intents/artifact \\
-        --data-dir ../shared/data/clinc150
+        --data-dir ../shared/data/clinc150 --encoder $M
+
+(``--encoder``: the encoder folder the artifact was trained on; an artifact names none.)
 
 Prints a Markdown table.
 """
@@ -48,6 +50,8 @@ def child(args: argparse.Namespace) -> None:
     n = args.tasks[0]
     art = resolve_artifact(args.artifact)
     overrides = {"data_dir": args.data_dir} if args.data_dir else {}
+    if args.encoder:
+        overrides["encoder"] = args.encoder
     suite = suite_for_split(art, args.split, **overrides)
     begun = time.perf_counter()
     if args.mode == "chunked":
@@ -61,10 +65,12 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"loss": loss, "chunk": chunk, "seconds": time.perf_counter() - begun}))
 
 
-def measure(artifact: str, tasks: int, mode: str, split: str, data_dir: str | None) -> dict:
+def measure(artifact: str, tasks: int, mode: str, split: str, data_dir: str | None,
+            encoder: str | None) -> dict:
     """Run one case in a child process; its output and peak RSS in MiB."""
     cmd = [sys.executable, __file__, "--child", "--artifact", artifact, "--tasks", str(tasks),
-           "--mode", mode, "--split", split] + (["--data-dir", data_dir] if data_dir else [])
+           "--mode", mode, "--split", split] + (["--data-dir", data_dir] if data_dir else []) \
+        + (["--encoder", encoder] if encoder else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
     assert proc.stdout is not None
@@ -80,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifact", help="an encoder artifact (intents) to measure too")
     parser.add_argument("--data-dir", help="its data (the all split is evaluated)")
+    parser.add_argument("--encoder", help="the encoder folder it was trained on")
     parser.add_argument("--tasks", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--max-all", type=int, default=100,
                         help="most tasks built all at once for the encoder artifact")
@@ -90,20 +97,21 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    cases = [("sinusoid (shipped artifact)", "sinusoid", "test", None, max(args.tasks))]
+    cases = [("sinusoid (shipped artifact)", "sinusoid", "test", None, None, max(args.tasks))]
     if args.artifact:
         cases.append((f"intents encoder ({Path(args.artifact).name}, all split)", args.artifact,
-                      "all", args.data_dir, args.max_all))
+                      "all", args.data_dir, args.encoder, args.max_all))
     print("| suite | tasks | mode | chunk | peak RSS (MiB) | seconds | final query loss |")
     print("|---|---|---|---|---|---|---|")
-    for label, artifact, split, data_dir, max_all in cases:
+    for label, artifact, split, data_dir, encoder, max_all in cases:
         for n in args.tasks:
             losses = {}
             for mode in ("chunked", "all built at once"):
                 if mode == "all built at once" and n > max_all:
                     print(f"| {label} | {n} | {mode} | - | not run (would not fit) | - | - |")
                     continue
-                r = measure(artifact, n, "chunked" if mode == "chunked" else "all", split, data_dir)
+                r = measure(artifact, n, "chunked" if mode == "chunked" else "all", split, data_dir,
+                            encoder)
                 if "error" in r:
                     print(f"| {label} | {n} | {mode} | - | {r['peak_mib']:.0f} ({r['error']}) | - | - |")
                     continue

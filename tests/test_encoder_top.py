@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,7 @@ class TinyStatesSuite(ClassificationSuite):
     def model_spec(self) -> dict:
         return {"name": "encoder_top", "kwargs": {**TINY, "layers": self.layers,
                                                   "num_classes": self.ways, "scale": 5.0,
-                                                  "encoder": self.encoder, "checksum": self.checksum}}
+                                                  "encoder_name": "enc", "checksum": self.checksum}}
 
     def options(self) -> dict:
         return {"ways": self.ways, "shots": self.shots, "query": self.query}
@@ -190,30 +191,41 @@ def test_artifact_round_trip_and_metasgd(tmp_path):
     assert torch.nn.functional.cross_entropy(model(xs), ys).item() < loss.item()
 
 
-@pytest.mark.parametrize("change", ["edited", "missing"])
-def test_a_changed_or_missing_encoder_is_a_typed_error_and_exit_2(tmp_path, change, capsys):
+@pytest.mark.parametrize("change", ["none given", "edited", "missing"])
+def test_an_encoder_not_given_changed_or_missing_is_a_typed_error_and_exit_2(tmp_path, change,
+                                                                             capsys):
+    """The manifest names no folder: evaluating needs the user's, checked against the checksum;
+    the model itself (its weights are theta) needs none."""
     art, folder = _artifact(tmp_path)
     art.save(tmp_path / "art")
+    checksum = encoder_checksum(folder)
     if change == "edited":
         with open(folder / "config.json", "a") as fh:
             fh.write("\n")
-    else:
+    elif change == "missing":
         for f in folder.iterdir():
             f.unlink()
         folder.rmdir()
     loaded = load_artifact(tmp_path / "art")
-    with pytest.raises(EncoderMismatchError, match="encoder folder"):
-        loaded.build_model()
-    with pytest.raises(EncoderMismatchError):
-        prepare(None, loaded)
+    assert loaded.encoder is not None and loaded.encoder.checksum == checksum
+    assert isinstance(loaded.build_model(), EncoderTop)
+    model, _ = prepare(None, loaded, support=(torch.zeros(3, 5, 9), torch.arange(3)))
+    assert isinstance(model, EncoderTop)
+    given = [] if change == "none given" else ["-o", f"encoder={folder}"]
+    expected = {"none given": f"enc (checksum {checksum[:12]})", "edited": "differs",
+                "missing": "does not exist"}[change]
+    with pytest.raises(EncoderMismatchError, match=re.escape(expected)):
+        loaded.build_suite(**({} if not given else {"encoder": str(folder)}))
     from cli.app import main
 
     with pytest.raises(SystemExit) as exited:
-        main(["evaluate", str(tmp_path / "art"), "--tasks", "2"])
+        main(["evaluate", str(tmp_path / "art"), "--tasks", "2", *given])
     assert exited.value.code == 2
     err = capsys.readouterr().err
     lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and "encoder folder" in lines[0], err
+    assert len(lines) == 1 and expected in lines[0], err
+    if change == "none given":
+        assert "-o encoder=FOLDER" in lines[0]
 
 
 # --------------------------------------------------------------------------- the real encoder

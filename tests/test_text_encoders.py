@@ -93,21 +93,27 @@ def test_an_artifact_imports_its_encoder_code_only_when_trusted(tmp_path, monkey
     assert given.encoder == ENCODER
 
 
-def test_a_feature_model_on_a_changed_encoder_folder_is_a_typed_error(tmp_path):
+def test_a_feature_model_records_its_encoder_and_reads_no_folder(tmp_path):
     """Embeddings from another encoder would be silently wrong: the feature model of an encoder
-    folder records the folder's checksum and checks it whenever it is built from its spec (as an
-    artifact builds it)."""
+    folder records the folder's name and checksum (never its path), builds without the folder,
+    and the identity checks a folder a user gives."""
     from metaopt_tuner.errors import EncoderMismatchError
     from metaopt_tuner.models import FeatureClassifier, build_model
-    from metaopt_tuner.models.text.encoder_states import encoder_checksum
+    from metaopt_tuner.models.text import EncoderIdentity
 
     folder = tmp_path / "encoder"
     folder.mkdir()
     (folder / "config.json").write_text('{"hidden_size": 8}')
+    identity = EncoderIdentity.of_folder(folder)
+    assert identity.name == "encoder"
     spec = {"name": "features", "kwargs": {"in_features": 8, "num_classes": 3,
-                                           "encoder": str(folder),
-                                           "checksum": encoder_checksum(folder)}}
-    assert isinstance(build_model(spec), FeatureClassifier)
+                                           "encoder_name": identity.name,
+                                           "checksum": identity.checksum}}
+    identity.check(folder)
     (folder / "config.json").write_text('{"hidden_size": 9}')
     with pytest.raises(EncoderMismatchError, match="differs from the one the artifact"):
-        build_model(spec)
+        identity.check(folder)
+    (folder / "config.json").unlink()
+    folder.rmdir()
+    model = build_model(spec)  # the model is data: no folder needed
+    assert isinstance(model, FeatureClassifier) and model.checksum == identity.checksum

@@ -129,19 +129,26 @@ def test_model_mismatch_and_support_labels(here):
 
 
 def test_encoder_mismatch(here):
+    from metaopt_tuner.artifact.encoder import encoder_option
     from metaopt_tuner.errors import EncoderMismatchError
-    from metaopt_tuner.models.text.encoder_states import encoder_checksum, verify_encoder
+    from metaopt_tuner.models.text import EncoderIdentity
+    from metaopt_tuner.models.text.encoder_states import encoder_checksum
 
     folder = here / "encoders" / "minilm"
     folder.mkdir(parents=True)
     (folder / "model.safetensors").write_text("a")
-    checksum = encoder_checksum("encoders/minilm")
+    identity = EncoderIdentity("minilm", encoder_checksum("encoders/minilm"))
+    with pytest.raises(EncoderMismatchError) as raised:
+        encoder_option("/their/minilm", None, identity, trusted=False)  # none given
+    message = str(raised.value)
+    on_page(f"error: {message[:message.index('(checksum')]}")
+    on_page(message[message.index("), which"):])
     (folder / "model.safetensors").write_text("b")
     with pytest.raises(EncoderMismatchError) as raised:
-        verify_encoder("encoders/minilm", checksum)
+        identity.check("encoders/minilm")
     message = str(raised.value)
     on_page(f"error: {message[:message.index('(checksum')]}")
     on_page(message[message.index("); point"):])
     with pytest.raises(EncoderMismatchError) as raised:
-        verify_encoder("encoders/other", checksum)
+        identity.check("encoders/other")
     on_page(f"error: {raised.value}")

@@ -15,6 +15,7 @@ from torch import Tensor
 from ..errors import ArtifactError
 from ..models import complete_spec
 from ..models.proto_head import is_head
+from ..models.text.identity import spec_without_paths
 from ..update_rule import TAIL_DECAY
 from ..version import __version__
 
@@ -337,7 +338,9 @@ def upgrade(manifest: Mapping[str, Any]) -> dict[str, Any]:
     * no ``tail``: the rates were meta-trained for ``inner_steps`` steps, and later steps follow
       the library's decay;
     * a model spec that omits an argument whose default has changed since: the old default (see
-      ``models.complete_spec``; an old ConvNet names its batch norm).
+      ``models.complete_spec``; an old ConvNet names its batch norm);
+    * a model spec that names an encoder folder's path (``encoder``): its base name only, as
+      ``encoder_name``; the path is never used (``models.text.identity.spec_without_paths``).
     """
     out = dict(manifest)
     tail = dict(manifest.get("tail", {}))
@@ -346,6 +349,6 @@ def upgrade(manifest: Mapping[str, Any]) -> dict[str, Any]:
     tail.setdefault("decay", TAIL_DECAY)
     out["tail"] = tail
     if "model" in manifest:
-        out["model"] = complete_spec(manifest["model"])
+        out["model"] = spec_without_paths(complete_spec(manifest["model"]))
     return out
 

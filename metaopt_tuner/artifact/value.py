@@ -36,9 +36,12 @@ An artifact is a directory with two files::
                        row of the head (its weights and bias together) takes at that step (see
                        ``update_rule.bound_head_steps``; absent: unbounded)
 ``model``              ``{"name": reference architecture, "kwargs": {...}}`` (see
-                       ``models.build_model``) or ``{"factory": "module:attr", "kwargs": {...}}``
+                       ``models.build_model``) or ``{"factory": "module:attr", "kwargs": {...}}``;
+                       a model on an encoder folder's features records the encoder's
+                       ``encoder_name`` and ``checksum``, never its path
 ``suite``              ``{"name", "options", "metric_name", "metric_higher_is_better"}``; options
-                       naming places on disk (``TaskSuite.path_options``) are a record only
+                       naming places on disk (``TaskSuite.path_options``, an ``encoder``
+                       folder) are a record only
 ``learner``            the learner's configuration (``MetaLearner.config()``)
 ``training``           the training configuration (``TrainConfig.to_dict()``) or ``null``
 ``metrics``            held-out metrics at the time of saving (free-form numbers)
@@ -47,7 +50,8 @@ An artifact is a directory with two files::
 
 Loading never unpickles and never imports code: a ``factory`` model spec, a ``module:Class`` suite
 and a ``module:function`` encoder are imported only when the artifact was loaded with
-``trust_factory=True``; paths come from the user, never from the manifest; sizes, shapes and step
+``trust_factory=True``; paths (data, caches, an encoder folder) come from the user, never from
+the manifest; sizes, shapes and step
 counts are checked against bounds before anything is read or allocated. Every inconsistency (a
 truncated or altered file, a missing or wrongly typed field, a shape that disagrees, NaN in the
 tensors, a newer format) raises :class:`~metaopt_tuner.errors.ArtifactError` with a sentence saying
@@ -76,8 +80,10 @@ from ..errors import ArtifactError, ConfigError, MetaOptError, ModelMismatchErro
 from ..imports import import_object
 from ..models import build_model, complete_spec
 from ..models.proto_head import HEAD_WEIGHT, head_at_width, is_head
+from ..models.text.identity import EncoderIdentity, identity_in_spec, spec_without_paths
 from ..update_rule import tail_reach
 from ..version import __version__
+from .encoder import encoder_option
 from .format import (
     DTYPE_NAMES,
     FORMAT,
@@ -158,6 +164,13 @@ class Artifact:
         """The model spec, with arguments that were defaults when it was written spelled out
         (see ``format.upgrade``)."""
         return upgrade(self.manifest)["model"]
+
+    @property
+    def encoder(self) -> EncoderIdentity | None:
+        """The encoder folder the model reads features from, as recorded: its name and checksum,
+        never a path (None: no encoder folder). ``artifact.encoder.check(folder)`` raises
+        :class:`~metaopt_tuner.errors.EncoderMismatchError` unless ``folder`` is that encoder."""
+        return identity_in_spec(self.model_spec)
 
     @property
     def width_free(self) -> bool:
@@ -253,8 +266,8 @@ class Artifact:
             "format_version": FORMAT_VERSION,
             "library_version": __version__,
             "inner_steps": int(learner.inner_steps),
-            "model": complete_spec(model_spec if model_spec is not None else suite.model_spec(),
-                                   learner.model),
+            "model": spec_without_paths(complete_spec(
+                model_spec if model_spec is not None else suite.model_spec(), learner.model)),
             "suite": {
                 "name": suite_ref(suite),  # a user's suite as module:Class
                 "options": suite.options(),
@@ -422,12 +435,16 @@ class Artifact:
         """The suite the artifact was trained on, with ``overrides`` (e.g. ``data_dir``).
 
         Options that name places on disk (``data_dir``, ``cache_dir``: the suite's
-        ``path_options``) come from ``overrides`` only, never from the manifest. A sentence
-        encoder given as ``module:function`` is code the manifest names: like a model factory, it
-        is imported only when the artifact was loaded with ``trust_factory=True`` (a model folder
-        is data and needs no trust).
+        ``path_options``; an ``encoder`` folder) come from ``overrides`` only, never from the
+        manifest. An encoder folder the model was trained on (:attr:`encoder`) must be given
+        (``encoder=FOLDER``) and is checked against its recorded checksum. A sentence encoder
+        given as ``module:function`` is code the manifest names: like a model factory, it is
+        imported only when the artifact was loaded with ``trust_factory=True``.
+
+        Raises:
+            EncoderMismatchError: the model reads an encoder folder and ``encoder`` is not
+                given, or is another encoder.
         """
-        from ..models.text.encoders import is_encoder_folder
         from ..tasks import suite_from_class
 
         cls = self.suite_class()
@@ -438,16 +455,9 @@ class Artifact:
                     f"the artifact's model was trained with {key}={json.dumps(_plain(recorded[key]))}; "
                     f"{key}={json.dumps(_plain(overrides[key]), default=str)} would give it a model or "
                     f"features it was not trained with: leave {key} out")
-        options = {**recorded, **overrides}
-        encoder = options.get("encoder")
-        if (isinstance(encoder, str) and "encoder" not in overrides and not self.trust_factory
-                and not is_encoder_folder(encoder)):
-            raise ArtifactError(
-                f"the artifact's suite embeds texts with code ({encoder}); load it with "
-                "trust_factory=True (CLI: --trust-factory) if you trust that code, or pass "
-                "encoder=... yourself"
-            )
-        return suite_from_class(cls, self.suite_name, **options)
+        recorded.update(encoder_option(recorded.get("encoder"), overrides.get("encoder"),
+                                       self.encoder, self.trust_factory))
+        return suite_from_class(cls, self.suite_name, **{**recorded, **overrides})
 
     def to_learner(self, suite: TaskSuite | None = None, **learner_overrides: Any) -> MetaLearner:
         """A Meta-SGD learner whose theta and rates are the artifact's (for adaptation_curve).

@@ -25,6 +25,7 @@ from torch.func import functional_call, vmap
 
 from ..config import BATCHING_MODES, HEAD_RATE_SCALES, INNER_PARAMS
 from ..errors import ConfigError
+from ..heap import release_freed_memory
 from ..models import supports_batched
 from ..models.proto_head import (
     HEAD_BIAS,
@@ -587,8 +588,10 @@ class MetaLearner(nn.Module, abc.ABC):
 
         No meta-graph is built. A :class:`TaskBatch` is adapted ``chunk`` tasks at a time; chunks
         of tasks (a :class:`~metaopt_tuner.tasks.TaskStream`, which builds each only when it is
-        reached) are adapted one at a time as they come. ``on_progress(done, total)`` is called
-        after each chunk (``total``: ``len(batch)`` when it has one).
+        reached) are adapted one at a time as they come, the memory each freed given back to the
+        operating system before the next (:mod:`metaopt_tuner.heap`: else the peak grows with
+        the number of chunks). ``on_progress(done, total)`` is called after each chunk
+        (``total``: ``len(batch)`` when it has one).
         """
         steps = self.inner_steps if steps is None else int(steps)
         lrs = {k: v.detach() for k, v in self.learning_rates().items()}
@@ -608,6 +611,8 @@ class MetaLearner(nn.Module, abc.ABC):
             losses.append(out.loss.detach())
             metrics.append(out.metric.detach())
             done += len(part)
+            del out, params, part  # the chunk's tensors, freed before the heap is trimmed
+            release_freed_memory()
             if on_progress is not None:
                 on_progress(done, max(total, done))
         return AdaptationOutcome(torch.cat(losses), torch.cat(metrics))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ArtifactError
+from ..models.text.encoders import is_encoder_folder
 from .metasgd import MetaSGDLearner
 
 if TYPE_CHECKING:
@@ -22,8 +23,13 @@ def learner_from_artifact(
 
     ``suite`` provides the loss and metric (default ``artifact.build_suite()``);
     ``learner_overrides`` go to the learner (``inner_steps``, ``batching``, ``first_order``, ...).
+    A suite of the user's that embeds texts with an encoder folder (its ``encoder``) is checked
+    against the encoder the artifact records (``EncoderMismatchError``).
     """
     suite = artifact.build_suite() if suite is None else suite
+    folder = getattr(suite, "encoder", None)
+    if artifact.encoder is not None and is_encoder_folder(folder):
+        artifact.encoder.check(folder)
     trained, asked = artifact.suite_options.get("ways"), getattr(suite, "ways", None)
     if not artifact.width_free and trained is not None and asked is not None and trained != asked:
         raise ArtifactError(

@@ -110,24 +110,20 @@ class FeatureClassifier(nn.Module):
         num_classes: outputs of the head (the episodes' ways).
         hidden: widths of the ReLU layers before the head (none by default).
         scale: the feature scale's initial value.
-        encoder: the local encoder folder whose embeddings feed this model, or None.
-        checksum: that folder's content checksum; with both given, the folder is checked when
-            the model is built (features from another encoder would be silently wrong).
+        encoder_name: the name of the encoder folder whose embeddings feed this model, or None.
+        checksum: that folder's content checksum. Both are a record (see
+            :mod:`~metaopt_tuner.models.text.identity`): the model reads no file; the folder a
+            user gives for new features is checked against them (``Artifact.encoder``).
 
     Raises:
         ConfigError: a size below 1.
-        EncoderMismatchError: ``encoder`` is missing or its files differ from ``checksum``.
     """
 
     def __init__(self, in_features: int = 384, num_classes: int = 5, hidden: Sequence[int] = (),
-                 scale: float = 10.0, encoder: str | None = None,
+                 scale: float = 10.0, encoder_name: str | None = None,
                  checksum: str | None = None) -> None:
         super().__init__()
-        if encoder is not None and checksum is not None:
-            from .text.encoder_states import verify_encoder
-
-            verify_encoder(encoder, checksum)
-        self.encoder, self.checksum = encoder, checksum
+        self.encoder_name, self.checksum = encoder_name, checksum
         sizes = [int(in_features), *[int(h) for h in hidden]]
         if any(s < 1 for s in sizes) or int(num_classes) < 1:
             raise ConfigError(

@@ -176,7 +176,8 @@ class TaskSuite(abc.ABC):
     split_options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     #: options that name places on disk (data, caches): an artifact records them for the record
     #: but never uses them, so a manifest cannot make a loader read or write anywhere: the
-    #: user passes them again (``--data-dir``)
+    #: user passes them again (``--data-dir``). An ``encoder`` folder is never used either; the
+    #: artifact keeps its identity (``Artifact.build_suite``, ``artifact/encoder.py``)
     path_options: ClassVar[tuple[str, ...]] = ("data_dir", "cache_dir")
     #: options that define the model or the features it reads (layer sizes, a featurizer's
     #: buckets): an artifact's recorded values are its model's, so evaluating it with other

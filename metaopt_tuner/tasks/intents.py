@@ -670,23 +670,21 @@ class IntentSuite(ClassificationSuite):
         return model
 
     def model_spec(self) -> dict[str, Any]:
+        # an encoder folder's identity travels with the model, never its path (models.text.identity)
         if self.adapt_layers:
-            from ..models.text.encoder_states import encoder_checksum, encoder_config
+            from ..models.text.encoder_states import encoder_config
 
             cfg = encoder_config(self.encoder)
             kwargs = {k: cfg[k] for k in ("hidden_size", "num_attention_heads",
                                           "intermediate_size", "layer_norm_eps")}
             return {"name": "encoder_top", "kwargs": {
                 **kwargs, "layers": self.adapt_layers, "num_classes": self.ways,
-                "scale": self.logit_scale, "encoder": self.encoder,
-                "checksum": encoder_checksum(self.encoder)}}
+                "scale": self.logit_scale, **self._encoder_identity()}}
         if self.encoder is not None:
             kwargs = {"in_features": int(self.token_ids.shape[1]), "num_classes": self.ways,
                       "hidden": list(self.hidden), "scale": self.logit_scale}
-            if is_encoder_folder(self.encoder):  # the embeddings' identity travels with the model
-                from ..models.text.encoder_states import encoder_checksum
-
-                kwargs.update(encoder=self.encoder, checksum=encoder_checksum(self.encoder))
+            if is_encoder_folder(self.encoder):
+                kwargs.update(self._encoder_identity())
             return {"name": "features", "kwargs": kwargs}
         return {
             "name": "text_bag",
@@ -699,6 +697,12 @@ class IntentSuite(ClassificationSuite):
                 "logit_scale": self.logit_scale,
             },
         }
+
+    def _encoder_identity(self) -> dict[str, str]:
+        from ..models.text.identity import EncoderIdentity
+
+        identity = EncoderIdentity.of_folder(str(self.encoder))
+        return {"encoder_name": identity.name, "checksum": identity.checksum}
 
     def options(self) -> dict[str, Any]:
         out: dict[str, Any] = {

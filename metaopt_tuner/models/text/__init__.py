@@ -9,6 +9,7 @@
 * :mod:`.transformer` and :mod:`.encoder_states`: an encoder's top layers adapted per task
   (:class:`EncoderTop`) over its lower layers' token states, cached per utterance and tied to
   the encoder folder by a content checksum;
+* :mod:`.identity`: the encoder an artifact records (a name and that checksum, never a path);
 * :mod:`.setfit_baseline`: SetFit on one episode from the same folder, the baseline people reach
   for (``pip install metaopt-tuner[setfit]``).
 
@@ -19,7 +20,9 @@ when used.
 from __future__ import annotations
 
 from .featurizers import PAD_ID, HashedNgrams, pad_ids
+from .identity import EncoderIdentity
 from .models import TextBagClassifier
 from .transformer import EncoderTop
 
-__all__ = ["PAD_ID", "HashedNgrams", "pad_ids", "TextBagClassifier", "EncoderTop"]
+__all__ = ["PAD_ID", "HashedNgrams", "pad_ids", "TextBagClassifier", "EncoderTop",
+           "EncoderIdentity"]

@@ -4,8 +4,9 @@
 module provides what feeds it and identifies it:
 
 * :func:`encoder_checksum`: a content checksum of the folder's model files (portable across
-  machines, unlike modification times), recorded in every artifact and checked on loading
-  (:func:`verify_encoder` raises :class:`~metaopt_tuner.errors.EncoderMismatchError`);
+  machines, unlike modification times), recorded in every artifact (never the folder's path: see
+  :mod:`.identity`) and checked against the folder a user gives (:func:`verify_encoder` raises
+  :class:`~metaopt_tuner.errors.EncoderMismatchError`);
 * :func:`encoder_config` / :func:`top_layer_weights`: the shapes and pretrained weights of the top
   layers, read from ``config.json`` and ``model.safetensors`` (no pickle, no transformers needed);
 * :func:`states_cached`: the token hidden states at the cut of every text, computed with
@@ -70,13 +71,15 @@ def encoder_checksum(folder: str | os.PathLike[str]) -> str:
     return _CHECKSUMS[stamp]
 
 
-def verify_encoder(folder: str | os.PathLike[str], checksum: str) -> None:
-    """Raise :class:`EncoderMismatchError` unless ``folder`` exists with exactly ``checksum``."""
+def verify_encoder(folder: str | os.PathLike[str], checksum: str, name: str | None = None) -> None:
+    """Raise :class:`EncoderMismatchError` unless ``folder`` exists with exactly ``checksum``
+    (``name``: the encoder the artifact records, for the message)."""
     actual = encoder_checksum(folder)
     if actual != checksum:
         raise EncoderMismatchError(
             f"encoder folder {folder} differs from the one the artifact was trained with "
             f"(checksum {actual[:12]}, expected {checksum[:12]}); point to that encoder"
+            + (f" ({name})" if name else "")
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,9 +22,17 @@ from ...atomic import atomic_write
 from ...errors import ConfigError, DataError
 from ...imports import import_object
 
-__all__ = ["Encoder", "load_encoder", "encode_cached", "is_encoder_folder"]
+__all__ = ["Encoder", "load_encoder", "encode_cached", "is_encoder_folder", "names_code"]
 
 Encoder = Callable[[list[str]], Tensor]
+
+_CODE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+def names_code(spec: object) -> bool:
+    """Whether ``spec`` is written as ``module:function``, judged from the text alone (a value
+    read from a manifest is never looked up on disk)."""
+    return isinstance(spec, str) and _CODE.fullmatch(spec) is not None
 
 
 def is_encoder_folder(spec: object) -> bool:

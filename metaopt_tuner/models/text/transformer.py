@@ -86,13 +86,14 @@ class EncoderTop(nn.Module):
         layers: how many top layers are adapted (the cut sits below them).
         num_classes: the head's outputs (the episodes' ways).
         scale: the initial temperature multiplying the unit-length embedding.
-        encoder: the local encoder folder whose lower layers feed this model, or None.
+        encoder_name: the name of the encoder folder whose lower layers feed this model, or None.
         checksum: that folder's content checksum (:func:`~metaopt_tuner.models.text.encoder_states.
-            encoder_checksum`); with both given, the folder is checked when the model is built.
+            encoder_checksum`). Both are a record (see :mod:`~metaopt_tuner.models.text.identity`):
+            the model reads no file; its pretrained weights come from the artifact's theta, or
+            from the suite's folder when training starts.
 
     Raises:
         ConfigError: a non-positive size, or a hidden size the heads do not divide.
-        EncoderMismatchError: ``encoder`` is missing or its files differ from ``checksum``.
     """
 
     def __init__(
@@ -104,7 +105,7 @@ class EncoderTop(nn.Module):
         num_classes: int = 5,
         layer_norm_eps: float = 1e-12,
         scale: float = 10.0,
-        encoder: str | None = None,
+        encoder_name: str | None = None,
         checksum: str | None = None,
     ) -> None:
         super().__init__()
@@ -117,13 +118,9 @@ class EncoderTop(nn.Module):
         if int(hidden_size) % int(num_attention_heads):
             raise ConfigError(f"EncoderTop hidden_size {hidden_size} is not a multiple of "
                               f"num_attention_heads {num_attention_heads}")
-        if encoder is not None and checksum is not None:
-            from .encoder_states import verify_encoder
-
-            verify_encoder(encoder, checksum)
         self.hidden_size, self.num_heads = int(hidden_size), int(num_attention_heads)
         self.intermediate_size, self.num_classes = int(intermediate_size), int(num_classes)
-        self.eps, self.encoder, self.checksum = float(layer_norm_eps), encoder, checksum
+        self.eps, self.encoder_name, self.checksum = float(layer_norm_eps), encoder_name, checksum
         self.layers = nn.ModuleList(
             BertLayerParams(self.hidden_size, self.intermediate_size) for _ in range(int(layers))
         )
@@ -179,4 +176,4 @@ class EncoderTop(nn.Module):
     def extra_repr(self) -> str:
         return (f"hidden_size={self.hidden_size}, heads={self.num_heads}, "
                 f"intermediate_size={self.intermediate_size}, num_classes={self.num_classes}, "
-                f"encoder={self.encoder!r}")
+                f"encoder={self.encoder_name!r}")

@@ -97,6 +97,15 @@ def test_the_head_step_bound_caps_every_class_row_at_any_width(tmp_path):
     assert torch.allclose(cos, torch.ones_like(cos))
 
 
+def test_no_step_is_bounded_longer_than_the_step_before():
+    from metaopt_tuner.learners.rates import LearningRates
+
+    rates = LearningRates({HEAD_WEIGHT: (1, 4), HEAD_BIAS: (1,)}, granularity="element", steps=4,
+                          learnable=True, head_bound=1.0)
+    rates.load_head_bounds(torch.tensor([1.0, 2.0, 0.5, 0.7]))
+    assert rates.head_bounds().tolist() == pytest.approx([1.0, 1.0, 0.5, 0.5])
+
+
 @pytest.mark.parametrize("bound", [[-1.0, 1.0, 1.0], [1.0], [float("nan")] * 3, [True] * 3])
 def test_a_manifest_with_a_bad_head_step_bound_is_refused(tmp_path, bound):
     from metaopt_tuner.artifact.format import seal_manifest

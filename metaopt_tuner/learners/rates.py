@@ -38,7 +38,8 @@ class LearningRates(nn.Module):
         learnable: meta-learn the rates (stored as logarithms) or keep them fixed.
         head_bound: with a value, also a bound per step on the length of a head class row's step
             (:func:`~metaopt_tuner.update_rule.bound_head_steps`), starting at that value and
-            learned (as a logarithm) with the rates; None: no bound.
+            learned (as a logarithm) with the rates, never larger than the step before's; None:
+            no bound.
 
     Raises:
         ConfigError: an unknown granularity, ``steps`` below 1, or ``init`` or ``head_bound``
@@ -84,10 +85,14 @@ class LearningRates(nn.Module):
             self.head_bound = nn.Parameter(torch.full((steps,), bound), requires_grad=learnable)
 
     def head_bounds(self) -> Tensor | None:
-        """The bound in effect on a head row's step, one per step row (None: unbounded)."""
+        """The bound in effect on a head row's step, one per step row (None: unbounded): the
+        running minimum of the stored values, so that no step's bound exceeds the one before.
+        Bounds free to grow were learned in a zigzag, a long step after a short one, and the
+        query loss rose at each long step (docs/benchmarks.md, "Any task shape")."""
         if self.head_bound is None:
             return None
-        return self.head_bound.exp() if self.learnable else self.head_bound
+        value = self.head_bound.exp() if self.learnable else self.head_bound
+        return torch.cummin(value, 0).values
 
     @torch.no_grad()
     def load_head_bounds(self, bounds: Tensor) -> None:

@@ -97,13 +97,20 @@ def test_the_head_step_bound_caps_every_class_row_at_any_width(tmp_path):
     assert torch.allclose(cos, torch.ones_like(cos))
 
 
-def test_no_step_is_bounded_longer_than_the_step_before():
+def test_no_step_is_bounded_longer_nor_rated_higher_than_the_step_before():
     from metaopt_tuner.learners.rates import LearningRates
 
     rates = LearningRates({HEAD_WEIGHT: (1, 4), HEAD_BIAS: (1,)}, granularity="element", steps=4,
                           learnable=True, head_bound=1.0)
     rates.load_head_bounds(torch.tensor([1.0, 2.0, 0.5, 0.7]))
     assert rates.head_bounds().tolist() == pytest.approx([1.0, 1.0, 0.5, 0.5])
+    # and the head's rates never grow from one step to the next, weight by weight
+    zigzag = torch.tensor([[0.3, 1.0, 0.2, 0.5], [0.6, 0.9, 0.1, 0.5], [0.1, 2.0, 0.3, 0.4],
+                           [0.2, 0.5, 0.3, 0.6]]).reshape(4, 1, 4)
+    rates.load_rates({HEAD_WEIGHT: zigzag, HEAD_BIAS: torch.tensor([[1.0], [3.0], [0.5], [2.0]])})
+    out = rates()
+    assert torch.allclose(out[HEAD_WEIGHT], torch.cummin(zigzag, 0).values)
+    assert out[HEAD_BIAS].flatten().tolist() == pytest.approx([1.0, 1.0, 0.5, 0.5])
 
 
 @pytest.mark.parametrize("bound", [[-1.0, 1.0, 1.0], [1.0], [float("nan")] * 3, [True] * 3])

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..models.proto_head import tie_classes
+from ..models.proto_head import is_head, tie_classes
 
 __all__ = ["LearningRates", "GRANULARITIES"]
 
@@ -38,8 +38,10 @@ class LearningRates(nn.Module):
         learnable: meta-learn the rates (stored as logarithms) or keep them fixed.
         head_bound: with a value, also a bound per step on the length of a head class row's step
             (:func:`~metaopt_tuner.update_rule.bound_head_steps`), starting at that value and
-            learned (as a logarithm) with the rates, never larger than the step before's; None:
-            no bound.
+            learned (as a logarithm) with the rates, never larger than the step before's, and
+            the head's rates then never grow from one step to the next either (a running
+            minimum per weight: rates free to grow were learned in a zigzag, and the loss rose at
+            each step after a short one); None: no bound.
 
     Raises:
         ConfigError: an unknown granularity, ``steps`` below 1, or ``init`` or ``head_bound``
@@ -107,7 +109,10 @@ class LearningRates(nn.Module):
         values = [v.exp() for v in self.values] if self.learnable else list(self.values)
         if self.granularity == "scalar":
             return dict.fromkeys(self.names, values[0])
-        return dict(zip(self.names, values))
+        out = dict(zip(self.names, values))
+        if self.head_bound is not None:  # a bounded head's rates never grow from step to step
+            out.update({n: torch.cummin(v, 0).values for n, v in out.items() if is_head(n)})
+        return out
 
     @torch.no_grad()
     def load_rates(self, rates: Mapping[str, Tensor]) -> None:

@@ -86,11 +86,9 @@ def art_steps_name(steps: int) -> str:
 def make_suite(art: Artifact, args: argparse.Namespace, split: str, ways: int, shots: int) -> TaskSuite:
     """The artifact's suite at ``ways`` x ``shots`` for ``split``, on ``--data-dir`` (under
     ``--split all``, whose classes are all test classes, the tuning splits read
-    ``--tune-data-dir``), with ``--query`` and ``--encoder`` when given.
-
-    The intents suite wants its validation split to hold ``ways`` intents too; a wider episode is
-    then built without a validation split: the test split is drawn first, so its intents are the
-    same either way (``_split_groups`` in ``tasks/intents.py``)."""
+    ``--tune-data-dir``), with ``--query`` and ``--encoder`` when given (each split is checked
+    against ``ways`` where it is drawn, so a test width wider than the validation split is
+    fine)."""
     options: dict[str, Any] = {"ways": ways, "shots": shots}
     data_dir = args.tune_data_dir if args.split == "all" and split != "all" else args.data_dir
     options["data_dir"] = str(data_dir)
@@ -98,12 +96,7 @@ def make_suite(art: Artifact, args: argparse.Namespace, split: str, ways: int, s
         options["query"] = args.query
     if args.encoder is not None:
         options["encoder"] = str(args.encoder)
-    try:
-        suite = suite_for_split(art, split, **options)
-    except ConfigError as exc:
-        if art.suite_name != "intents" or "val split" not in str(exc) or split == "val":
-            raise
-        suite = suite_for_split(art, split, **options, val_domains=[], val_classes=[])
+    suite = suite_for_split(art, split, **options)
     suite.load()
     return suite
 

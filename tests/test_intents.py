@@ -174,8 +174,28 @@ def test_clinc_errors(tmp_path: Path) -> None:
         _suite(root, test_domains=["nope"])
     with pytest.raises(ConfigError, match="both the val and test"):
         _suite(root, val_domains=["dom1"], test_domains=["dom1"])
-    with pytest.raises(ConfigError, match="fewer than ways=4"):
-        _suite(root, ways=4)
+    narrow = _suite(root, ways=4)  # a split too narrow is an error where it is used
+    assert len(narrow.split_classes["train"]) == 6
+    narrow.sample(1, torch.Generator().manual_seed(0), "train")
+    for split in ("val", "test"):
+        with pytest.raises(ConfigError, match=f"the {split} split has 3 classes, fewer than ways=4"):
+            narrow.sample(1, torch.Generator().manual_seed(0), split)
+
+
+def test_the_test_split_is_evaluated_at_widths_the_other_splits_cannot_hold(tmp_path: Path) -> None:
+    from metaopt_tuner.artifact import Artifact, load_artifact
+    from metaopt_tuner.evaluation import suite_for_split
+
+    root = make_clinc(tmp_path / "d")
+    splits = {"train_domains": "dom0", "val_domains": ["dom1"], "test_domains": ["dom2", "dom3"]}
+    suite = _suite(root, **splits)
+    learner = build_learner("metasgd", suite, inner_steps=1)
+    Artifact.from_learner(learner, suite).save(tmp_path / "art")
+    # the suite an evaluation builds: 6-way test episodes, with a 3-class validation split
+    wide = suite_for_split(load_artifact(tmp_path / "art"), "test", data_dir=str(root), ways=6)
+    batch = wide.sample(2, torch.Generator().manual_seed(0), "test")
+    assert batch.y_support.shape[-1] == 6 and wide.split_summary("test")["num_classes"] == 6
+    assert _classes_of(wide, batch.x_support) == set(WORDS[6:12])  # dom2 and dom3
 
 
 def test_option_errors(tmp_path: Path) -> None:

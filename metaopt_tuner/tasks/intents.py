@@ -496,20 +496,6 @@ class IntentSuite(ClassificationSuite):
         else:
             self._split_domains = None
             split = _split_groups(labels, self._given["classes"], fractions, self.split_seed, "class")
-        if len(split["train"]) < self.ways:
-            raise ConfigError(
-                f"the train split has {len(split['train'])} classes, fewer than ways={self.ways}; "
-                "change the split options or lower ways"
-            )
-        # an empty test split is refused where it is used ("all" splits nothing off)
-        if split["test"] and len(split["test"]) < self.ways:
-            raise ConfigError(
-                f"the test split has {len(split['test'])} classes, fewer than ways={self.ways}; "
-                "change the split options or lower ways"
-            )
-        if split["val"] and len(split["val"]) < self.ways:
-            raise ConfigError(f"the val split has {len(split['val'])} classes, fewer than "
-                              f"ways={self.ways}; give it more or none (val_fraction=0)")
         return split
 
     def _build_index(self) -> dict[str, tuple[Tensor, Tensor]]:
@@ -556,6 +542,15 @@ class IntentSuite(ClassificationSuite):
             raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(EVAL_SPLITS)}")
         if split != "all" and not self.split_classes[split]:
             raise ConfigError(f"the {split} split has no classes (see val_fraction / test_fraction)")
+        # each split is checked where it is used: evaluating the test split at a width the
+        # validation split cannot hold is fine (the trainer draws its validation tasks, and so
+        # checks that split, before its first iteration)
+        classes = len(self.split_classes[split]) if split != "all" else len(set(self.data.labels))
+        if classes < self.ways:
+            fix = ("give it more or none (val_fraction=0)" if split == "val"
+                   else "change the split options or lower ways")
+            raise ConfigError(f"the {split} split has {classes} classes, fewer than "
+                              f"ways={self.ways}; {fix}")
 
     # ------------------------------------------------------------------ tasks
     def sample(

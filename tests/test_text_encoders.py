@@ -105,7 +105,7 @@ def test_a_feature_model_records_its_encoder_and_reads_no_folder(tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text('{"hidden_size": 8}')
     identity = EncoderIdentity.of_folder(folder)
-    assert identity.name == "encoder"
+    assert identity.name == f"{tmp_path.name}/encoder"
     spec = {"name": "features", "kwargs": {"in_features": 8, "num_classes": 3,
                                            "encoder_name": identity.name,
                                            "checksum": identity.checksum}}

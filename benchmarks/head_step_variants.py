@@ -60,9 +60,16 @@ def embeddings(args: argparse.Namespace) -> tuple[torch.Tensor, list[str]]:
 
 
 class Episodes:
-    """Seeded episodes of the default domain split's classes."""
+    """Seeded episodes of the default domain split's classes (or of ``--features``' split)."""
+
+    query = QUERY
 
     def __init__(self, args: argparse.Namespace) -> None:
+        if args.features:  # {"emb", "labels", "split": {"train", "val", "test": [label, ...]}}
+            saved = torch.load(args.features)
+            self.emb, labels, self.split = saved["emb"], saved["labels"], saved["split"]
+            self._rows(labels)
+            return
         self.emb, labels = embeddings(args)
         with open(os.path.join(args.data_dir, "domains.json")) as fh:
             domains = json.load(fh)
@@ -70,6 +77,9 @@ class Episodes:
         self.split = {"test": [c for d in TEST_DOMAINS for c in domains[d]],
                       "val": [c for d in VAL_DOMAINS for c in domains[d]],
                       "train": [c for d in domains if d not in held for c in domains[d]]}
+        self._rows(labels)
+
+    def _rows(self, labels: list[str]) -> None:
         rows: dict[str, list[int]] = {}
         for i, label in enumerate(labels):
             rows.setdefault(label, []).append(i)
@@ -80,11 +90,11 @@ class Episodes:
         xs, ys, xq, yq = [], [], [], []
         for j, c in enumerate(torch.randperm(len(classes), generator=gen)[:ways].tolist()):
             ix = self.rows[classes[c]]
-            ix = ix[torch.randperm(len(ix), generator=gen)[: shots + QUERY]]
+            ix = ix[torch.randperm(len(ix), generator=gen)[: shots + self.query]]
             xs.append(self.emb[ix[:shots]])
             xq.append(self.emb[ix[shots:]])
             ys += [j] * shots
-            yq += [j] * QUERY
+            yq += [j] * self.query
         return torch.cat(xs), torch.tensor(ys), torch.cat(xq), torch.tensor(yq)
 
 
@@ -151,8 +161,8 @@ class HeadSteps(torch.nn.Module):
             db = self.log_rb[k].exp() * (scale * residual.sum(0))
             if self.args.trust:  # each class row's step at most the learned radius long
                 radius = self.log_trust[k].exp()
-                norm = (dw.square().sum(1) + db.square()).sqrt()
-                shrink = (radius / norm.clamp(min=1e-12)).clamp(max=1.0)
+                norm = (dw.square().sum(1) + db.square()).clamp(min=1e-24).sqrt()
+                shrink = (radius / norm).clamp(max=1.0)
                 dw, db = dw * shrink[:, None], db * shrink
             before = self.support_curve[-1]
             for _ in range(self.args.safe):  # halve the step while the support loss would rise
@@ -171,9 +181,13 @@ def logreg_accuracy(xs, ys, xq, yq, c: float) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", required=True, help="the CLINC150 folder (data_full.json, "
+    p.add_argument("--data-dir", help="the CLINC150 folder (data_full.json, "
                    "domains.json)")
-    p.add_argument("--encoder", required=True, help="a local sentence-transformers folder")
+    p.add_argument("--encoder", help="a local sentence-transformers folder")
+    p.add_argument("--features", help="instead of CLINC150: a torch file of features, their "
+                   "labels and a train / val / test split of the labels (e.g. an image body's)")
+    p.add_argument("--query", type=int, default=QUERY, help="queries per class")
+    p.add_argument("--val-ways", type=int, default=15, help="widths of the LR's tuning tasks")
     p.add_argument("--cache", default="runs/clinc150-embeddings.pt")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--iters", type=int, default=1500)
@@ -203,6 +217,8 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     episodes = Episodes(args)
+    episodes.query = args.query
+    max_ways = min(45, len(episodes.split["train"]))
     head = HeadSteps(args, episodes.emb.shape[1])
     opt = torch.optim.Adam([q for q in head.parameters() if q.requires_grad], lr=1e-2)
     gen = torch.Generator().manual_seed(1)
@@ -212,7 +228,7 @@ def main() -> None:
     for it in range(0 if args.load else args.iters):
         loss = torch.zeros(())
         for _ in range(args.meta_batch):
-            ways = int(torch.randint(2, 46, (1,), generator=gen))
+            ways = int(torch.randint(2, max_ways + 1, (1,), generator=gen))
             shots = int(torch.randint(1, args.max_shots + 1, (1,), generator=gen))
             xs, ys, xq, yq = episodes.draw("train", ways, shots, gen)
             out = head(xs, ys, xq, ways)
@@ -231,7 +247,7 @@ def main() -> None:
         torch.save(head.state_dict(), args.save)
     for ways, shots in [(w, k) for w in args.ways for k in args.shots]:
         val_gen = torch.Generator().manual_seed(100 + shots)
-        val = [episodes.draw("val", 15, shots, val_gen) for _ in range(6)]
+        val = [episodes.draw("val", args.val_ways, shots, val_gen) for _ in range(6)]
         grid = [1.0, 10.0, 100.0, 1000.0] if shots > 1 else [1.0, 10.0]
         scores = {} if args.skip_logreg else {c: np.mean([logreg_accuracy(*t, c) for t in val]) for c in grid}
         best = max(scores, key=scores.get) if not args.skip_logreg else 1.0

@@ -91,8 +91,11 @@ def bound_head_steps(
         bias_step: the bias's step ``[..., C]``.
         radius: the longest step a row may take (a scalar tensor).
     """
-    length = (weight_step.square().sum(-1) + bias_step.square()).sqrt()
-    factor = (radius / length.clamp(min=torch.finfo(length.dtype).tiny)).clamp(max=1.0)
+    # clamped before the root: a row that does not move (a saturated support loss) has a zero
+    # step, and the root's gradient at zero is infinite (NaN meta-gradients)
+    tiny = torch.finfo(weight_step.dtype).tiny
+    length = (weight_step.square().sum(-1) + bias_step.square()).clamp(min=tiny).sqrt()
+    factor = (radius / length).clamp(max=1.0)
     return weight_step * factor.unsqueeze(-1), bias_step * factor
 
 

@@ -113,6 +113,22 @@ def test_no_step_is_bounded_longer_nor_rated_higher_than_the_step_before():
     assert out[HEAD_BIAS].flatten().tolist() == pytest.approx([1.0, 1.0, 0.5, 0.5])
 
 
+def test_a_class_row_that_does_not_move_leaves_the_meta_gradient_finite():
+    # a saturated support loss gives a row a step of exactly zero; the length's root must not
+    # turn that into an infinite (NaN) meta-gradient
+    from metaopt_tuner.update_rule import bound_head_steps
+
+    grad_w = torch.zeros(3, 4, dtype=torch.float64, requires_grad=True)
+    grad_w.data[0] = 2.0  # one row moves, two do not
+    grad_b = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    radius = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    dw, db = bound_head_steps(0.5 * grad_w, 0.5 * grad_b, radius)
+    (dw.square().sum() + dw.sum() + db.sum()).backward()
+    for grad in (grad_w.grad, grad_b.grad, radius.grad):
+        assert torch.isfinite(grad).all()
+    assert dw[1:].abs().sum() == 0 and float(dw[0].detach().norm()) == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize("bound", [[-1.0, 1.0, 1.0], [1.0], [float("nan")] * 3, [True] * 3])
 def test_a_manifest_with_a_bad_head_step_bound_is_refused(tmp_path, bound):
     from metaopt_tuner.artifact.format import seal_manifest

@@ -116,7 +116,7 @@ class TrainConfig:
         "none",
         "none or classes: the head's learned rates are multiplied by the task's number of "
         "classes, so that with the mean support loss a class row steps alike at any width "
-        "(classification with a linear head; the intents encoder recipe sets it).")
+        "(classification with a linear head; no recipe sets it: the step bound serves there).")
     head_step_bound: float | None = _option(
         None,
         "With a value, each step of a head class row (its weights and bias together) is at most "

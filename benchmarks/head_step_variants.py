@@ -16,6 +16,9 @@ temperature) learned from ``--s0``. Variants:
   keeps the support loss from saturating;
 * ``--anytime``: the weight of the query loss after each step before the last.
 
+``--features FILE`` replaces CLINC150 by any saved features with their labels and split (an
+image artifact's body through ``body_features.py``; ``--query`` queries per class).
+
 It prints, for test episodes of each ``--ways`` (45) and ``--shots``: nearest centroid, the adapted head,
 logistic regression (scikit-learn, ``C`` picked on six 15-way validation tasks) with the paired
 difference, and the mean query loss after each step. Measured variants: the Benchmarks page, "Any
@@ -214,6 +217,8 @@ def main() -> None:
     p.add_argument("--shots", type=int, nargs="*", default=[1, 5, 20, 50])
     p.add_argument("--ways", type=int, nargs="*", default=[45], help="test widths")
     args = p.parse_args()
+    if not args.features and not (args.data_dir and args.encoder):
+        p.error("give --features, or --data-dir and --encoder")
     torch.set_num_threads(1)
     torch.manual_seed(0)
     episodes = Episodes(args)

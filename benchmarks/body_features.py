@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import protonet_textbook as textbook  # noqa: E402
 
 from metaopt_tuner.artifact import load_artifact  # noqa: E402
+from metaopt_tuner.tasks.augment import random_affine  # noqa: E402
 
 
 def main() -> None:
@@ -33,6 +34,9 @@ def main() -> None:
     p.add_argument("--val", required=True, help="validation alphabets, comma-separated")
     p.add_argument("--train-on", choices=("train", "val"), default="train",
                    help="whose features the head's steps are meta-trained on")
+    p.add_argument("--jitter", action="store_true",
+                   help="training drawings jittered once each, as the omniglot recipe trains "
+                        "(15 degrees, scale and shift 0.15)")
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -45,6 +49,7 @@ def main() -> None:
         p.error(f"not in {args.data_dir}: {', '.join(missing)}")
     emb, labels = [], []
     split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for alphabet, characters in chars.items():
             part = "test" if alphabet in test else "val" if alphabet in val else "train"
@@ -52,7 +57,10 @@ def main() -> None:
             for char, images in characters.items():
                 for r in range(rotations):
                     name = f"{alphabet}/{char}/r{r}"
-                    emb.append(body.features(torch.rot90(images, r, (2, 3))))
+                    x = torch.rot90(images, r, (2, 3))
+                    if args.jitter and part != "test":
+                        x = random_affine(x, gen, 15.0, 0.15, 0.15)
+                    emb.append(body.features(x))
                     labels += [name] * len(images)
                     split[part].append(name)
     if args.train_on == "val":  # meta-train on the validation classes, tune on them unrotated

@@ -119,6 +119,9 @@ class HeadSteps(torch.nn.Module):
                                          requires_grad=args.whiten != "none")
         self.log_var = torch.nn.Parameter(torch.tensor(math.log(args.var0)),
                                           requires_grad=args.whiten != "none")
+        # per-step pull of the head back toward its prototype start (an L2 prior's fixed point)
+        self.decay_logit = torch.nn.Parameter(torch.full((k,), math.log(args.decay0 / (1 - args.decay0))),
+                                              requires_grad=bool(args.decay))
 
     def whitened(self, xs, onehot, xq):
         """Features whitened by the support set's shrunk covariance: ``L^-1 x`` for
@@ -149,6 +152,7 @@ class HeadSteps(torch.nn.Module):
         fs, fq = s * xs, s * xq
         protos = onehot.t() @ fs / onehot.sum(0)[:, None]
         w, b = 2 * protos, -(protos * protos).sum(1)
+        w0, b0 = w, b
         out = [fq @ w.t() + b]
         n = len(ys)
         reduction = {"sum": 1.0, "classsum": ways / n, "sqrtclass": ways ** 0.5 / n,
@@ -173,6 +177,9 @@ class HeadSteps(torch.nn.Module):
                 keep = (after <= before).to(dw.dtype)
                 dw, db = dw * (keep + (1 - keep) * 0.5), db * (keep + (1 - keep) * 0.5)
             w, b = w - dw, b - db
+            if self.args.decay:
+                lam = torch.sigmoid(self.decay_logit[k])
+                w, b = w - lam * (w - w0), b - lam * (b - b0)
             out.append(fq @ w.t() + b)
         return out
 
@@ -209,6 +216,9 @@ def main() -> None:
                    help="halve a step up to this many times while the support loss would rise")
     p.add_argument("--trust", type=int, default=0, help="bound each class row's step length")
     p.add_argument("--trust0", type=float, default=1.0, help="the bound's initial value")
+    p.add_argument("--decay", type=int, default=0,
+                   help="learn a per-step pull of the head back toward its prototype start")
+    p.add_argument("--decay0", type=float, default=0.01, help="the pull's initial fraction")
     p.add_argument("--save", help="save the meta-trained head's state here")
     p.add_argument("--load", help="load a saved head's state instead of meta-training")
     p.add_argument("--skip-logreg", action="store_true", help="no logistic regression column")

@@ -46,7 +46,7 @@ from .models.proto_head import (
     tie_classes,
 )
 from .resolver import resolve_artifact
-from .update_rule import bound_head_steps, metasgd_update, rate_row, tail_factor
+from .update_rule import bounded_head_update, metasgd_update, rate_row, tail_factor
 
 __all__ = ["MetaSGD", "prepare", "pretrained", "list_pretrained"]
 
@@ -207,10 +207,8 @@ class MetaSGD(torch.optim.Optimizer):
             return False
         t = int(self.state[params[iw]]["step"])
         row = rate_row(bound.to(params[iw]), t, horizon, decay)
-        dw, db = bound_head_steps(lrs[iw] * grads[iw], lrs[ib] * grads[ib], row)
-        if scale != 1.0:
-            dw, db = scale * dw, scale * db
-        new[iw], new[ib] = params[iw] - dw, params[ib] - db
+        new[iw], new[ib] = bounded_head_update(params[iw], params[ib], grads[iw], grads[ib],
+                                               lrs[iw], lrs[ib], row, scale)
         return True
 
     @torch.no_grad()

@@ -26,6 +26,7 @@ from torch import Tensor
 __all__ = [
     "metasgd_update",
     "bound_head_steps",
+    "bounded_head_update",
     "tail_factor",
     "tail_reach",
     "rate_row",
@@ -97,6 +98,20 @@ def bound_head_steps(
     length = (weight_step.square().sum(-1) + bias_step.square()).clamp(min=tiny).sqrt()
     factor = (radius / length).clamp(max=1.0)
     return weight_step * factor.unsqueeze(-1), bias_step * factor
+
+
+def bounded_head_update(
+    weight: Tensor, bias: Tensor, weight_grad: Tensor, bias_grad: Tensor, weight_lr: Tensor,
+    bias_lr: Tensor, radius: Tensor, scale: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """The head's new weight and bias after one step whose class rows are bounded: ``rate *
+    grad`` per weight, each row shortened by :func:`bound_head_steps`, times ``scale``. The
+    inner loop's and MetaSGD's update of a bounded head (the rest goes through
+    :func:`metasgd_update`)."""
+    dw, db = bound_head_steps(weight_lr * weight_grad, bias_lr * bias_grad, radius)
+    if scale != 1.0:
+        dw, db = scale * dw, scale * db
+    return weight - dw, bias - db
 
 
 def tail_factor(step: int, horizon: int | None, decay: float = TAIL_DECAY) -> float:

@@ -21,7 +21,7 @@ from .._compat import module_getattr
 from ..models.proto_head import HEAD_BIAS, HEAD_WEIGHT
 from ..update_rule import (
     TAIL_DECAY,
-    bound_head_steps,
+    bounded_head_update,
     metasgd_update,
     rate_row,
     rates_at_step,
@@ -100,22 +100,23 @@ def adapt(
         The adapted parameters (fewer steps are taken once the tail has ended).
     """
     names = list(params)
+    has_head = HEAD_WEIGHT in params and HEAD_BIAS in params
+    bounded = (HEAD_WEIGHT, HEAD_BIAS) if head_bound is not None and has_head else ()
+    free = [n for n in names if n not in bounded]  # the plain Meta-SGD update's
     for t in range(first_step, first_step + steps):
         if tail_factor(t, horizon, decay) == 0.0:  # the tail has ended: nothing moves any more
             break
         grads = grad_fn(support_loss, params, create_graph)
         rates = rates_at_step(lrs, t, horizon, decay)
-        if head_bound is not None and HEAD_WEIGHT in params and HEAD_BIAS in params:
-            steps_by_name = {n: rates[n] * grads[n] for n in names}
-            steps_by_name[HEAD_WEIGHT], steps_by_name[HEAD_BIAS] = bound_head_steps(
-                steps_by_name[HEAD_WEIGHT], steps_by_name[HEAD_BIAS],
+        new = dict(zip(free, metasgd_update(
+            [params[n] for n in free], [grads[n] for n in free], [rates[n] for n in free]
+        )))
+        if bounded:
+            w, b = bounded
+            new[w], new[b] = bounded_head_update(
+                params[w], params[b], grads[w], grads[b], rates[w], rates[b],
                 rate_row(head_bound, t, horizon, decay))
-            params = {n: params[n] - steps_by_name[n] for n in names}
-            continue
-        new = metasgd_update(
-            [params[n] for n in names], [grads[n] for n in names], [rates[n] for n in names]
-        )
-        params = dict(zip(names, new))
+        params = {n: new[n] for n in names}
     return params
 
 

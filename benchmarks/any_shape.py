@@ -12,9 +12,10 @@ of every cell, all on the same held-out episodes (episode ``i`` is the artifact'
 * logistic regression on the same features (scikit-learn, L-BFGS to convergence: up to 10,000
   iterations; its ``C`` picked from 1e-2 .. 1e4 on validation tasks of the same shape);
 * AdamW fine-tuning of exactly the parameters the artifact adapts (the head alone, on the same
-  features, for the head-alone recipes; else every weight), from the same prototype head, its
-  learning rate, weight decay and step count (1 to 100) tuned by Optuna (``--adamw-trials``) on
-  validation tasks of the same shape; its tuning seconds are printed with the table;
+  features, for the head-alone recipes; else every weight), from the artifact's starting head
+  (its prototypes, whitened where it whitens them), its learning rate, weight decay and step
+  count (1 to 100) tuned by Optuna (``--adamw-trials``) on validation tasks of the same shape;
+  its tuning seconds are printed with the table;
 * SetFit (``--setfit``, intents only, the ``setfit`` extra; very slow): the encoder folder
   fine-tuned on each episode's texts, ``suite.fixed_episode_texts`` of the same episodes;
 * the artifact at 0 steps and after its steps (``--steps``, default the artifact's), adapted by
@@ -150,15 +151,18 @@ def logreg_accuracy(fs: Tensor, ys: Tensor, fq: Tensor, yq: Tensor, c: float) ->
     return float((pred == yq).double().mean()), converged
 
 
-def _head_from_prototypes(fs: Tensor, ys: Tensor, ways: int) -> tuple[Tensor, Tensor]:
+def _head_from_prototypes(fs: Tensor, ys: Tensor, ways: int,
+                          whitening: float | None) -> tuple[Tensor, Tensor]:
+    """The artifact's starting head: prototypes, whitened as the artifact whitens them."""
     zero_w = torch.zeros(ways, fs.shape[1], dtype=fs.dtype)
-    return prototype_head(fs, ys, zero_w, torch.zeros(ways, dtype=fs.dtype))
+    return prototype_head(fs, ys, zero_w, torch.zeros(ways, dtype=fs.dtype), whitening)
 
 
 def adamw_head(fs: Tensor, ys: Tensor, fq: Tensor, yq: Tensor, ways: int,
-               hp: dict[str, Any]) -> tuple[float, float]:
-    """AdamW on the head alone (from the prototype head) over fixed features: (accuracy, loss)."""
-    w, b = (t.clone().requires_grad_() for t in _head_from_prototypes(fs, ys, ways))
+               hp: dict[str, Any], whitening: float | None = None) -> tuple[float, float]:
+    """AdamW on the head alone (from the artifact's prototype head) over fixed features:
+    (accuracy, loss)."""
+    w, b = (t.clone().requires_grad_() for t in _head_from_prototypes(fs, ys, ways, whitening))
     opt = torch.optim.AdamW([w, b], lr=hp["lr"], weight_decay=hp["weight_decay"])
     for _ in range(hp["steps"]):
         opt.zero_grad()
@@ -169,12 +173,13 @@ def adamw_head(fs: Tensor, ys: Tensor, fq: Tensor, yq: Tensor, ways: int,
         return float((out.argmax(-1) == yq).double().mean()), float(F.cross_entropy(out, yq))
 
 
-def adamw_all(model: nn.Module, task: Task, ways: int, hp: dict[str, Any]) -> tuple[float, float]:
-    """AdamW on every weight from theta and the prototype head: (accuracy, loss)."""
+def adamw_all(model: nn.Module, task: Task, ways: int, hp: dict[str, Any],
+              whitening: float | None = None) -> tuple[float, float]:
+    """AdamW on every weight from theta and the artifact's prototype head: (accuracy, loss)."""
     xs, ys, xq, yq = task.x_support, task.y_support, task.x_query, task.y_query
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
     fs, _ = features(model, task)
-    params[HEAD_WEIGHT], params[HEAD_BIAS] = _head_from_prototypes(fs, ys, ways)
+    params[HEAD_WEIGHT], params[HEAD_BIAS] = _head_from_prototypes(fs, ys, ways, whitening)
     p = {k: v.requires_grad_() for k, v in params.items()}
     opt = torch.optim.AdamW(list(p.values()), lr=hp["lr"], weight_decay=hp["weight_decay"])
     query_kw: dict[str, Any] = {"reference": xs} if getattr(model, "uses_reference", False) else {}
@@ -224,6 +229,7 @@ def run_cell(art: Artifact, args: argparse.Namespace, ways: int, shots: int,
     suite = make_suite(art, args, args.split, ways, shots)
     model = art.initialize(art.build_model().to(dtype=art.dtype))
     head_only = art.learner_config.get("inner_params", "all") == "head"
+    whitening = art.learner_config.get("head_whitening")  # AdamW starts where the artifact does
     steps = art.inner_steps if args.steps is None else args.steps
     notes: list[str] = []
 
@@ -238,10 +244,11 @@ def run_cell(art: Artifact, args: argparse.Namespace, ways: int, shots: int,
     logreg_tune_s = time.perf_counter() - begun
     begun = time.perf_counter()
     if head_only:
-        hp = tune_adamw(lambda i, h: adamw_head(*val_xy[i], val_ways, h), len(val_xy),
+        hp = tune_adamw(lambda i, h: adamw_head(*val_xy[i], val_ways, h, whitening), len(val_xy),
                         args.adamw_trials, args.seed)
     else:
-        hp = tune_adamw(lambda i, h: adamw_all(model, val_tasks[i], val_ways, h), len(val_tasks),
+        hp = tune_adamw(lambda i, h: adamw_all(model, val_tasks[i], val_ways, h, whitening),
+                        len(val_tasks),
                         args.adamw_trials, args.seed)
     adamw_tune_s = time.perf_counter() - begun
     where = f"{val_split} split, {val_ways}-way {shots}-shot, {len(val_tasks)} tasks"
@@ -279,13 +286,13 @@ def run_cell(art: Artifact, args: argparse.Namespace, ways: int, shots: int,
         unconverged += not converged
         begun = time.perf_counter()
         if head_only:
-            value = adamw_head(fs, ys, fq, yq, ways, hp)[0]
+            value = adamw_head(fs, ys, fq, yq, ways, hp, whitening)[0]
             record(ADAMW, value, feat_s + time.perf_counter() - begun)
         else:
-            value = adamw_all(model, task, ways, hp)[0]
+            value = adamw_all(model, task, ways, hp, whitening)[0]
             record(ADAMW, value, time.perf_counter() - begun)
         if texts is not None and i < len(texts):
-            from metaopt_tuner.text.setfit_baseline import setfit_accuracy
+            from metaopt_tuner.compare.setfit_baseline import setfit_accuracy
 
             encoder = str(args.encoder)  # make_suite needed it: never the manifest's path
             begun = time.perf_counter()

@@ -14,7 +14,9 @@ temperature) learned from ``--s0``. Variants:
   ``sum``;
 * ``--learn-tau``: a learned temperature per step on the support logits (from ``--tau0``), which
   keeps the support loss from saturating;
-* ``--anytime``: the weight of the query loss after each step before the last.
+* ``--anytime``: the weight of the query loss after each step before the last;
+* ``--head-whitening A``: the steps start from the library's whitened prototype head
+  (``prototype_head(..., whitening=A)``) instead of the plain one.
 
 ``--features FILE`` replaces CLINC150 by any saved features with their labels and split (an
 image artifact's body through ``body_features.py``; ``--query`` queries per class).
@@ -40,6 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
+
+from metaopt_tuner.models.proto_head import prototype_head
 
 TEST_DOMAINS, VAL_DOMAINS = ("auto_and_commute", "credit_cards", "work"), ("travel",)
 QUERY = 15
@@ -150,8 +154,12 @@ class HeadSteps(torch.nn.Module):
         onehot = F.one_hot(ys, ways).float()
         xs, xq = self.whitened(xs, onehot, xq)
         fs, fq = s * xs, s * xq
-        protos = onehot.t() @ fs / onehot.sum(0)[:, None]
-        w, b = 2 * protos, -(protos * protos).sum(1)
+        if self.args.head_whitening:  # the library's whitened prototype head
+            zero = torch.zeros(ways, fs.shape[1], dtype=fs.dtype)
+            w, b = prototype_head(fs, ys, zero, zero[:, 0], self.args.head_whitening)
+        else:
+            protos = onehot.t() @ fs / onehot.sum(0)[:, None]
+            w, b = 2 * protos, -(protos * protos).sum(1)
         w0, b0 = w, b
         out = [fq @ w.t() + b]
         n = len(ys)
@@ -210,6 +218,8 @@ def main() -> None:
     p.add_argument("--anytime", type=float, default=0.1)
     p.add_argument("--whiten", choices=("none", "within", "total"), default="none",
                    help="whiten the features by the support set's shrunk covariance")
+    p.add_argument("--head-whitening", type=float, default=None,
+                   help="start from the library's whitened prototype head at this strength")
     p.add_argument("--nu0", type=float, default=10.0, help="the covariance prior's strength")
     p.add_argument("--var0", type=float, default=1.0 / 768, help="its variance per feature")
     p.add_argument("--safe", type=int, default=0,

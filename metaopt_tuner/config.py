@@ -123,6 +123,12 @@ class TrainConfig:
         "a learned length per step, starting at this value: one bound serves every number of "
         "classes and shots, where rates alone overshoot at some (the intents encoder recipe sets "
         "it; none: unbounded).")
+    head_whitening: float | None = _option(
+        None,
+        "With a value a, each task's prototype head is whitened by its support set's within-class "
+        "covariance, shrunk toward the identity by a / (a + examples per class - 1): plain "
+        "prototypes at one shot, a linear discriminant at many (head init prototypes; the "
+        "omniglot recipe sets 6; none: plain prototypes).")
     eval_every: int = _option(500, "Evaluate on held-out validation tasks every N iterations.")
     eval_tasks: int = _option(100, "Number of fixed validation tasks.")
     checkpoint_every: int = _option(1000, "Write a checkpoint every N iterations.")
@@ -200,6 +206,13 @@ class TrainConfig:
                 isinstance(self.head_step_bound, (int, float))
                 and math.isfinite(self.head_step_bound) and self.head_step_bound > 0):
             raise ConfigError(f"head-step-bound must be a positive number, got {self.head_step_bound}")
+        if self.head_whitening is not None and not (
+                isinstance(self.head_whitening, (int, float)) and not isinstance(self.head_whitening, bool)
+                and math.isfinite(self.head_whitening) and self.head_whitening > 0):
+            raise ConfigError(f"head-whitening must be a positive number, got {self.head_whitening}")
+        if self.head_whitening is not None and self.head_init != "prototypes":
+            raise ConfigError("head-whitening whitens a prototype head: it needs head init "
+                              f"prototypes, got {self.head_init!r}")
         if self.inner_params not in INNER_PARAMS:
             raise ConfigError(
                 f"inner params must be one of {', '.join(INNER_PARAMS)}, got {self.inner_params!r}"
@@ -264,6 +277,8 @@ class TrainConfig:
             options["head_rate_scale"] = self.head_rate_scale
         if self.head_step_bound is not None:  # passed only when used, as head_init
             options["head_step_bound"] = self.head_step_bound
+        if self.head_whitening is not None:  # passed only when used, as head_init
+            options["head_whitening"] = self.head_whitening
         if self.first_order is not None:
             options["first_order"] = self.first_order
         if self.lr_granularity is not None:

@@ -339,6 +339,6 @@ def prepare(
                 stacklevel=2,
             )
         else:
-            prototype_head_(model, *support)
+            prototype_head_(model, *support, whitening=art.learner_config.get("head_whitening"))
     return model, MetaSGD(model.named_parameters(), art, lr, strict=strict, foreach=foreach)
 

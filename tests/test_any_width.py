@@ -40,14 +40,17 @@ def _adapt_with_optimizer(art, xs, ys, steps=STEPS):
 
 @pytest.mark.parametrize("ways", [3, 12])
 @pytest.mark.parametrize("inner_params", ["all", "head"])
-@pytest.mark.parametrize("head_rate_scale, head_step_bound",
-                         [("none", None), ("classes", None), ("none", 0.01)])
+@pytest.mark.parametrize("head_rate_scale, head_step_bound, head_whitening",
+                         [("none", None, None), ("classes", None, None), ("none", 0.01, None),
+                          ("none", None, 2.0)])
 def test_a_five_way_artifact_adapts_other_widths_identically_both_ways(tmp_path, ways, inner_params,
                                                                       head_rate_scale,
-                                                                      head_step_bound):
+                                                                      head_step_bound,
+                                                                      head_whitening):
     art = _five_way_artifact(tmp_path, inner_params, head_rate_scale=head_rate_scale,
-                             head_step_bound=head_step_bound)
+                             head_step_bound=head_step_bound, head_whitening=head_whitening)
     assert art.learner_config["head_rate_scale"] == head_rate_scale
+    assert art.learner_config["head_whitening"] == head_whitening
     assert (art.head_step_bound is None) == (head_step_bound is None)
     assert art.width_free and art.head_width == 5
     suite = TinyImageSuite(ways=ways, shots=2, query=2)

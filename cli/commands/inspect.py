@@ -62,6 +62,9 @@ def inspect(artifact: ArtifactArg, json_out: JsonOut = False, tracking_uri: Regi
         ("head step bound", "each class row's step at most " + ", ".join(
             f"{v:.3g}" for v in art.head_step_bound.tolist()) + " long, per step"
          if art.head_step_bound is not None else "-"),
+        ("head whitening", f"prototypes whitened by the support set's covariance, strength "
+         f"{art.learner_config['head_whitening']:g}"
+         if art.learner_config.get("head_whitening") is not None else "-"),
         ("training", _fmt(art.training_config) if art.training_config is not None else "-"),
         ("metrics", _fmt(art.metrics)),
     ]

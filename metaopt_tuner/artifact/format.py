@@ -240,7 +240,13 @@ def check_manifest(manifest: Any, where: str) -> None:
     c.field(suite, "options", dict, "suite.options")
     c.field(suite, "metric_name", str, "suite.metric_name", optional=True)
     c.field(suite, "metric_higher_is_better", bool, "suite.metric_higher_is_better", optional=True)
-    c.field(manifest, "learner", dict, "learner")
+    learner = c.field(manifest, "learner", dict, "learner")
+    whitening = learner.get("head_whitening")
+    if whitening is not None and not (
+            isinstance(whitening, (int, float)) and not isinstance(whitening, bool)
+            and math.isfinite(whitening) and whitening > 0):
+        raise c.fail(f"field 'learner.head_whitening' must be a positive number or null, "
+                     f"got {whitening!r}")
     tail = c.field(manifest, "tail", dict, "tail", optional=True)
     if tail is not None:
         c.positive_int(tail, "horizon", MAX_STEPS)

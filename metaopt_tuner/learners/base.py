@@ -15,6 +15,7 @@ in that last part. Three batching paths compute the same thing:
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
 from typing import Any
@@ -125,6 +126,10 @@ class MetaLearner(nn.Module, abc.ABC):
             together) is at most a learned length, one per step row, starting at this value
             (:func:`~metaopt_tuner.update_rule.bound_head_steps`): a bound per row is the same at
             any number of classes, where rates alone overshoot at some widths. None: unbounded.
+        head_whitening: with ``head_init="prototypes"``, a positive strength whitens each task's
+            prototype head by its support set's within-class covariance, shrunk toward the
+            identity by ``a / (a + examples per class - 1)``
+            (:func:`~metaopt_tuner.models.proto_head.whitening_matrix`). None: plain prototypes.
 
     Raises:
         ConfigError: an unknown ``head_init``, ``inner_params`` or ``batching``, a model that
@@ -152,8 +157,17 @@ class MetaLearner(nn.Module, abc.ABC):
         step_loss_weight: float = 0.0,
         head_rate_scale: str = "none",
         head_step_bound: float | None = None,
+        head_whitening: float | None = None,
     ) -> None:
         super().__init__()
+        if head_whitening is not None and not (
+                isinstance(head_whitening, (int, float)) and not isinstance(head_whitening, bool)
+                and math.isfinite(head_whitening) and head_whitening > 0):
+            raise ConfigError(f"head_whitening must be a positive number, got {head_whitening!r}")
+        if head_whitening is not None and head_init != "prototypes":
+            raise ConfigError("head_whitening whitens a prototype head: it needs head_init "
+                              f"'prototypes', got {head_init!r}")
+        self.head_whitening = None if head_whitening is None else float(head_whitening)
         if head_step_bound is not None and not supports_prototype_head(model):
             raise ConfigError(f"head_step_bound needs a model with a Linear 'head' and "
                               f"forward(x, head=False); {type(model).__name__} has none")
@@ -283,6 +297,7 @@ class MetaLearner(nn.Module, abc.ABC):
             "step_loss_weight": self.step_loss_weight,
             "head_rate_scale": self.head_rate_scale,
             "head_step_bound": self.rates.head_bound is not None,
+            "head_whitening": self.head_whitening,
         }
 
     # ----------------------------------------------------------------- batching
@@ -322,7 +337,8 @@ class MetaLearner(nn.Module, abc.ABC):
         ``torch.func.grad`` gives). The meta-gradient still flows through both.
         """
         weight, bias = prototype_head(
-            forward(params, xs, head=False), ys, params[HEAD_WEIGHT], params[HEAD_BIAS]
+            forward(params, xs, head=False), ys, params[HEAD_WEIGHT], params[HEAD_BIAS],
+            self.head_whitening,
         )
         return {**{k: v.view_as(v) for k, v in params.items()}, HEAD_WEIGHT: weight, HEAD_BIAS: bias}
 
@@ -365,7 +381,7 @@ class MetaLearner(nn.Module, abc.ABC):
                 fs, fq = forward(params, xs, head=False), forward(params, xq, head=False)
             weight, bias = params[HEAD_WEIGHT], params[HEAD_BIAS]
             if self.head_init == "prototypes":
-                weight, bias = prototype_head(fs, ys, weight, bias)
+                weight, bias = prototype_head(fs, ys, weight, bias, self.head_whitening)
             moving = {HEAD_WEIGHT: weight, HEAD_BIAS: bias}
             if grad_fn is autograd_grads and not weight.requires_grad:
                 moving = {k: v.detach().requires_grad_() for k, v in moving.items()}

@@ -48,6 +48,7 @@ def learner_from_artifact(
         "head_init": artifact.learner_config.get("head_init", "theta"),
         "inner_params": artifact.learner_config.get("inner_params", "all"),
         "head_rate_scale": artifact.learner_config.get("head_rate_scale", "none"),
+        "head_whitening": artifact.learner_config.get("head_whitening"),
     }
     bound = artifact.head_step_bound
     if bound is not None:

@@ -5,7 +5,8 @@ a split by alphabet) and scores, on seeded episodes of ``--split`` at each ``--w
 ``--shots``, the nearest centroid, the library's whitened prototype head
 (``prototype_head(..., whitening=a)``) at every ``--strengths`` value, and logistic regression
 (scikit-learn, L-BFGS, ``C`` 1 and 10) on the same episodes; each row's paired difference to the
-centroid with its 95% CI. Pick the strength on ``--split val``; check it on ``--split test``.
+centroid with its 95% CI, and the heads' mean query cross-entropy (the prototype heads' logits as
+the artifact's step starts from them). Pick the strength on ``--split val``; check it on ``--split test``.
 
     python benchmarks/body_features.py --artifact RUN/artifact --data-dir ../shared/data/omniglot \\
         --test Balinese,Korean --val Tagalog --out runs/omniglot-features.pt
@@ -37,10 +38,13 @@ def draw(emb: torch.Tensor, rows: list[list[int]], ways: int, shots: int, query:
     return torch.cat(xs), torch.tensor(ys), torch.cat(xq), torch.tensor(yq)
 
 
-def head_accuracy(xs, ys, xq, yq, ways: int, whitening: float | None) -> float:
+def head_scores(xs, ys, xq, yq, ways: int, whitening: float | None) -> tuple[float, float]:
+    """Query accuracy and mean query cross-entropy of the (whitened) prototype head."""
     zero = torch.zeros(ways, xs.shape[1], dtype=xs.dtype)
     weight, bias = prototype_head(xs, ys, zero, zero[:, 0], whitening)
-    return float(((xq @ weight.T + bias).argmax(-1) == yq).double().mean())
+    logits = xq @ weight.T + bias
+    return (float((logits.argmax(-1) == yq).double().mean()),
+            float(torch.nn.functional.cross_entropy(logits, yq)))
 
 
 def logreg_accuracy(xs, ys, xq, yq, c: float) -> float:
@@ -70,19 +74,22 @@ def main() -> None:
         index.setdefault(label, []).append(i)
     rows = [index[name] for name in data["split"][args.split]]
     print(f"{args.features}: {args.split} split, {len(rows)} classes, {emb.shape[1]} features")
-    print("| episodes | head | accuracy % | vs centroid (paired) |")
-    print("|---|---|---|---|")
+    print("| episodes | head | accuracy % | vs centroid (paired) | query loss |")
+    print("|---|---|---|---|---|")
     for ways in args.ways:
         ways = min(ways, len(rows))
         for shots in args.shots:
             rng = np.random.default_rng(args.seed)
             scores: dict[str, list[float]] = {}
+            losses: dict[str, list[float]] = {}
             for _ in range(args.episodes):
                 episode = draw(emb, rows, ways, shots, args.query, rng)
-                scores.setdefault("nearest centroid", []).append(head_accuracy(*episode, ways, None))
-                for a in args.strengths:
-                    scores.setdefault(f"whitened, strength {a:g}", []).append(
-                        head_accuracy(*episode, ways, a))
+                heads = {"nearest centroid": None, **{f"whitened, strength {a:g}": a
+                                                      for a in args.strengths}}
+                for name, whitening in heads.items():
+                    accuracy, loss = head_scores(*episode, ways, whitening)
+                    scores.setdefault(name, []).append(accuracy)
+                    losses.setdefault(name, []).append(loss)
                 for c in (1.0, 10.0):
                     scores.setdefault(f"logistic regression, C = {c:g}", []).append(
                         logreg_accuracy(*episode, c))
@@ -91,8 +98,9 @@ def main() -> None:
                 v = np.array(values) * 100
                 d = v - base
                 ci = 1.96 * d.std(ddof=1) / math.sqrt(len(d))
-                print(f"| {ways}-way {shots}-shot | {name} | {v.mean():.1f} | {d.mean():+.2f} ± {ci:.2f} |",
-                      flush=True)
+                loss = f"{np.mean(losses[name]):.3f}" if name in losses else ""
+                print(f"| {ways}-way {shots}-shot | {name} | {v.mean():.1f} | {d.mean():+.2f} ± {ci:.2f} "
+                      f"| {loss} |", flush=True)
 
 
 if __name__ == "__main__":

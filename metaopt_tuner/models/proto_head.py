@@ -200,8 +200,8 @@ def prototype_head_(model: nn.Module, x_support: Tensor, y_support: Tensor,
         model: a model with a Linear ``head`` and ``forward(x, head=False)`` giving features.
         x_support: the new task's support inputs.
         y_support: their integer labels.
-        whitening: the artifact's ``head_whitening`` (:func:`prototype_head`; :func:`~metaopt_tuner.
-            optim.prepare` passes it).
+        whitening: the artifact's ``head_whitening`` (see :func:`prototype_head`;
+            :func:`~metaopt_tuner.optim.prepare` passes it).
 
     Returns:
         ``model``, its head set.

@@ -34,11 +34,11 @@ __all__ = ["OmniglotSuite", "ImageFolderSuite", "GROUP_ALIASES", "RECIPE"]
 #: prototype logits' temperature 0.09), cosine meta-lr, meta-batch 1, 64 filters, group norm
 #: (each image normalized alone), jittered training images: the best configuration measured
 #: (docs/benchmarks.md, "Measurements behind the defaults" and the held-out-alphabet folds). The
-#: prototypes are whitened by the support set's shrunk covariance at strength 6 (the best of 1 to
+#: prototypes are whitened by the support set's shrunk covariance at strength 6 (picked over 1 to
 #: 20 on the validation alphabet at 2, 5 and 15 shots; it does nothing at one shot): the body
 #: separates its training classes perfectly, so no step learned on them can learn the held-out
-#: classes' spread, which a logistic regression uses at 5 and 15 shots (the Benchmarks page, "Any
-#: task shape").
+#: classes' spread, which a logistic regression uses at 5 and 15 shots (the Benchmarks page,
+#: "Omniglot, the recipe with a whitened prototype head").
 RECIPE = Recipe(
     config={"learner": "metasgd", "head_init": "prototypes", "inner_params": "head",
             "inner_lr": 0.05, "inner_steps": 1, "meta_batch": 1, "meta_lr_schedule": "cosine",

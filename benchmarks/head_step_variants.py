@@ -154,12 +154,8 @@ class HeadSteps(torch.nn.Module):
         onehot = F.one_hot(ys, ways).float()
         xs, xq = self.whitened(xs, onehot, xq)
         fs, fq = s * xs, s * xq
-        if self.args.head_whitening:  # the library's whitened prototype head
-            zero = torch.zeros(ways, fs.shape[1], dtype=fs.dtype)
-            w, b = prototype_head(fs, ys, zero, zero[:, 0], self.args.head_whitening)
-        else:
-            protos = onehot.t() @ fs / onehot.sum(0)[:, None]
-            w, b = 2 * protos, -(protos * protos).sum(1)
+        zero = torch.zeros(ways, fs.shape[1], dtype=fs.dtype)  # the library's prototype head
+        w, b = prototype_head(fs, ys, zero, zero[:, 0], self.args.head_whitening)
         w0, b0 = w, b
         out = [fq @ w.t() + b]
         n = len(ys)

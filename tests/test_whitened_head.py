@@ -42,6 +42,7 @@ def test_at_one_shot_the_whitened_head_is_the_prototype_head():
     plain, whitened = _head(fs, ys, 4, None), _head(fs, ys, 4, 6.0)
     for a, b in zip(plain, whitened):
         assert torch.equal(a, b)
+    assert whitening_matrix(fs - fs, 4, 6.0) is None  # nothing to whiten, nothing solved
 
 
 def test_the_whitened_head_is_the_shrunk_discriminant_written_out():

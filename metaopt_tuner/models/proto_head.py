@@ -152,16 +152,17 @@ def prototype_head(
     onehot = (labels.unsqueeze(-1) == classes).to(features.dtype)  # [..., N, C]
     counts = onehot.sum(-2).clamp(min=1.0).unsqueeze(-1)  # [..., C, 1]
     protos = onehot.transpose(-1, -2) @ features / counts  # [..., C, F]
-    if whitening is None:
+    shrunk = None if whitening is None else whitening_matrix(
+        features - onehot @ protos, weight.shape[-2], whitening)  # residuals: minus class means
+    if shrunk is None:
         return weight + 2.0 * protos, bias - protos.square().sum(-1)
-    residuals = features - onehot @ protos  # [..., N, F]: each example minus its class mean
-    shrunk = whitening_matrix(residuals, weight.shape[-2], whitening)
     directions = torch.linalg.solve(shrunk, protos.transpose(-1, -2)).transpose(-1, -2)
     return weight + 2.0 * directions, bias - (directions * protos).sum(-1)
 
 
-def whitening_matrix(residuals: Tensor, classes: int, strength: float) -> Tensor:
-    """The shrunk within-class covariance ``S`` ``[..., F, F]`` of a whitened prototype head.
+def whitening_matrix(residuals: Tensor, classes: int, strength: float) -> Tensor | None:
+    """The shrunk within-class covariance ``S`` ``[..., F, F]`` of a whitened prototype head, or
+    None when every class has one example (``S`` would be the identity: the plain prototypes).
 
     With few examples per class the pooled covariance of the support ``residuals`` (examples minus
     their class means) is noise, with many it is the features' real shape, which a logistic
@@ -174,10 +175,10 @@ def whitening_matrix(residuals: Tensor, classes: int, strength: float) -> Tensor
     if not strength > 0:
         raise ValueError(f"whitening strength must be positive, got {strength}")
     count, dim = residuals.shape[-2], residuals.shape[-1]
-    eye = torch.eye(dim, dtype=residuals.dtype, device=residuals.device)
     beyond_first = max(count - classes, 0) / max(classes, 1)
-    if beyond_first == 0:  # one example per class: no spread to learn from
-        return eye.expand(*residuals.shape[:-2], dim, dim)
+    if beyond_first == 0:  # one example per class: no spread to learn from, nothing to solve
+        return None
+    eye = torch.eye(dim, dtype=residuals.dtype, device=residuals.device)
     weight = strength / (strength + beyond_first)
     cov = residuals.transpose(-1, -2) @ residuals / count
     # the floor's square is still a normal number, so a support set without spread (duplicates)
